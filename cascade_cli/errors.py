@@ -1,0 +1,213 @@
+"""One exception tree for the whole package.
+
+Foreign exceptions (SQLAlchemy, httpx, YAML, OS) are translated into these once, at the boundary
+where they occur. The CLI is the single error boundary: a ``CascadeError`` becomes one red line
+and its ``exit_code``; anything else is a bug and shows a traceback.
+"""
+
+from __future__ import annotations
+
+# Documented exit codes (see ``cascade --help``).
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+class CascadeError(Exception):
+    """Base of every expected error. ``hint`` tells the user what to do about it."""
+
+    exit_code = EXIT_FAILED
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+# --- configuration -------------------------------------------------------------------------
+
+
+class ConfigError(CascadeError):
+    """The configuration file or environment is unusable. ``key`` is the dotted key path."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, message: str, *, key: str | None = None, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.key = key
+
+
+class UsageError(CascadeError):
+    exit_code = EXIT_USAGE
+
+
+class NotBuiltError(CascadeError):
+    """A command that exists in the interface but whose implementation has not landed."""
+
+
+# --- store ---------------------------------------------------------------------------------
+
+
+class StoreError(CascadeError):
+    """The database could not be reached or used."""
+
+
+class SchemaOutOfDate(StoreError):
+    pass
+
+
+class NotFound(CascadeError):
+    """A named object (node, feed, task, allocation...) does not exist."""
+
+    def __init__(self, kind: str, ident: str, *, hint: str | None = None) -> None:
+        super().__init__(f"{kind} not found: {ident}", hint=hint)
+        self.kind = kind
+        self.ident = ident
+
+
+class Conflict(CascadeError):
+    """The operation conflicts with existing state (duplicate name, terminal allocation...)."""
+
+    def __init__(self, message: str, *, code: str = "conflict", hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.code = code
+
+
+class InvalidInput(CascadeError):
+    """A value supplied by a user or client is malformed. ``field`` names it."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, message: str, *, field: str | None = None, code: str = "invalid_input",
+                 hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.field = field
+        self.code = code
+
+
+# --- protocol (raised by the store/parent logic, mapped to HTTP by the parent app) ---------
+
+
+class ProtocolError(CascadeError):
+    """An error with a fixed HTTP status and stable machine code from PROTOCOL.md."""
+
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, *, code: str | None = None, status: int | None = None,
+                 hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+
+
+class AuthError(ProtocolError):
+    status = 401
+    code = "invalid_credentials"
+
+
+class ForbiddenError(ProtocolError):
+    status = 403
+    code = "forbidden"
+
+
+class NotOwner(ForbiddenError):
+    code = "not_owner"
+
+
+class LeaseSuperseded(ProtocolError):
+    status = 409
+    code = "lease_superseded"
+
+
+class InvalidTransition(ProtocolError):
+    status = 409
+    code = "invalid_transition"
+
+
+class PayloadTooLarge(ProtocolError):
+    status = 413
+    code = "payload_too_large"
+
+
+class RateLimited(ProtocolError):
+    status = 429
+    code = "too_many_requests"
+
+    def __init__(self, message: str, *, retry_after: float, **kw: object) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+# --- client side (what a child or doctor sees when talking to a parent) --------------------
+
+
+class ClientError(CascadeError):
+    """Base of failures talking to the parent, in the troubleshooting guide's terms."""
+
+
+class ParentUnreachable(ClientError):
+    """Connection refused, DNS failure or timeout (guide problem 2)."""
+
+    def __init__(self, message: str, *, reason: str, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.reason = reason  # "refused" | "dns" | "timeout" | "network"
+
+
+class WrongEndpoint(ClientError):
+    """404 from the parent: wrong URL or path prefix (guide problem 2, '404 - Not Found')."""
+
+
+class BadCredentials(ClientError):
+    """401: unknown key, wrong secret, clock skew or replay."""
+
+    def __init__(self, message: str, *, code: str = "invalid_credentials",
+                 hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.code = code
+
+
+class NodeDisabled(ClientError):
+    """403 node_disabled, or another role error."""
+
+    def __init__(self, message: str, *, code: str = "node_disabled",
+                 hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.code = code
+
+
+class LeaseLost(ClientError):
+    """409: the lease expired and the work was handed on, or the transition is invalid."""
+
+    def __init__(self, message: str, *, code: str = "lease_superseded",
+                 hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.code = code
+
+
+class ParentRejected(ClientError):
+    """Any other 4xx: the request itself was refused. Never retried."""
+
+    def __init__(self, message: str, *, status: int, code: str | None = None,
+                 hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.status = status
+        self.code = code
+
+
+class ParentServerError(ClientError):
+    """5xx or an answer that is not the protocol's envelope."""
+
+    def __init__(self, message: str, *, status: int | None = None,
+                 hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.status = status
+
+
+class FetchError(CascadeError):
+    """A feed could not be fetched or parsed; becomes a failed per-feed result."""

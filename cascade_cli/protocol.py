@@ -1,0 +1,266 @@
+"""Wire models shared by parent and child (PROTOCOL.md, version 1).
+
+Requests ignore unknown fields (forward compatibility). Field names are the protocol's and are
+stable; add fields, never rename them.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from cascade_cli import PROTOCOL_VERSION
+
+NO_TASK_MESSAGE = "暂无待处理任务"  # fixed string: "no pending task"
+CANONICAL_PREFIX = "/api/v1/cascade"
+LEGACY_PREFIX = "/api/v1/wx/cascade"
+PREFIXES = (CANONICAL_PREFIX, LEGACY_PREFIX)
+
+__all__ = ["PROTOCOL_VERSION", "NO_TASK_MESSAGE", "CANONICAL_PREFIX", "LEGACY_PREFIX"]
+
+
+class WireModel(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+def parse_time(value: Any) -> datetime | None:
+    """Epoch seconds (int/float/numeric string) or ISO-8601; naive input is UTC."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        dt = value
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+        if seconds > 1e12:  # milliseconds, as some bridges send
+            seconds /= 1000.0
+        dt = datetime.fromtimestamp(seconds, tz=UTC)
+    elif isinstance(value, str):
+        text = value.strip()
+        try:
+            return parse_time(float(text))
+        except ValueError:
+            pass
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    else:
+        raise ValueError("must be epoch seconds or an ISO-8601 time")
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+
+
+# --- node requests -------------------------------------------------------------------------
+
+
+class HeartbeatIn(WireModel):
+    callback_url: str | None = Field(default=None, max_length=1000)
+    running: list[str] = Field(default_factory=list, max_length=1000)
+    version: str | None = Field(default=None, max_length=64)
+    hostname: str | None = Field(default=None, max_length=255)
+    capacity: int | None = Field(default=None, ge=0, le=256)
+
+
+AllocationWriteStatus = Literal["executing", "failed", "released"]
+
+
+class _Fenced(WireModel):
+    epoch: int | None = Field(default=None, ge=0)
+    timestamp: Any = None
+
+
+class TaskStatusIn(_Fenced):
+    allocation_id: str = Field(min_length=1, max_length=64)
+    status: AllocationWriteStatus
+    error_message: str | None = Field(default=None, max_length=10_000)
+
+
+class ArticleIn(WireModel):
+    id: str | None = Field(default=None, max_length=255)
+    guid: str | None = Field(default=None, max_length=2048)
+    feed_id: str | None = Field(default=None, max_length=128)
+    mp_id: str | None = Field(default=None, max_length=128)
+    title: str = Field(default="", max_length=1000)
+    url: str = Field(default="", max_length=4096)
+    pic_url: str | None = Field(default=None, max_length=4096)
+    description: str | None = None
+    content: str | None = None
+    author: str | None = Field(default=None, max_length=255)
+    publish_time: Any = None
+
+    @field_validator("publish_time", mode="before")
+    @classmethod
+    def _time(cls, v: Any) -> Any:
+        try:
+            return parse_time(v)
+        except (ValueError, OverflowError, OSError) as exc:
+            raise ValueError(f"publish_time: {exc}") from None
+
+    @property
+    def source_feed_id(self) -> str | None:
+        return self.feed_id or self.mp_id
+
+
+class UploadArticlesIn(_Fenced):
+    allocation_id: str = Field(min_length=1, max_length=64)
+    feed_id: str | None = Field(default=None, max_length=128)
+    articles: list[ArticleIn] = Field(default_factory=list)
+
+
+FeedResultStatus = Literal["success", "failed", "not_modified"]
+
+
+class FeedResultIn(WireModel):
+    feed_id: str | None = Field(default=None, max_length=128)
+    mp_id: str | None = Field(default=None, max_length=128)
+    status: FeedResultStatus
+    article_count: int = Field(default=0, ge=0)
+    new_article_count: int | None = Field(default=None, ge=0)
+    error: str | None = Field(default=None, max_length=10_000)
+    etag: str | None = Field(default=None, max_length=1024)
+    last_modified: str | None = Field(default=None, max_length=255)
+    duration_ms: int | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _has_feed(self) -> FeedResultIn:
+        if not (self.feed_id or self.mp_id):
+            raise ValueError("feed_id (or mp_id) is required")
+        return self
+
+    @property
+    def source_feed_id(self) -> str:
+        return self.feed_id or self.mp_id or ""
+
+
+class ReportCompletionIn(_Fenced):
+    allocation_id: str = Field(min_length=1, max_length=64)
+    task_id: str | None = Field(default=None, max_length=64)
+    results: list[FeedResultIn] = Field(default_factory=list, max_length=100_000)
+    article_count: int = Field(default=0, ge=0)
+
+
+class ReportResultIn(WireModel):
+    """Legacy: recorded as an event only."""
+
+    task_id: str | None = Field(default=None, max_length=64)
+    results: list[Any] = Field(default_factory=list, max_length=10_000)
+    timestamp: Any = None
+
+
+# --- admin requests ------------------------------------------------------------------------
+
+FEED_ID_PATTERN = r"^[A-Za-z0-9_.:@\-]{1,128}$"
+
+
+class FeedIn(WireModel):
+    id: str | None = Field(default=None, pattern=FEED_ID_PATTERN)
+    mp_name: str = Field(default="", max_length=255)
+    url: str = Field(min_length=1, max_length=4096)
+    kind: str = Field(default="rss", pattern=r"^[a-z][a-z0-9_\-]{0,63}$")
+    faker_id: str | None = Field(default=None, max_length=255)
+    mp_cover: str | None = Field(default=None, max_length=4096)
+    mp_intro: str | None = Field(default=None, max_length=10_000)
+    status: Literal[0, 1] = 1
+    preferred_node: str | None = Field(default=None, max_length=100)
+
+
+class FeedUpdate(WireModel):
+    mp_name: str | None = Field(default=None, max_length=255)
+    url: str | None = Field(default=None, min_length=1, max_length=4096)
+    kind: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_\-]{0,63}$")
+    faker_id: str | None = Field(default=None, max_length=255)
+    mp_cover: str | None = Field(default=None, max_length=4096)
+    mp_intro: str | None = Field(default=None, max_length=10_000)
+    status: Literal[0, 1] | None = None
+    preferred_node: str | None = Field(default=None, max_length=100)
+
+
+def normalise_mps_id(value: Any) -> list[str]:
+    """Accept a list of ids, a JSON string of that list, or a list of ``{"id": ...}`` objects."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return []
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = [part.strip() for part in text.split(",") if part.strip()]
+    if not isinstance(value, list):
+        raise ValueError("must be a list of feed ids")
+    out: list[str] = []
+    for item in value:
+        if isinstance(item, dict):
+            item = item.get("id")
+        if not isinstance(item, str | int) or isinstance(item, bool) or str(item) == "":
+            raise ValueError("every entry must be a feed id (or an object with an 'id')")
+        out.append(str(item))
+    # keep order, drop duplicates
+    return list(dict.fromkeys(out))
+
+
+class MessageTaskIn(WireModel):
+    id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:\-]{1,64}$")
+    name: str = Field(min_length=1, max_length=255)
+    mps_id: list[str] = Field(default_factory=list)
+    cron_exp: str | None = Field(default=None, max_length=255)
+    web_hook_url: str | None = Field(default=None, max_length=4096)
+    message_type: Literal[0, 1] = 0
+    message_template: str | None = Field(default=None, max_length=100_000)
+    headers: dict[str, str] | None = None
+    cookies: str | None = Field(default=None, max_length=10_000)
+    status: Literal[0, 1] = 1
+    overlap_policy: Literal["skip", "allow"] = "skip"
+    misfire_policy: Literal["skip", "run_once"] = "skip"
+    misfire_grace: float | None = Field(default=None, ge=0)
+    jitter: float = Field(default=0, ge=0, le=3600)
+    webhook_secret: str | None = Field(default=None, max_length=128)
+
+    @field_validator("mps_id", mode="before")
+    @classmethod
+    def _mps(cls, v: Any) -> list[str]:
+        return normalise_mps_id(v)
+
+    @field_validator("headers", mode="before")
+    @classmethod
+    def _headers(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = v.strip()
+            if not v:
+                return None
+            try:
+                v = json.loads(v)
+            except json.JSONDecodeError:
+                raise ValueError("must be a JSON object of header names to values") from None
+        if isinstance(v, dict):
+            return {str(k): str(val) for k, val in v.items()}
+        return v
+
+    @field_validator("cron_exp", "web_hook_url", mode="before")
+    @classmethod
+    def _blank_none(cls, v: Any) -> Any:
+        if isinstance(v, str) and not v.strip():
+            return None
+        return v.strip() if isinstance(v, str) else v
+
+
+class MessageTaskUpdate(MessageTaskIn):
+    name: str | None = Field(default=None, min_length=1, max_length=255)  # type: ignore[assignment]
+    mps_id: list[str] | None = None  # type: ignore[assignment]
+    message_type: Literal[0, 1] | None = None  # type: ignore[assignment]
+    status: Literal[0, 1] | None = None  # type: ignore[assignment]
+    overlap_policy: Literal["skip", "allow"] | None = None  # type: ignore[assignment]
+    misfire_policy: Literal["skip", "run_once"] | None = None  # type: ignore[assignment]
+    jitter: float | None = Field(default=None, ge=0, le=3600)  # type: ignore[assignment]
+
+
+class NodeIn(WireModel):
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+    description: str = Field(default="", max_length=500)
+    max_capacity: int = Field(default=2, ge=1, le=256)
+
+
+class NodeUpdate(WireModel):
+    description: str | None = Field(default=None, max_length=500)
+    max_capacity: int | None = Field(default=None, ge=1, le=256)
+    enabled: bool | None = None

@@ -1,0 +1,161 @@
+"""Engine and session factories. Nothing here runs at import time.
+
+``Store`` bundles an engine with a session factory; build one per process (in the CLI command
+or daemon ``run``) and pass it down.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine.url import URL
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from cascade_cli.errors import ConfigError, StoreError
+
+
+def mask_url(url: str | URL) -> str:
+    """The URL with its password hidden, for logs and startup lines."""
+    try:
+        return make_url(str(url)).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<invalid database URL>"
+
+
+def normalise_db_url(url: str) -> URL:
+    """Pick the drivers we ship: psycopg 3 for PostgreSQL, PyMySQL for MySQL/MariaDB."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise ConfigError(f"database.url: not a database URL, got \"{mask_url(url)}\"",
+                          key="database.url",
+                          hint="use sqlite:///path.db, postgresql://user@host/db or "
+                               "mysql://user@host/db") from exc
+    backend = parsed.get_backend_name()
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    elif parsed.drivername in ("mysql", "mariadb"):
+        parsed = parsed.set(drivername="mysql+pymysql")
+    elif backend not in ("sqlite", "postgresql", "mysql", "mariadb"):
+        raise ConfigError(f"database.url: unsupported database '{backend}'",
+                          key="database.url", hint="use SQLite, PostgreSQL or MySQL/MariaDB")
+    return parsed
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # WAL lets readers and one writer work together; busy_timeout waits instead of failing.
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def _sqlite_begin_immediate(conn: Any) -> None:
+    # Take the write lock at BEGIN: a deferred transaction that later upgrades to a writer can
+    # fail at once with "database is locked" instead of waiting on busy_timeout.
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def build_engine(url: str, *, echo: bool = False, pool_size: int = 10) -> Engine:
+    parsed = normalise_db_url(url)
+    kwargs: dict[str, Any] = {"echo": echo, "future": True}
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30,
+                                  "isolation_level": None}
+        kwargs["pool_size"] = pool_size
+    else:
+        kwargs["pool_pre_ping"] = True
+        kwargs["pool_size"] = pool_size
+        kwargs["max_overflow"] = pool_size
+        if parsed.get_backend_name() == "mysql":
+            kwargs["isolation_level"] = "READ COMMITTED"
+    try:
+        engine = create_engine(parsed, **kwargs)
+    except (NoSuchModuleError, ImportError) as exc:
+        raise ConfigError(f"database.url: no driver installed for {parsed.drivername}",
+                          key="database.url",
+                          hint="pip install 'cascade-cli[postgres]' or 'cascade-cli[mysql]'"
+                          ) from exc
+    if parsed.get_backend_name() == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin_immediate)
+    return engine
+
+
+class Store:
+    """An engine plus a session factory. ``session()`` is one unit of work."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._factory = sessionmaker(bind=engine, expire_on_commit=False, future=True)
+
+    @classmethod
+    def from_url(cls, url: str, *, echo: bool = False, pool_size: int = 10) -> Store:
+        return cls(build_engine(url, echo=echo, pool_size=pool_size))
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @property
+    def supports_skip_locked(self) -> bool:
+        return self.dialect in ("postgresql", "mysql", "mariadb")
+
+    @property
+    def masked_url(self) -> str:
+        return mask_url(self.engine.url)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """Commit on success, roll back on any error; database failures become StoreError."""
+        s = self._factory()
+        try:
+            yield s
+            s.commit()
+        except DBAPIError as exc:
+            s.rollback()
+            if exc.connection_invalidated or _is_connect_error(exc):
+                raise StoreError(f"database unreachable ({self.masked_url}): {_short(exc)}",
+                                 hint="check database.url and that the server is running"
+                                 ) from exc
+            raise
+        except BaseException:
+            s.rollback()
+            raise
+        finally:
+            s.close()
+
+    def ping(self) -> None:
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except SQLAlchemyError as exc:
+            raise StoreError(f"database unreachable ({self.masked_url}): {_short(exc)}",
+                             hint="check database.url and that the server is running") from exc
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _is_connect_error(exc: DBAPIError) -> bool:
+    text_ = str(exc.orig).lower()
+    return any(s in text_ for s in ("connection refused", "could not connect", "can't connect",
+                                    "unable to open database", "name or service not known",
+                                    "connection timed out", "unknown database",
+                                    "does not exist", "access denied"))
+
+
+def _short(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    return str(orig).strip().splitlines()[0][:300] if str(orig).strip() else type(orig).__name__

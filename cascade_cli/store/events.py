@@ -1,0 +1,43 @@
+"""The event log (the guide's "sync logs"): one row per notable operation."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from cascade_cli.store.models import Event
+
+
+def log_event(session: Session, now: datetime, operation: str, *, node_id: str | None = None,
+              direction: str = "internal", status: str = "ok", task_id: str | None = None,
+              allocation_id: str | None = None, count: int = 0, error: str | None = None,
+              detail: dict[str, Any] | None = None) -> Event:
+    event = Event(node_id=node_id, operation=operation, direction=direction, status=status,
+                  task_id=task_id, allocation_id=allocation_id, count=count,
+                  error=(error[:4000] if error else None), detail=detail, created_at=now)
+    session.add(event)
+    return event
+
+
+def list_events(session: Session, *, node_id: str | None = None, operation: str | None = None,
+                status: str | None = None, limit: int = 50, offset: int = 0) -> list[Event]:
+    q = select(Event).order_by(Event.id.desc())
+    if node_id:
+        q = q.where(Event.node_id == node_id)
+    if operation:
+        q = q.where(Event.operation == operation)
+    if status:
+        q = q.where(Event.status == status)
+    return list(session.scalars(q.limit(limit).offset(offset)))
+
+
+def event_dict(e: Event) -> dict[str, Any]:
+    from cascade_cli.clock import isoformat_z
+
+    return {"id": e.id, "node_id": e.node_id, "operation": e.operation, "direction": e.direction,
+            "status": e.status, "task_id": e.task_id, "allocation_id": e.allocation_id,
+            "count": e.count, "error": e.error, "detail": e.detail,
+            "created_at": isoformat_z(e.created_at)}

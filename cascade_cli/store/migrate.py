@@ -1,0 +1,63 @@
+"""Schema creation and upgrades through Alembic, run by ``cascade init``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.exc import SQLAlchemyError
+
+from cascade_cli.errors import SchemaOutOfDate, StoreError
+from cascade_cli.store.engine import Store
+
+_MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def _config() -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_MIGRATIONS))
+    return cfg
+
+
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+def current_revision(store: Store) -> str | None:
+    try:
+        with store.engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+    except SQLAlchemyError as exc:
+        raise StoreError(f"database unreachable ({store.masked_url}): "
+                         f"{str(getattr(exc, 'orig', exc)).splitlines()[0]}",
+                         hint="check database.url and that the server is running") from exc
+
+
+def upgrade(store: Store) -> tuple[str | None, str]:
+    """Bring the schema to head. Safe to run again. Returns (before, after) revisions."""
+    before = current_revision(store)
+    cfg = _config()
+    try:
+        with store.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+    except SQLAlchemyError as exc:
+        raise StoreError(f"schema upgrade failed on {store.masked_url}: "
+                         f"{str(getattr(exc, 'orig', exc)).splitlines()[0]}") from exc
+    return before, head_revision()
+
+
+def require_current(store: Store) -> None:
+    """Refuse to run daemons against a missing or old schema, with the fix."""
+    current = current_revision(store)
+    if current is None:
+        raise SchemaOutOfDate(f"database {store.masked_url} has no Cascade schema",
+                              hint="run 'cascade init' on the parent first")
+    if current != head_revision():
+        raise SchemaOutOfDate(f"database schema is at {current}, this version needs "
+                              f"{head_revision()}", hint="run 'cascade init' to upgrade it")

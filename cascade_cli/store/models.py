@@ -1,0 +1,313 @@
+"""SQLAlchemy 2 typed models. Field names follow PROTOCOL.md.
+
+Identifiers are strings (uuid4 hex unless the protocol gives them, such as feed ids like
+``MP_WXS_123``). Times are ``UTCDateTime``. JSON columns hold lists/objects.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects import mysql
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from cascade_cli.store.types import UTCDateTime
+
+# Deterministic constraint names make migrations portable across databases.
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# MySQL's TEXT is 64 KiB; article content and templates may be larger.
+LongText = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+# Allocation states (PROTOCOL.md "Allocation states").
+PENDING = "pending"
+CLAIMED = "claimed"
+EXECUTING = "executing"
+COMPLETED = "completed"
+FAILED = "failed"
+TIMEOUT = "timeout"
+ALLOCATION_STATES = (PENDING, CLAIMED, EXECUTING, COMPLETED, FAILED, TIMEOUT)
+ACTIVE_STATES = (CLAIMED, EXECUTING)
+TERMINAL_STATES = (COMPLETED, FAILED, TIMEOUT)
+
+# Run states.
+RUN_RUNNING = "running"
+RUN_FINISHED = "finished"
+
+# Delivery (notification outbox) states.
+DELIVERY_PENDING = "pending"
+DELIVERY_DELIVERED = "delivered"
+DELIVERY_DEAD = "dead"
+
+
+class Node(Base):
+    __tablename__ = "nodes"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    description: Mapped[str] = mapped_column(String(500), default="")
+    api_key: Mapped[str] = mapped_column(String(64), unique=True)
+    # One-way hash of the secret and the Ed25519 public key derived from it; never the secret.
+    secret_hash: Mapped[str | None] = mapped_column(String(128))
+    public_key: Mapped[str | None] = mapped_column(String(64))
+    # Rotation overlap: the previous secret stays valid until prev_valid_until.
+    prev_secret_hash: Mapped[str | None] = mapped_column(String(128))
+    prev_public_key: Mapped[str | None] = mapped_column(String(64))
+    prev_valid_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    credentials_rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    max_capacity: Mapped[int] = mapped_column(Integer, default=2)
+    callback_url: Mapped[str | None] = mapped_column(String(1000))
+    hostname: Mapped[str | None] = mapped_column(String(255))
+    version: Mapped[str | None] = mapped_column(String(64))
+    last_heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Feed(Base):
+    __tablename__ = "feeds"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    mp_name: Mapped[str] = mapped_column(String(255), default="")
+    url: Mapped[str] = mapped_column(String(4096), default="")
+    kind: Mapped[str] = mapped_column(String(64), default="rss")
+    faker_id: Mapped[str | None] = mapped_column(String(255))
+    mp_cover: Mapped[str | None] = mapped_column(String(4096))
+    mp_intro: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[int] = mapped_column(Integer, default=1)
+    preferred_node: Mapped[str | None] = mapped_column(
+        ForeignKey("nodes.id", ondelete="SET NULL"), index=True)
+    # Conditional GET state reported back by children.
+    etag: Mapped[str | None] = mapped_column(String(1024))
+    last_modified: Mapped[str | None] = mapped_column(String(255))
+    last_fetched_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_status: Mapped[str | None] = mapped_column(String(32))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class MessageTask(Base):
+    __tablename__ = "message_tasks"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(255))
+    mps_id: Mapped[list[str]] = mapped_column(JSON, default=list)  # feed ids
+    cron_exp: Mapped[str | None] = mapped_column(String(255))
+    web_hook_url: Mapped[str | None] = mapped_column(String(4096))
+    message_type: Mapped[int] = mapped_column(Integer, default=0)
+    message_template: Mapped[str | None] = mapped_column(LongText)
+    headers: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    cookies: Mapped[str | None] = mapped_column(Text)
+    # Per-task HMAC secret for the webhook signature header; never sent to children.
+    webhook_secret: Mapped[str | None] = mapped_column(String(128))
+    status: Mapped[int] = mapped_column(Integer, default=1)
+    overlap_policy: Mapped[str] = mapped_column(String(16), default="skip")  # skip | allow
+    misfire_policy: Mapped[str] = mapped_column(String(16), default="skip")  # skip | run_once
+    misfire_grace: Mapped[float | None] = mapped_column()  # seconds; None -> config default
+    jitter: Mapped[float] = mapped_column(default=0.0)  # seconds
+    last_error: Mapped[str | None] = mapped_column(Text)  # e.g. invalid cron, seen by doctor
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class ScheduleRun(Base):
+    """One run of a task. Unique per (task, scheduled time): a tick fires exactly once."""
+
+    __tablename__ = "schedule_runs"
+    __table_args__ = (UniqueConstraint("task_id", "scheduled_for", name="uq_run_task_tick"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    task_id: Mapped[str] = mapped_column(ForeignKey("message_tasks.id", ondelete="CASCADE"),
+                                         index=True)
+    scheduled_for: Mapped[datetime] = mapped_column(UTCDateTime())
+    trigger: Mapped[str] = mapped_column(String(16), default="manual")  # cron | manual | api
+    status: Mapped[str] = mapped_column(String(16), default=RUN_RUNNING, index=True)
+    allocation_count: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class Allocation(Base):
+    __tablename__ = "allocations"
+    __table_args__ = (
+        Index("ix_alloc_status_created", "status", "created_at"),
+        Index("ix_alloc_status_lease", "status", "lease_expires_at"),
+        Index("ix_alloc_node_status", "node_id", "status"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    schedule_run_id: Mapped[str] = mapped_column(
+        ForeignKey("schedule_runs.id", ondelete="CASCADE"), index=True)
+    task_id: Mapped[str] = mapped_column(String(64), index=True)
+    task_name: Mapped[str] = mapped_column(String(255), default="")
+    # The node it is meant for first (feed affinity); NULL = shared pool.
+    target_node_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    # The node holding (or last holding) it.
+    node_id: Mapped[str | None] = mapped_column(String(32))
+    feed_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
+    status: Mapped[str] = mapped_column(String(16), default=PENDING)
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    epoch: Mapped[int] = mapped_column(Integer, default=0)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    result_summary: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    error_message: Mapped[str | None] = mapped_column(Text)
+    article_count: Mapped[int] = mapped_column(Integer, default=0)
+    new_article_count: Mapped[int] = mapped_column(Integer, default=0)
+    dispatched_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Article(Base):
+    """Stored identity = hash of (feed id, guid or url): the same article is one row."""
+
+    __tablename__ = "articles"
+    __table_args__ = (Index("ix_article_feed_published", "feed_id", "publish_time"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    feed_id: Mapped[str] = mapped_column(String(128), index=True)
+    guid: Mapped[str | None] = mapped_column(String(2048))
+    client_id: Mapped[str | None] = mapped_column(String(255))  # the raw id a child sent
+    title: Mapped[str] = mapped_column(String(1000), default="")
+    url: Mapped[str] = mapped_column(String(4096), default="")
+    pic_url: Mapped[str | None] = mapped_column(String(4096))
+    description: Mapped[str | None] = mapped_column(LongText)
+    content: Mapped[str | None] = mapped_column(LongText)
+    author: Mapped[str | None] = mapped_column(String(255))
+    publish_time: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Where it was first seen: drives "new articles of this run" for notifications.
+    schedule_run_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    allocation_id: Mapped[str | None] = mapped_column(String(32))
+    node_id: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class FeedResult(Base):
+    """One per-feed outcome reported with a completion (failure rates, freshness)."""
+
+    __tablename__ = "feed_results"
+    __table_args__ = (
+        UniqueConstraint("allocation_id", "feed_id", name="uq_feed_result_alloc_feed"),
+        Index("ix_feed_result_created", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
+                                    primary_key=True, autoincrement=True)
+    allocation_id: Mapped[str] = mapped_column(String(32))
+    schedule_run_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    feed_id: Mapped[str] = mapped_column(String(128), index=True)
+    node_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    status: Mapped[str] = mapped_column(String(16))  # success | failed | not_modified
+    article_count: Mapped[int] = mapped_column(Integer, default=0)
+    new_article_count: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    duration_ms: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Event(Base):
+    """The event log (the original's "sync logs")."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_event_created", "created_at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
+                                    primary_key=True, autoincrement=True)
+    node_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    operation: Mapped[str] = mapped_column(String(64))
+    direction: Mapped[str] = mapped_column(String(16), default="inbound")  # inbound|outbound|internal
+    status: Mapped[str] = mapped_column(String(16), default="ok")  # ok | failed | warning
+    task_id: Mapped[str | None] = mapped_column(String(64))
+    allocation_id: Mapped[str | None] = mapped_column(String(32))
+    count: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class AuthNonce(Base):
+    """Nonces of signed requests, shared by every parent process on the database."""
+
+    __tablename__ = "auth_nonces"
+
+    nonce: Mapped[str] = mapped_column(String(128), primary_key=True)
+    node_id: Mapped[str] = mapped_column(String(32))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class AdminToken(Base):
+    """Issued admin tokens (by jti), so they can be listed and revoked."""
+
+    __tablename__ = "admin_tokens"
+
+    jti: Mapped[str] = mapped_column(String(64), primary_key=True)
+    label: Mapped[str] = mapped_column(String(255), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class Delivery(Base):
+    """The notification outbox: one row per (run, feed) with new articles."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (Index("ix_delivery_status_next", "status", "next_attempt_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    # Idempotency id sent to receivers; unique so a run never queues a feed twice.
+    idempotency_key: Mapped[str] = mapped_column(String(128), unique=True)
+    schedule_run_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    task_id: Mapped[str] = mapped_column(String(64), index=True)
+    feed_id: Mapped[str | None] = mapped_column(String(128))
+    channel: Mapped[str] = mapped_column(String(32), default="generic")
+    url: Mapped[str] = mapped_column(String(4096))
+    body: Mapped[str] = mapped_column(LongText)
+    content_type: Mapped[str] = mapped_column(String(100), default="application/json")
+    status: Mapped[str] = mapped_column(String(16), default=DELIVERY_PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=8)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    # A sender claims a row for a short while so two parent processes never send it at once.
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -1,0 +1,199 @@
+"""Nodes and their credentials. Secrets never enter or leave this module except once, at
+creation or rotation, inside a ``NodeCredentials`` returned to the caller for display."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from cascade_cli import auth
+from cascade_cli.auth import NodeCredentials
+from cascade_cli.clock import isoformat_z
+from cascade_cli.errors import Conflict, InvalidInput, NotFound
+from cascade_cli.store.models import ACTIVE_STATES, PENDING, Allocation, AuthNonce, Node
+
+NODE_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$"
+
+
+def create_node(session: Session, now: datetime, name: str, *, description: str = "",
+                max_capacity: int = 2) -> tuple[Node, NodeCredentials]:
+    import re
+
+    if not re.fullmatch(NODE_NAME_RE, name or ""):
+        raise InvalidInput(f"invalid node name {name!r}: use letters, digits, '.', '_' or '-' "
+                           "(up to 100, starting with a letter or digit)", field="name")
+    if not 1 <= max_capacity <= 256:
+        raise InvalidInput(f"capacity must be between 1 and 256, got {max_capacity}",
+                           field="max_capacity")
+    if session.scalar(select(Node.id).where(Node.name == name)) is not None:
+        raise Conflict(f"a node named '{name}' already exists", code="duplicate_name",
+                       hint=f"choose another name, or rotate its credentials with "
+                            f"'cascade nodes rotate {name}'")
+    creds = auth.generate_credentials()
+    stored = auth.stored_secret_for(creds.api_secret)
+    node = Node(name=name, description=description, api_key=creds.api_key,
+                secret_hash=stored.secret_hash, public_key=stored.public_key,
+                max_capacity=max_capacity, enabled=True, credentials_rotated_at=now,
+                created_at=now, updated_at=now)
+    session.add(node)
+    try:
+        session.flush()
+    except IntegrityError as exc:
+        raise Conflict(f"a node named '{name}' already exists", code="duplicate_name") from exc
+    return node, creds
+
+
+def get_node(session: Session, ident: str) -> Node:
+    """By id or name."""
+    node = session.get(Node, ident) or session.scalar(select(Node).where(Node.name == ident))
+    if node is None:
+        raise NotFound("node", ident, hint="'cascade list-credentials' lists the nodes")
+    return node
+
+
+def find_by_key(session: Session, api_key: str) -> Node | None:
+    if not auth.API_KEY_RE.match(api_key or ""):
+        return None
+    return session.scalar(select(Node).where(Node.api_key == api_key))
+
+
+def list_nodes(session: Session) -> list[Node]:
+    return list(session.scalars(select(Node).order_by(Node.created_at, Node.name)))
+
+
+def node_status(node: Node, now: datetime, offline_after: float) -> str:
+    """online / offline / never seen / disabled / revoked, derived from heartbeat age."""
+    if node.revoked_at is not None and node.secret_hash is None:
+        return "revoked"
+    if not node.enabled:
+        return "disabled"
+    if node.last_heartbeat_at is None:
+        return "never seen"
+    if (now - node.last_heartbeat_at).total_seconds() <= offline_after:
+        return "online"
+    return "offline"
+
+
+def is_online(node: Node, now: datetime, offline_after: float) -> bool:
+    return node_status(node, now, offline_after) == "online"
+
+
+def set_enabled(session: Session, now: datetime, ident: str, enabled: bool) -> Node:
+    node = get_node(session, ident)
+    node.enabled = enabled
+    node.updated_at = now
+    return node
+
+
+def rotate_credentials(session: Session, now: datetime, ident: str,
+                       overlap_seconds: float) -> tuple[Node, NodeCredentials]:
+    """New secret (same key); the old secret keeps working for ``overlap_seconds``."""
+    node = get_node(session, ident)
+    new = auth.generate_api_secret()
+    stored = auth.stored_secret_for(new)
+    if node.secret_hash and overlap_seconds > 0:
+        node.prev_secret_hash = node.secret_hash
+        node.prev_public_key = node.public_key
+        node.prev_valid_until = now + timedelta(seconds=overlap_seconds)
+    else:
+        node.prev_secret_hash = node.prev_public_key = None
+        node.prev_valid_until = None
+    node.secret_hash = stored.secret_hash
+    node.public_key = stored.public_key
+    node.revoked_at = None
+    node.credentials_rotated_at = now
+    node.updated_at = now
+    return node, NodeCredentials(node.api_key, new)
+
+
+def revoke_credentials(session: Session, now: datetime, ident: str) -> Node:
+    """At once: neither the current nor an overlapping previous secret works any more."""
+    node = get_node(session, ident)
+    node.secret_hash = node.public_key = None
+    node.prev_secret_hash = node.prev_public_key = None
+    node.prev_valid_until = None
+    node.revoked_at = now
+    node.updated_at = now
+    return node
+
+
+def delete_node(session: Session, ident: str) -> Node:
+    node = get_node(session, ident)
+    held = session.scalar(select(Allocation.id).where(
+        Allocation.node_id == node.id, Allocation.status.in_(ACTIVE_STATES)).limit(1))
+    if held is not None:
+        raise Conflict(f"node '{node.name}' still holds allocations",
+                       hint=f"disable it first ('cascade nodes disable {node.name}') and wait "
+                            "for its leases to expire")
+    # Allocations targeted at it go back to the shared pool.
+    session.execute(update(Allocation).where(Allocation.target_node_id == node.id,
+                                             Allocation.status == PENDING)
+                    .values(target_node_id=None))
+    session.execute(delete(AuthNonce).where(AuthNonce.node_id == node.id))
+    session.delete(node)
+    return node
+
+
+def secret_matches(node: Node, api_secret: str, now: datetime) -> bool:
+    """Constant-time check against the current and, within overlap, the previous secret."""
+    current = auth.verify_secret(api_secret, node.secret_hash)
+    previous = False
+    if node.prev_secret_hash and node.prev_valid_until and now < node.prev_valid_until:
+        previous = auth.verify_secret(api_secret, node.prev_secret_hash)
+    return current or previous
+
+
+def public_keys(node: Node, now: datetime) -> list[str]:
+    keys = [node.public_key] if node.public_key else []
+    if node.prev_public_key and node.prev_valid_until and now < node.prev_valid_until:
+        keys.append(node.prev_public_key)
+    return keys
+
+
+def remember_nonce(session: Session, node_id: str, nonce: str, expires_at: datetime) -> bool:
+    """False when the nonce was already used (shared by all parent processes on the DB)."""
+    try:
+        with session.begin_nested():
+            session.add(AuthNonce(nonce=f"{node_id}:{nonce}", node_id=node_id,
+                                  expires_at=expires_at))
+    except IntegrityError:
+        return False
+    return True
+
+
+def purge_nonces(session: Session, now: datetime) -> int:
+    result = session.execute(delete(AuthNonce).where(AuthNonce.expires_at < now))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class NodeView:
+    """A node as shown to people and API clients: never a secret or a hash."""
+
+    data: dict[str, Any]
+
+
+def node_dict(node: Node, now: datetime, offline_after: float,
+              running: int | None = None) -> dict[str, Any]:
+    return {
+        "id": node.id,
+        "name": node.name,
+        "description": node.description,
+        "api_key": node.api_key,
+        "status": node_status(node, now, offline_after),
+        "enabled": node.enabled,
+        "max_capacity": node.max_capacity,
+        "running": running,
+        "last_heartbeat_at": isoformat_z(node.last_heartbeat_at),
+        "hostname": node.hostname,
+        "version": node.version,
+        "credentials_rotated_at": isoformat_z(node.credentials_rotated_at),
+        "previous_secret_valid_until": isoformat_z(node.prev_valid_until),
+        "revoked_at": isoformat_z(node.revoked_at),
+        "created_at": isoformat_z(node.created_at),
+    }

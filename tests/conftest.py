@@ -1,0 +1,64 @@
+"""Shared fixtures: clocks, settings, and migrated stores on every supported database."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cascade_cli.clock import FakeClock
+from cascade_cli.config import Settings, load_settings
+from cascade_cli.store import migrate
+from cascade_cli.store.engine import Store
+from tests.dbservers import fresh_database
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Defaults with the data dir in tmp_path (no config file, no user environment)."""
+    return load_settings(environ={}, cwd=tmp_path, overrides={"data_dir": str(tmp_path / "data")})
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'cascade.db'}"
+
+
+@pytest.fixture
+def store(sqlite_url: str) -> Iterator[Store]:
+    """A migrated SQLite store (the default database)."""
+    s = Store.from_url(sqlite_url)
+    migrate.upgrade(s)
+    yield s
+    s.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres),
+                        pytest.param("mysql", marks=pytest.mark.mysql)])
+def any_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database URL on each of SQLite, PostgreSQL and MariaDB."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'any.db'}"
+        return
+    with fresh_database(request.param) as url:
+        yield url
+
+
+@pytest.fixture
+def any_store(any_db_url: str) -> Iterator[Store]:
+    s = Store.from_url(any_db_url)
+    migrate.upgrade(s)
+    yield s
+    s.dispose()
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    with fresh_database("postgres") as url:
+        yield url
