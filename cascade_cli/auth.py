@@ -10,7 +10,7 @@ Design decisions (see docs/protocol.md, "Authentication"):
 * The signed form never sends the secret. Both sides derive an Ed25519 key pair from the secret
   (HKDF-SHA256, info ``cascade-node-signing-v1``); the parent stores only the public key, so a
   leaked database cannot be used to sign requests.
-  Header: ``Authorization: Cascade-Ed25519 key=<api_key>,ts=<unix seconds>,nonce=<hex>,sig=<b64url>``
+  Header: ``Authorization: Cascade-Ed25519 key=<api_key>,ts=<unix s>,nonce=<hex>,sig=<b64url>``
   over ``CASCADE-ED25519-V1\\n<METHOD>\\n<path?query>\\n<ts>\\n<nonce>\\n<sha256(body) hex>``.
 """
 
@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 KEY_PREFIX = "CN"
-SECRET_PREFIX = "CS"
+SECRET_PREFIX = "CS"  # noqa: S105 - a prefix, not a secret
 SIGNED_SCHEME = "Cascade-Ed25519"
 PLAIN_SCHEME = "AK-SK"
 _SIGN_PREFIX = "CASCADE-ED25519-V1"

@@ -70,7 +70,12 @@ def build_engine(url: str, *, echo: bool = False, pool_size: int = 10) -> Engine
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
         if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create the database folder {Path(database).parent}: "
+                                 f"{exc.strerror or exc}",
+                                 hint="set data_dir or database.url to a writable place") from exc
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30,
                                   "isolation_level": None}
         kwargs["pool_size"] = pool_size

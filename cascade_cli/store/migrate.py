@@ -8,6 +8,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy.exc import SQLAlchemyError
 
 from cascade_cli.errors import SchemaOutOfDate, StoreError
@@ -49,6 +50,11 @@ def upgrade(store: Store) -> tuple[str | None, str]:
     except SQLAlchemyError as exc:
         raise StoreError(f"schema upgrade failed on {store.masked_url}: "
                          f"{str(getattr(exc, 'orig', exc)).splitlines()[0]}") from exc
+    except CommandError as exc:
+        # e.g. the database was migrated by a newer Cascade: its revision is unknown here.
+        raise StoreError(f"schema upgrade failed on {store.masked_url}: {exc}",
+                         hint="upgrade Cascade to the version that created this database"
+                         ) from exc
     return before, head_revision()
 
 

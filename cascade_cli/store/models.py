@@ -252,7 +252,7 @@ class Event(Base):
                                     primary_key=True, autoincrement=True)
     node_id: Mapped[str | None] = mapped_column(String(32), index=True)
     operation: Mapped[str] = mapped_column(String(64))
-    direction: Mapped[str] = mapped_column(String(16), default="inbound")  # inbound|outbound|internal
+    direction: Mapped[str] = mapped_column(String(16), default="inbound")  # in/out/internal
     status: Mapped[str] = mapped_column(String(16), default="ok")  # ok | failed | warning
     task_id: Mapped[str | None] = mapped_column(String(64))
     allocation_id: Mapped[str | None] = mapped_column(String(32))

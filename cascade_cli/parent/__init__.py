@@ -1,0 +1,1 @@
+"""The parent: HTTP app, dispatch, claims, scheduler, reaper and notifier."""

@@ -1,0 +1,60 @@
+"""Lease expiry: expired leases go back to pending (attempt counted) or to ``timeout``.
+
+A plain function of (session, now, settings); the daemon calls it every
+``parent.reaper_interval`` seconds. Each change is a conditional UPDATE on (id, status,
+epoch), so several parent processes reaping the same database never double-count.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from cascade_cli.config import Settings
+from cascade_cli.store.events import log_event
+from cascade_cli.store.models import ACTIVE_STATES, PENDING, TIMEOUT, Allocation
+from cascade_cli.store.nodes import purge_nonces
+from cascade_cli.store.runs import finish_run_if_done, finish_stale_runs
+
+
+def reap_expired(session: Session, now: datetime, settings: Settings, *,
+                 batch: int = 500) -> dict[str, Any]:
+    expired = session.execute(
+        select(Allocation.id, Allocation.epoch, Allocation.attempt, Allocation.max_attempts,
+               Allocation.node_id, Allocation.task_id, Allocation.schedule_run_id)
+        .where(Allocation.status.in_(ACTIVE_STATES), Allocation.lease_expires_at < now)
+        .order_by(Allocation.lease_expires_at).limit(batch)).all()
+    requeued = timed_out = 0
+    finished_runs: set[str] = set()
+    for alloc_id, epoch, attempt, max_attempts, node_id, task_id, run_id in expired:
+        exhausted = attempt >= max_attempts
+        values: dict[str, Any] = {"lease_expires_at": None, "updated_at": now}
+        if exhausted:
+            values.update(status=TIMEOUT, completed_at=now,
+                          error_message=f"lease expired on attempt {attempt} of {max_attempts}")
+        else:
+            values.update(status=PENDING, started_at=None)
+        result = session.execute(update(Allocation).where(
+            Allocation.id == alloc_id, Allocation.epoch == epoch,
+            Allocation.status.in_(ACTIVE_STATES)).values(**values)
+            .execution_options(synchronize_session=False))
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            continue  # another parent process, or the owner, got there first
+        if exhausted:
+            timed_out += 1
+            finished_runs.add(run_id)
+        else:
+            requeued += 1
+        log_event(session, now, "lease_expired", node_id=node_id, status="warning",
+                  task_id=task_id, allocation_id=alloc_id,
+                  detail={"attempt": attempt, "max_attempts": max_attempts,
+                          "outcome": "timeout" if exhausted else "requeued"})
+    for run_id in finished_runs:
+        finish_run_if_done(session, now, run_id, settings)
+    stale = finish_stale_runs(session, now, settings)
+    nonces = purge_nonces(session, now)
+    return {"requeued": requeued, "timed_out": timed_out, "runs_finished": stale,
+            "nonces_purged": nonces}

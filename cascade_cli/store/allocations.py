@@ -1,0 +1,431 @@
+"""Allocations: atomic claims, leases, the state machine and per-node writes.
+
+State machine (PROTOCOL.md):
+  pending --claim--> claimed --executing--> executing --completion--> completed
+  claimed/executing --failed--> failed;  --released / lease expired--> pending;
+  lease expired with no attempts left --> timeout.  completed/failed/timeout are terminal.
+
+Claims are a conditional UPDATE checked by row count (``... WHERE status='pending' AND
+epoch=:seen``), with candidates read ``FOR UPDATE SKIP LOCKED`` where the database has it, so
+one allocation is never handed to two claims, whatever the number of parent processes.
+Every claim increments the allocation's ``epoch``: the fencing token that makes a write from a
+superseded holder fail with 409 ``lease_superseded``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from cascade_cli import PROTOCOL_VERSION
+from cascade_cli.clock import isoformat_z
+from cascade_cli.config import Settings
+from cascade_cli.errors import (
+    InvalidInput,
+    InvalidTransition,
+    LeaseSuperseded,
+    NotOwner,
+    PayloadTooLarge,
+    ProtocolError,
+)
+from cascade_cli.protocol import (
+    HeartbeatIn,
+    ReportCompletionIn,
+    TaskStatusIn,
+    UploadArticlesIn,
+)
+from cascade_cli.store import nodes as node_repo
+from cascade_cli.store.articles import merge_articles
+from cascade_cli.store.events import log_event
+from cascade_cli.store.feeds import feeds_for_ids, package_feed
+from cascade_cli.store.models import (
+    ACTIVE_STATES,
+    CLAIMED,
+    COMPLETED,
+    EXECUTING,
+    FAILED,
+    PENDING,
+    TERMINAL_STATES,
+    Allocation,
+    Article,
+    Feed,
+    FeedResult,
+    MessageTask,
+    Node,
+)
+from cascade_cli.store.runs import finish_run_if_done
+
+
+class AllocationNotFound(ProtocolError):
+    status = 404
+    code = "allocation_not_found"
+
+
+def lease_ttl(settings: Settings) -> float:
+    return settings.parent.lease_ttl
+
+
+def heartbeat_interval(settings: Settings) -> float:
+    """What children are told: the configured interval, but never so long that a lease
+    could expire between two heartbeats."""
+    configured = settings.parent.heartbeat_interval or settings.cascade.heartbeat_interval
+    return max(1.0, min(configured, lease_ttl(settings) / 3))
+
+
+def running_count(session: Session, node_id: str) -> int:
+    return int(session.scalar(select(func.count()).select_from(Allocation).where(
+        Allocation.node_id == node_id, Allocation.status.in_(ACTIVE_STATES))) or 0)
+
+
+def _orphaned_targets(session: Session, now: datetime, settings: Settings,
+                      me: str) -> list[str]:
+    """Nodes whose targeted allocations anybody may take: disabled, or offline past grace."""
+    cutoff = now - timedelta(seconds=settings.parent.offline_after + settings.parent.affinity_grace)
+    return list(session.scalars(select(Node.id).where(Node.id != me, or_(
+        Node.enabled.is_(False), Node.revoked_at.is_not(None),
+        Node.last_heartbeat_at.is_(None), Node.last_heartbeat_at < cutoff))))
+
+
+def _candidate_query(session: Session, node: Node, limit: int, targeted: bool,
+                     orphans: list[str]) -> Any:
+    q = select(Allocation.id, Allocation.epoch).where(Allocation.status == PENDING)
+    if targeted:
+        q = q.where(Allocation.target_node_id == node.id)
+    elif orphans:
+        q = q.where(or_(Allocation.target_node_id.is_(None),
+                        Allocation.target_node_id.in_(orphans)))
+    else:
+        q = q.where(Allocation.target_node_id.is_(None))
+    q = q.order_by(Allocation.created_at, Allocation.id).limit(limit)
+    if session.get_bind().dialect.name in ("postgresql", "mysql", "mariadb"):
+        q = q.with_for_update(skip_locked=True)
+    return q
+
+
+def claim(session: Session, now: datetime, node: Node, settings: Settings, *,
+          max_count: int = 1) -> list[Allocation]:
+    """Claim up to ``max_count`` allocations within the node's free capacity."""
+    free = node.max_capacity - running_count(session, node.id)
+    want = min(max_count, free)
+    if want <= 0:
+        return []
+    expires = now + timedelta(seconds=lease_ttl(settings))
+    claimed_ids: list[str] = []
+    orphans: list[str] | None = None
+    for targeted in (True, False):
+        if len(claimed_ids) >= want:
+            break
+        if not targeted and orphans is None:
+            orphans = _orphaned_targets(session, now, settings, node.id)
+        rows = session.execute(_candidate_query(session, node, want - len(claimed_ids),
+                                                targeted, orphans or [])).all()
+        for alloc_id, seen_epoch in rows:
+            result = session.execute(
+                update(Allocation)
+                .where(Allocation.id == alloc_id, Allocation.status == PENDING,
+                       Allocation.epoch == seen_epoch)
+                .values(status=CLAIMED, node_id=node.id, epoch=seen_epoch + 1,
+                        attempt=Allocation.attempt + 1, lease_expires_at=expires,
+                        claimed_at=now, started_at=None, updated_at=now)
+                .execution_options(synchronize_session=False))
+            if result.rowcount == 1:  # type: ignore[attr-defined]
+                claimed_ids.append(alloc_id)
+    if not claimed_ids:
+        return []
+    allocs = list(session.scalars(select(Allocation).where(Allocation.id.in_(claimed_ids))
+                                  .execution_options(populate_existing=True)))
+    allocs.sort(key=lambda a: claimed_ids.index(a.id))
+    for a in allocs:
+        log_event(session, now, "claim", node_id=node.id, direction="inbound",
+                  task_id=a.task_id, allocation_id=a.id, count=len(a.feed_ids or []),
+                  detail={"epoch": a.epoch, "attempt": a.attempt})
+    return allocs
+
+
+def has_claimable(session: Session, now: datetime, node: Node, settings: Settings) -> bool:
+    """Cheap check for long-poll loops: would a claim by this node get something now?"""
+    if running_count(session, node.id) >= node.max_capacity:
+        return False
+    orphans = _orphaned_targets(session, now, settings, node.id)
+    cond = or_(Allocation.target_node_id.is_(None), Allocation.target_node_id == node.id,
+               Allocation.target_node_id.in_(orphans) if orphans else False)
+    return session.scalar(select(Allocation.id).where(Allocation.status == PENDING, cond)
+                          .limit(1)) is not None
+
+
+def package(session: Session, alloc: Allocation, now: datetime) -> dict[str, Any]:
+    """The task package of PROTOCOL.md for a claimed allocation."""
+    feeds = feeds_for_ids(session, list(alloc.feed_ids or []))
+    task = session.get(MessageTask, alloc.task_id)
+    ttl = 0
+    if alloc.lease_expires_at:
+        ttl = max(0, int((alloc.lease_expires_at - now).total_seconds()))
+    return {
+        "allocation_id": alloc.id, "task_id": alloc.task_id, "task_name": alloc.task_name,
+        "schedule_run_id": alloc.schedule_run_id, "attempt": alloc.attempt, "epoch": alloc.epoch,
+        "lease": {"expires_at": isoformat_z(alloc.lease_expires_at), "ttl": ttl},
+        "message_type": task.message_type if task else 0,
+        "cron_exp": task.cron_exp if task else None,
+        "feeds": [package_feed(feeds[f]) for f in alloc.feed_ids or [] if f in feeds],
+        "dispatched_at": isoformat_z(alloc.dispatched_at),
+        "protocol": PROTOCOL_VERSION,
+    }
+
+
+def heartbeat(session: Session, now: datetime, node: Node, body: HeartbeatIn,
+              settings: Settings) -> dict[str, Any]:
+    """Mark the node alive and renew the leases of the allocations it still holds.
+
+    ``cancel`` lists the ids it reported running that it no longer holds (lease expired and
+    handed on, or finished elsewhere): the child must drop that work.
+    """
+    node.last_heartbeat_at = now
+    if body.hostname is not None:
+        node.hostname = body.hostname
+    if body.version is not None:
+        node.version = body.version
+    if body.callback_url is not None:
+        node.callback_url = body.callback_url
+    node.updated_at = now
+    running = list(dict.fromkeys(body.running))
+    cancel: list[str] = []
+    if running:
+        expires = now + timedelta(seconds=lease_ttl(settings))
+        session.execute(update(Allocation).where(
+            Allocation.id.in_(running), Allocation.node_id == node.id,
+            Allocation.status.in_(ACTIVE_STATES)).values(lease_expires_at=expires)
+            .execution_options(synchronize_session=False))
+        held = set(session.scalars(select(Allocation.id).where(
+            Allocation.id.in_(running), Allocation.node_id == node.id,
+            Allocation.status.in_(ACTIVE_STATES))))
+        cancel = [a for a in running if a not in held]
+    return {"status": "alive", "node_id": node.id, "node_name": node.name,
+            "server_time": isoformat_z(now), "heartbeat_interval": heartbeat_interval(settings),
+            "lease_ttl": lease_ttl(settings), "cancel": cancel, "protocol": PROTOCOL_VERSION}
+
+
+def _owned(session: Session, now: datetime, node: Node, alloc_id: str, epoch: int | None,
+           settings: Settings, *, allow_terminal: bool = False) -> Allocation:
+    """The allocation if this node may write to it now; otherwise the protocol's error."""
+    q = select(Allocation).where(Allocation.id == alloc_id)
+    if session.get_bind().dialect.name != "sqlite":
+        q = q.with_for_update()
+    alloc = session.scalar(q.execution_options(populate_existing=True))
+    if alloc is None:
+        raise AllocationNotFound(f"allocation not found: {alloc_id}")
+    if epoch is not None and epoch != alloc.epoch:
+        raise LeaseSuperseded(f"allocation {alloc_id} was handed on (your epoch {epoch}, "
+                              f"current {alloc.epoch}); drop this work")
+    if alloc.node_id != node.id:
+        raise NotOwner(f"allocation {alloc_id} is not held by this node")
+    if alloc.status == PENDING:
+        raise LeaseSuperseded(f"the lease on allocation {alloc_id} expired or was released; "
+                              "drop this work")
+    if alloc.status in TERMINAL_STATES and not allow_terminal:
+        raise InvalidTransition(f"allocation {alloc_id} is already {alloc.status}")
+    if alloc.status in ACTIVE_STATES:
+        alloc.lease_expires_at = now + timedelta(seconds=lease_ttl(settings))
+    return alloc
+
+
+def _terminal(session: Session, now: datetime, alloc: Allocation, settings: Settings) -> None:
+    alloc.completed_at = now
+    alloc.lease_expires_at = None
+    alloc.updated_at = now
+    session.flush()
+    finish_run_if_done(session, now, alloc.schedule_run_id, settings)
+
+
+def set_status(session: Session, now: datetime, node: Node, body: TaskStatusIn,
+               settings: Settings) -> Allocation:
+    alloc = _owned(session, now, node, body.allocation_id, body.epoch, settings,
+                   allow_terminal=True)
+    if alloc.status in TERMINAL_STATES:
+        if body.status == "failed" and alloc.status == FAILED:
+            return alloc  # a repeated failure report changes nothing
+        raise InvalidTransition(f"allocation {alloc.id} is already {alloc.status}; "
+                                f"it cannot become {body.status}")
+    if body.status == "executing":
+        if alloc.status == CLAIMED:
+            alloc.status = EXECUTING
+            alloc.started_at = now
+        alloc.updated_at = now
+    elif body.status == "failed":
+        alloc.status = FAILED
+        alloc.error_message = body.error_message or "reported failed by the node"
+        _terminal(session, now, alloc, settings)
+        log_event(session, now, "task_failed", node_id=node.id, direction="inbound",
+                  status="failed", task_id=alloc.task_id, allocation_id=alloc.id,
+                  error=alloc.error_message)
+    else:  # released: back to the pool; a voluntary release does not use up an attempt
+        alloc.status = PENDING
+        alloc.attempt = max(0, alloc.attempt - 1)
+        alloc.lease_expires_at = None
+        alloc.started_at = None
+        alloc.updated_at = now
+        log_event(session, now, "released", node_id=node.id, direction="inbound",
+                  task_id=alloc.task_id, allocation_id=alloc.id)
+    return alloc
+
+
+def upload_articles(session: Session, now: datetime, node: Node, body: UploadArticlesIn,
+                    settings: Settings) -> tuple[int, int]:
+    limits = settings.parent.limits
+    if len(body.articles) > limits.max_articles_per_request:
+        raise PayloadTooLarge(f"{len(body.articles)} articles in one request; the limit is "
+                              f"{limits.max_articles_per_request} (parent.limits."
+                              "max_articles_per_request): send smaller batches")
+    alloc = _owned(session, now, node, body.allocation_id, body.epoch, settings)
+    feeds = list(alloc.feed_ids or [])
+    rows = []
+    for i, article in enumerate(body.articles):
+        feed_id = article.source_feed_id or body.feed_id or (feeds[0] if len(feeds) == 1 else None)
+        if not feed_id:
+            raise InvalidInput(f"articles[{i}]: feed_id (or mp_id) is required when the "
+                               "allocation has several feeds", field=f"articles[{i}].feed_id",
+                               code="validation_error")
+        if feed_id not in feeds:
+            raise InvalidInput(f"articles[{i}]: feed {feed_id!r} is not part of allocation "
+                               f"{alloc.id}", field=f"articles[{i}].feed_id",
+                               code="validation_error")
+        for name in ("content", "description"):
+            value = getattr(article, name)
+            if value is not None and len(value) > limits.max_content_length:
+                raise InvalidInput(f"articles[{i}].{name}: longer than "
+                                   f"{limits.max_content_length} characters "
+                                   "(parent.limits.max_content_length)",
+                                   field=f"articles[{i}].{name}", code="validation_error")
+        rows.append((feed_id, article))
+    new = merge_articles(session, now, rows, schedule_run_id=alloc.schedule_run_id,
+                         allocation_id=alloc.id, node_id=node.id)
+    # Only the new count grows here: a retried upload (spool flush after a lost ack) finds
+    # nothing new and must not inflate anything. The total comes with the completion.
+    alloc.new_article_count += new
+    alloc.updated_at = now
+    return len(rows), new
+
+
+def _summary(body: ReportCompletionIn) -> dict[str, Any]:
+    counts = {"success": 0, "failed": 0, "not_modified": 0}
+    for r in body.results:
+        counts[r.status] += 1
+    return {"feeds": len(body.results), **counts}
+
+
+def report_completion(session: Session, now: datetime, node: Node, body: ReportCompletionIn,
+                      settings: Settings) -> Allocation:
+    alloc = _owned(session, now, node, body.allocation_id, body.epoch, settings,
+                   allow_terminal=True)
+    if alloc.status == COMPLETED:
+        return alloc  # idempotent: a repeat gets the same answer and changes nothing
+    if alloc.status in TERMINAL_STATES:
+        raise InvalidTransition(f"allocation {alloc.id} is already {alloc.status}; "
+                                "it cannot be completed")
+    feeds = set(alloc.feed_ids or [])
+    new_by_feed = dict(session.execute(
+        select(Article.feed_id, func.count()).where(Article.allocation_id == alloc.id)
+        .group_by(Article.feed_id)).all())
+    errors = []
+    feed_rows = feeds_for_ids(session, [r.source_feed_id for r in body.results
+                                        if r.source_feed_id in feeds])
+    seen: set[str] = set()
+    for r in body.results:
+        fid = r.source_feed_id
+        if fid not in feeds or fid in seen:
+            continue  # results for feeds outside the allocation are ignored, not stored
+        seen.add(fid)
+        session.add(FeedResult(
+            allocation_id=alloc.id, schedule_run_id=alloc.schedule_run_id, feed_id=fid,
+            node_id=node.id, status=r.status, article_count=r.article_count,
+            new_article_count=int(new_by_feed.get(fid, 0)), error=r.error,
+            duration_ms=r.duration_ms, created_at=now))
+        feed: Feed | None = feed_rows.get(fid)
+        if feed is not None:
+            feed.last_fetched_at = now
+            feed.last_status = r.status
+            feed.last_error = r.error if r.status == "failed" else None
+            if r.status != "failed":
+                if r.etag is not None:
+                    feed.etag = r.etag
+                if r.last_modified is not None:
+                    feed.last_modified = r.last_modified
+        if r.status == "failed":
+            errors.append(f"{fid}: {r.error or 'failed'}")
+    alloc.status = COMPLETED
+    alloc.result_summary = _summary(body)
+    # Counters only grow: a completion never zeroes what uploads counted.
+    alloc.article_count = max(alloc.article_count, body.article_count)
+    alloc.error_message = "; ".join(errors)[:4000] if errors else None
+    _terminal(session, now, alloc, settings)
+    log_event(session, now, "report_completion", node_id=node.id, direction="inbound",
+              status="failed" if errors and len(errors) == len(seen) else "ok",
+              task_id=alloc.task_id, allocation_id=alloc.id, count=alloc.article_count,
+              detail=alloc.result_summary, error=alloc.error_message)
+    return alloc
+
+
+def allocation_dict(alloc: Allocation, node_name: str | None) -> dict[str, Any]:
+    return {
+        "id": alloc.id, "task_id": alloc.task_id, "task_name": alloc.task_name,
+        "node_id": alloc.node_id, "node_name": node_name, "target_node_id": alloc.target_node_id,
+        "feed_ids": list(alloc.feed_ids or []), "status": alloc.status,
+        "attempt": alloc.attempt, "max_attempts": alloc.max_attempts, "epoch": alloc.epoch,
+        "lease_expires_at": isoformat_z(alloc.lease_expires_at),
+        "result_summary": alloc.result_summary, "error_message": alloc.error_message,
+        "dispatched_at": isoformat_z(alloc.dispatched_at),
+        "claimed_at": isoformat_z(alloc.claimed_at), "started_at": isoformat_z(alloc.started_at),
+        "completed_at": isoformat_z(alloc.completed_at),
+        "schedule_run_id": alloc.schedule_run_id, "article_count": alloc.article_count,
+        "new_article_count": alloc.new_article_count,
+        "created_at": isoformat_z(alloc.created_at), "updated_at": isoformat_z(alloc.updated_at),
+    }
+
+
+def list_allocations(session: Session, *, task_id: str | None = None,
+                     node_id: str | None = None, status: str | None = None,
+                     schedule_run_id: str | None = None, limit: int = 50,
+                     offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+    conds = []
+    if task_id:
+        conds.append(Allocation.task_id == task_id)
+    if node_id:
+        node_ids = select(Node.id).where(or_(Node.id == node_id, Node.name == node_id))
+        conds.append(Allocation.node_id.in_(node_ids))
+    if status:
+        conds.append(Allocation.status == status)
+    if schedule_run_id:
+        conds.append(Allocation.schedule_run_id == schedule_run_id)
+    where = and_(*conds) if conds else None
+    count_q = select(func.count()).select_from(Allocation)
+    q = select(Allocation, Node.name).outerjoin(Node, Node.id == Allocation.node_id)
+    if where is not None:
+        count_q = count_q.where(where)
+        q = q.where(where)
+    total = int(session.scalar(count_q) or 0)
+    rows = session.execute(q.order_by(Allocation.created_at.desc(), Allocation.id)
+                           .limit(limit).offset(offset)).all()
+    return [allocation_dict(a, name) for a, name in rows], total
+
+
+def pending_counts(session: Session, now: datetime, settings: Settings) -> dict[str, Any]:
+    by_status = dict(session.execute(select(Allocation.status, func.count())
+                                     .group_by(Allocation.status)).all())
+    day = datetime(now.year, now.month, now.day, tzinfo=UTC)
+    today = dict(session.execute(select(Allocation.status, func.count()).where(
+        Allocation.completed_at >= day).group_by(Allocation.status)).all())
+    nodes = node_repo.list_nodes(session)
+    online = sum(1 for n in nodes if node_repo.is_online(n, now, settings.parent.offline_after))
+    return {
+        "pending": int(by_status.get(PENDING, 0)),
+        "claimed": int(by_status.get(CLAIMED, 0)),
+        "executing": int(by_status.get(EXECUTING, 0)),
+        "in_progress": int(by_status.get(CLAIMED, 0)) + int(by_status.get(EXECUTING, 0)),
+        "completed_today": int(today.get(COMPLETED, 0)),
+        "failed_today": int(today.get(FAILED, 0)) + int(today.get("timeout", 0)),
+        "online_nodes": online,
+        "total_nodes": len(nodes),
+        "by_status": {k: int(v) for k, v in by_status.items()},
+    }

@@ -1,0 +1,118 @@
+"""Message tasks: a named set of feeds, a cron schedule, a webhook and a message template."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from cascade_cli.clock import isoformat_z
+from cascade_cli.errors import Conflict, InvalidInput, NotFound
+from cascade_cli.protocol import MessageTaskIn, MessageTaskUpdate
+from cascade_cli.store.models import MessageTask, new_id
+
+
+def validate_task_fields(cron_exp: str | None, web_hook_url: str | None,
+                         template: str | None, message_type: int) -> None:
+    """Reject what would only fail later: bad cron, non-http(s) webhook, broken template."""
+    if cron_exp:
+        from cascade_cli.parent import cron
+
+        cron.validate_cron(cron_exp)
+    if web_hook_url:
+        from cascade_cli.parent import templates
+
+        templates.validate_webhook_url(web_hook_url)
+    if template:
+        from cascade_cli.parent import templates
+
+        templates.validate_template(template, message_type)
+
+
+def create_task(session: Session, now: datetime, data: MessageTaskIn) -> MessageTask:
+    task_id = data.id or new_id()
+    if session.get(MessageTask, task_id) is not None:
+        raise Conflict(f"a message task with id '{task_id}' already exists", code="duplicate_id")
+    validate_task_fields(data.cron_exp, data.web_hook_url, data.message_template,
+                         data.message_type)
+    task = MessageTask(
+        id=task_id, name=data.name, mps_id=list(data.mps_id), cron_exp=data.cron_exp,
+        web_hook_url=data.web_hook_url, message_type=data.message_type,
+        message_template=data.message_template, headers=data.headers, cookies=data.cookies,
+        webhook_secret=data.webhook_secret or secrets.token_urlsafe(24), status=data.status,
+        overlap_policy=data.overlap_policy, misfire_policy=data.misfire_policy,
+        misfire_grace=data.misfire_grace, jitter=data.jitter, created_at=now, updated_at=now)
+    session.add(task)
+    session.flush()
+    return task
+
+
+def get_task(session: Session, ident: str) -> MessageTask:
+    task = session.get(MessageTask, ident)
+    if task is None:
+        matches = list(session.scalars(select(MessageTask).where(MessageTask.name == ident)))
+        if len(matches) > 1:
+            raise InvalidInput(f"several tasks are named {ident!r}; use the task id",
+                               field="task")
+        task = matches[0] if matches else None
+    if task is None:
+        raise NotFound("message task", ident, hint="'cascade tasks list' shows the tasks")
+    return task
+
+
+def update_task(session: Session, now: datetime, ident: str,
+                data: MessageTaskUpdate) -> MessageTask:
+    task = get_task(session, ident)
+    changes = data.model_dump(exclude_unset=True)
+    changes.pop("id", None)
+    merged = {"cron_exp": task.cron_exp, "web_hook_url": task.web_hook_url,
+              "message_template": task.message_template, "message_type": task.message_type}
+    merged.update({k: v for k, v in changes.items() if k in merged})
+    validate_task_fields(merged["cron_exp"], merged["web_hook_url"],
+                         merged["message_template"], merged["message_type"] or 0)
+    for key, value in changes.items():
+        if value is None and key in ("name", "mps_id", "message_type", "status",
+                                     "overlap_policy", "misfire_policy", "jitter"):
+            continue
+        setattr(task, key, list(value) if key == "mps_id" else value)
+    if "cron_exp" in changes:
+        task.last_error = None
+    task.updated_at = now
+    return task
+
+
+def set_task_status(session: Session, now: datetime, ident: str, status: int) -> MessageTask:
+    task = get_task(session, ident)
+    task.status = status
+    task.updated_at = now
+    return task
+
+
+def delete_task(session: Session, ident: str) -> None:
+    session.delete(get_task(session, ident))
+
+
+def list_tasks(session: Session, *, enabled_only: bool = False) -> list[MessageTask]:
+    q = select(MessageTask).order_by(MessageTask.created_at, MessageTask.name)
+    if enabled_only:
+        q = q.where(MessageTask.status == 1)
+    return list(session.scalars(q))
+
+
+def task_dict(task: MessageTask, *, include_secrets: bool) -> dict[str, Any]:
+    """Webhook URL, headers, cookies and signing secret only for admins (or when shared)."""
+    data: dict[str, Any] = {
+        "id": task.id, "name": task.name, "mps_id": list(task.mps_id or []),
+        "cron_exp": task.cron_exp, "message_type": task.message_type, "status": task.status,
+        "overlap_policy": task.overlap_policy, "misfire_policy": task.misfire_policy,
+        "misfire_grace": task.misfire_grace, "jitter": task.jitter,
+        "last_error": task.last_error,
+        "created_at": isoformat_z(task.created_at), "updated_at": isoformat_z(task.updated_at),
+    }
+    if include_secrets:
+        data.update({"web_hook_url": task.web_hook_url, "message_template": task.message_template,
+                     "headers": task.headers, "cookies": task.cookies})
+    return data
