@@ -271,8 +271,40 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, tuple[str, Any]]:
                 path = f"{head}.{tail}"
             else:
                 continue
-        out[path] = (name, yaml.safe_load(value) if value.strip() else value)
+        out[path] = (name, _env_value(path, value))
     return out
+
+
+def _field_info(path: str) -> Any:
+    """The pydantic field at a dotted path of ``SettingsModel``, or None when unknown."""
+    model: Any = SettingsModel
+    info = None
+    for part in path.split("."):
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return None
+        info = model.model_fields.get(part)
+        if info is None:
+            return None
+        model = info.annotation
+    return info
+
+
+def _env_value(path: str, raw: str) -> Any:
+    """Text for string keys (a secret like ``CS-1`` stays text); YAML scalars for the rest.
+
+    A value that is not valid YAML is passed on as text, so validation names the key instead
+    of the YAML parser failing without one.
+    """
+    info = _field_info(path)
+    annotation = getattr(info, "annotation", None)
+    if annotation in (str, str | None):
+        return raw
+    if not raw.strip():
+        return raw
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
 
 
 def _set_path(data: dict[str, Any], path: str, value: Any) -> None:
@@ -328,7 +360,8 @@ _EXPECT = {
 
 def _describe(err: Mapping[str, Any]) -> str:
     kind = str(err.get("type", ""))
-    ctx = err.get("ctx") or {}
+    ctx = {k: (f"{v:g}" if isinstance(v, int | float) and not isinstance(v, bool) else v)
+           for k, v in (err.get("ctx") or {}).items()}
     template = _EXPECT.get(kind)
     if template:
         try:
@@ -339,17 +372,32 @@ def _describe(err: Mapping[str, Any]) -> str:
         text = str(err.get("msg", "is invalid"))
         text = text.removeprefix("Value error, ")
     loc = [str(p) for p in err.get("loc", ())]
-    if loc and loc[-1] in ("sync_interval", "heartbeat_interval", "lease_ttl", "timeout",
-                           "fetch_timeout", "drain_timeout", "reaper_interval", "clock_skew"):
-        if kind in ("greater_than", "float_parsing", "float_type"):
+    if loc and loc[-1] in _SECONDS_FIELDS:
+        if kind in ("greater_than", "float_parsing", "float_type") and "ge" not in ctx:
             text = "must be a positive number of seconds"
+        elif kind == "greater_than_equal":
+            text = f"must be a number of seconds, at least {ctx.get('ge')}"
+        elif kind == "less_than_equal":
+            text = f"must be a number of seconds, at most {ctx.get('le')}"
     return text
 
 
-def _config_error(exc: ValidationError, origin: str) -> ConfigError:
+# Keys measured in seconds: their errors say so.
+_SECONDS_FIELDS = frozenset({
+    "sync_interval", "heartbeat_interval", "lease_ttl", "timeout", "fetch_timeout",
+    "drain_timeout", "reaper_interval", "clock_skew", "nonce_ttl", "failed_attempts_window",
+    "admin_token_ttl", "rotation_overlap", "tick_interval", "misfire_grace", "backoff_base",
+    "backoff_max", "poll_interval", "offline_after", "affinity_grace", "claim_wait",
+})
+
+
+def _config_error(exc: ValidationError, origin: str,
+                  env_paths: Mapping[str, str] | None = None) -> ConfigError:
     errors = exc.errors()
     lines = []
     first_key = None
+    env_paths = env_paths or {}
+    origins: list[str] = []
     for err in errors:
         key = ".".join(str(p) for p in err.get("loc", ()))
         first_key = first_key or key
@@ -358,9 +406,15 @@ def _config_error(exc: ValidationError, origin: str) -> ConfigError:
         if isinstance(value, str) and not key.endswith("api_secret"):
             shown = f'"{value}"'
         lines.append(f"{key}: {_describe(err)}, got {shown}")
+        # Say where the bad value came from: an environment variable or the file.
+        var = next((v for p, v in env_paths.items() if key == p or key.startswith(p + ".")),
+                   None)
+        where = f"environment variable {var}" if var else origin
+        if where not in origins:
+            origins.append(where)
     message = "; ".join(lines)
     return ConfigError(
-        f"{message} (in {origin})",
+        f"{message} (in {', '.join(origins) or origin})",
         key=first_key,
         hint="fix the value in the configuration (see config.example.yaml for every key)",
     )
@@ -369,11 +423,14 @@ def _config_error(exc: ValidationError, origin: str) -> ConfigError:
 # --- loading -------------------------------------------------------------------------------
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def _read_yaml(path: Path, reason: str = "--config") -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
-        raise ConfigError(f"config file not found: {path}", hint="check the path") from exc
+        named = "named by --config" if reason == "--config" else f"named by ${reason}"
+        raise ConfigError(f"config file not found: {path} ({named})",
+                          hint="check the path, or leave it out to use ./config.yaml "
+                               "or the built-in defaults") from exc
     except IsADirectoryError as exc:
         raise ConfigError(f"config path is a folder, not a file: {path}") from exc
     except PermissionError as exc:
@@ -381,6 +438,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
                           hint="check its permissions") from exc
     except UnicodeDecodeError as exc:
         raise ConfigError(f"config file is not UTF-8 text: {path}") from exc
+    except OSError as exc:
+        raise ConfigError(f"config file cannot be read: {path}: {exc.strerror or exc}") from exc
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -427,6 +486,11 @@ def _resolve_sqlite_url(url: str | None, base: Path) -> str | None:
     return f"{prefix}:///{(base / rest).resolve()}"
 
 
+def _origin_of(key: str, env_paths: Mapping[str, str], origin: str) -> str:
+    var = env_paths.get(key)
+    return f"environment variable {var}" if var else origin
+
+
 def load_settings(explicit: str | os.PathLike[str] | None = None,
                   environ: Mapping[str, str] | None = None,
                   cwd: Path | None = None,
@@ -434,7 +498,7 @@ def load_settings(explicit: str | os.PathLike[str] | None = None,
     """Load, merge and validate. Raises ``ConfigError`` naming the key on any problem."""
     env = os.environ if environ is None else environ
     source = locate_config(explicit, env, cwd)
-    data: dict[str, Any] = _read_yaml(source.path) if source.path else {}
+    data: dict[str, Any] = _read_yaml(source.path, source.reason) if source.path else {}
     origin = str(source.path) if source.path else "built-in defaults"
 
     for section in _TOP_SECTIONS:
@@ -445,18 +509,21 @@ def load_settings(explicit: str | os.PathLike[str] | None = None,
                 f"{section}: must be a mapping (indented key: value lines), "
                 f"got {data[section]!r} (in {origin})", key=section)
 
+    env_paths: dict[str, str] = {}
     for path, (var, value) in _env_overrides(env).items():
         _set_path(data, path, value)
+        env_paths[path] = var
     for path, value in (overrides or {}).items():
         _set_path(data, path, value)
 
-    warnings = [f"unknown configuration key '{k}' (in {origin}) is ignored; "
+    warnings = [f"unknown configuration key '{k}' "
+                f"(in {_origin_of(k, env_paths, origin)}) is ignored; "
                 f"see config.example.yaml for the valid keys"
                 for k in _unknown_keys(data, SettingsModel)]
     try:
         model = SettingsModel.model_validate(data)
     except ValidationError as exc:
-        raise _config_error(exc, origin) from None
+        raise _config_error(exc, origin, env_paths) from None
 
     base = source.path.parent if source.path else Path.cwd()
     if model.data_dir:

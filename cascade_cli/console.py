@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -12,7 +13,12 @@ from rich.table import Table
 
 
 def make_console(stderr: bool = False) -> Console:
-    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+    console = Console(stderr=stderr, highlight=False, soft_wrap=False)
+    if not console.is_terminal and not os.environ.get("COLUMNS"):
+        # Piped or captured output: Rich would assume 80 columns and fold API keys and ids
+        # across lines, which breaks copy-paste and grep.
+        console.width = 200
+    return console
 
 
 def print_json(data: Any) -> None:

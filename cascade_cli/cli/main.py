@@ -10,8 +10,9 @@ from __future__ import annotations
 import sys
 from typing import Annotated
 
-import click
 import typer
+from rich.markup import escape
+from typer.core import TyperGroup
 
 from cascade_cli import PROTOCOL_VERSION, __version__
 from cascade_cli.cli import (
@@ -28,7 +29,7 @@ from cascade_cli.cli import (
 )
 from cascade_cli.cli.context import AppContext
 from cascade_cli.console import make_console
-from cascade_cli.errors import EXIT_USAGE, CascadeError
+from cascade_cli.errors import CascadeError
 
 HELP = """Cascade: distribute feed crawling from one parent to many children.
 
@@ -45,8 +46,29 @@ CASCADE_* environment variables override single keys (see config.example.yaml).
 Exit codes: 0 success, 1 a check or operation failed, 2 usage or configuration error.
 """
 
-app = typer.Typer(help=HELP, no_args_is_help=True, add_completion=False,
-                  rich_markup_mode="rich", context_settings={"help_option_names": ["-h", "--help"]})
+def report_error(exc: CascadeError) -> None:
+    """One red line (plus the fix) on standard error; never a traceback."""
+    err = make_console(stderr=True)
+    err.print(f"[red]error:[/red] {escape(exc.message)}", markup=True, highlight=False)
+    if exc.hint:
+        err.print(f"[dim]fix:[/dim] {escape(exc.hint)}", highlight=False)
+
+
+class CascadeGroup(TyperGroup):
+    """The root group is the error boundary, so ``cascade``, ``python -m cascade_cli`` and
+    typer's ``CliRunner`` all turn an expected error into the same line and exit code."""
+
+    def invoke(self, ctx: typer.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except CascadeError as exc:
+            report_error(exc)
+            raise typer.Exit(exc.exit_code) from None
+
+
+app = typer.Typer(help=HELP, no_args_is_help=True, add_completion=False, cls=CascadeGroup,
+                  rich_markup_mode="rich", pretty_exceptions_show_locals=False,
+                  context_settings={"help_option_names": ["-h", "--help"]})
 
 
 def _version(value: bool) -> None:
@@ -74,23 +96,15 @@ for module in (init_cmd, nodes, serve, token, feeds, tasks, allocations, child, 
 
 
 def run(argv: list[str] | None = None) -> None:
-    """Console-script entry point: the one place expected errors become exit codes."""
-    err = make_console(stderr=True)
+    """Console-script entry point (``cascade`` and ``python -m cascade_cli``).
+
+    Typer runs in standalone mode: it turns usage errors (exit 2), ``typer.Exit(code)``,
+    aborts and Ctrl-C (130) into exit codes; ``CascadeGroup`` does the same for
+    ``CascadeError``. Typer >= 0.2x vendors its own click, so ``click.*`` exceptions must not
+    be caught here: they are not the ones typer raises.
+    """
     try:
-        app(args=argv, standalone_mode=False)
-    except CascadeError as exc:
-        err.print(f"[red]error:[/red] {exc.message}", markup=True, highlight=False)
-        if exc.hint:
-            err.print(f"[dim]fix:[/dim] {exc.hint}", highlight=False)
+        app(args=argv, prog_name="cascade")
+    except CascadeError as exc:  # raised outside a command invocation
+        report_error(exc)
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        err.print("aborted")
-        sys.exit(130)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(EXIT_USAGE if isinstance(exc, click.UsageError) else exc.exit_code)
-    except KeyboardInterrupt:
-        sys.exit(130)
-    sys.exit(0)
