@@ -1,17 +1,178 @@
-"""init and list-credentials (not built yet)."""
+"""``cascade init`` (database, admin-token secret, child nodes) and ``cascade list-credentials``.
+
+``cascade init`` is safe to run again: the schema is brought to head by Alembic (nothing is
+dropped) and an existing admin-token secret file is kept.
+"""
 
 from __future__ import annotations
 
-import typer
+import os
+import secrets
+import stat
+from pathlib import Path
+from typing import Annotated, Any
 
-from cascade_cli.errors import NotBuiltError
+import typer
+from rich.markup import escape
+
+from cascade_cli.cli.context import AppContext, get_ctx
+from cascade_cli.cli.nodes import (
+    JsonOpt,
+    node_views,
+    render_node_list,
+    resolve_parent_url,
+    show_credentials,
+)
+from cascade_cli.console import print_json
+from cascade_cli.errors import CascadeError, StoreError, UsageError
+from cascade_cli.store import migrate
+from cascade_cli.store import nodes as node_store
+from cascade_cli.store.events import log_event
+
+
+def ensure_secret_file(path: Path) -> str:
+    """Create the admin-token signing secret (mode 0600) if missing.
+
+    Returns what happened: ``created``, ``kept`` or ``permissions tightened``.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists() and path.stat().st_size > 0:
+            mode = stat.S_IMODE(path.stat().st_mode)
+            if mode & 0o077:
+                path.chmod(0o600)
+                return "permissions tightened to 0600"
+            return "kept"
+        # O_EXCL (after removing an empty file) so a concurrent init never reads half a key.
+        if path.exists():
+            path.unlink()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as fh:
+            fh.write(secrets.token_urlsafe(32))
+        return "created"
+    except FileExistsError:
+        return "kept"
+    except OSError as exc:
+        raise CascadeError(f"cannot write the admin-token secret file {path}: "
+                           f"{exc.strerror or exc}",
+                           hint="set parent.auth.admin_token_secret_file or data_dir to a "
+                                "writable place") from exc
+
+
+def initialise(app: AppContext) -> dict[str, Any]:
+    """Create or upgrade the schema and the admin-token secret; report what was done."""
+    settings = app.settings
+    store = app.store()
+    before, after = migrate.upgrade(store)
+    secret_file = settings.admin_token_secret_file
+    secret_state = ensure_secret_file(secret_file)
+    if before is None:
+        schema = f"created (revision {after})"
+    elif before != after:
+        schema = f"upgraded from {before} to {after}"
+    else:
+        schema = f"already up to date (revision {after})"
+    return {
+        "database": store.masked_url,
+        "schema_before": before,
+        "schema_after": after,
+        "schema": schema,
+        "admin_token_secret_file": str(secret_file),
+        "admin_token_secret": secret_state,
+        "config": str(settings.source.path) if settings.source.path else None,
+        "config_source": settings.source.reason,
+    }
+
+
+def _print_init_report(app: AppContext, report: dict[str, Any]) -> None:
+    out = app.out
+    source = report["config"] or "built-in defaults"
+    out.print(f"config:   {escape(source)} [dim]({report['config_source']})[/dim]")
+    out.print(f"database: {escape(report['database'])}: schema {report['schema']}")
+    out.print(f"admin-token secret: {escape(report['admin_token_secret_file'])} "
+              f"({report['admin_token_secret']})")
+
+
+def _create_child(app: AppContext, name: str, description: str, capacity: int | None,
+                  parent_url: str | None, as_json: bool) -> None:
+    url = resolve_parent_url(app, parent_url)  # bad input fails before anything is written
+    report = initialise(app)
+    if not as_json and report["schema_before"] != report["schema_after"]:
+        _print_init_report(app, report)
+    cap = app.settings.child.capacity if capacity is None else capacity
+    now = app.clock.now()
+    with app.store().session() as s:
+        node, creds = node_store.create_node(s, now, name, description=description,
+                                             max_capacity=cap)
+        log_event(s, now, "node_created", node_id=node.id,
+                  detail={"name": name, "max_capacity": cap})
+    if as_json:
+        print_json({"node_id": node.id, "node_name": node.name, "api_key": creds.api_key,
+                    "api_secret": creds.api_secret, "parent_api_url": url})
+        return
+    show_credentials(app, node, creds, url, title=f"Child node '{node.name}' created")
+
+
+def list_credentials_command(ctx: typer.Context, as_json: bool) -> None:
+    a = get_ctx(ctx)
+    with a.ready_store().session() as s:
+        views = node_views(a, s)
+    render_node_list(a, views, as_json)
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("init", help="Create or upgrade the database; --child NAME creates a child node. (not built yet)")
-    def init() -> None:
-        raise NotBuiltError("cascade init is not built yet")
+    @app.command("init")
+    def init(
+        ctx: typer.Context,
+        child: Annotated[str | None, typer.Option(
+            "--child", metavar="NAME",
+            help="Create a child node NAME and print its credentials once.")] = None,
+        desc: Annotated[str, typer.Option("--desc", help="Description of the child node.")]
+        = "",
+        capacity: Annotated[int | None, typer.Option(
+            "--capacity", min=1, max=256,
+            help="Allocations the child may hold at once (default: child.capacity).")] = None,
+        parent_url: Annotated[str | None, typer.Option(
+            "--parent-url", metavar="URL",
+            help="Parent URL for the child's config block (default: parent.public_url, "
+                 "cascade.parent_api_url, or this host's listen address).")] = None,
+        list_: Annotated[bool, typer.Option(
+            "--list", help="List child nodes (same as cascade list-credentials).")] = False,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Create or upgrade the database and the admin-token secret (safe to run again);
+        --child NAME creates a child node; --list lists them.
 
-    @app.command("list-credentials", help="List child nodes and their keys, never a secret. (not built yet)")
-    def list_credentials() -> None:
-        raise NotBuiltError("cascade list-credentials is not built yet")
+        Exit codes: 0 success, 1 operation failed, 2 usage or configuration error.
+        """
+        a = get_ctx(ctx)
+        if list_ and child:
+            raise UsageError("--list and --child cannot be used together")
+        if list_:
+            list_credentials_command(ctx, as_json)
+            return
+        if child is not None:
+            _create_child(a, child, desc, capacity, parent_url, as_json)
+            return
+        if desc or capacity is not None or parent_url:
+            raise UsageError("--desc, --capacity and --parent-url go with --child NAME")
+        try:
+            report = initialise(a)
+        except StoreError as exc:
+            if not exc.hint:
+                exc.hint = "check database.url in the configuration (cascade doctor helps)"
+            raise
+        if as_json:
+            print_json(report)
+            return
+        _print_init_report(a, report)
+        a.out.print("Next: cascade init --child NAME   (then cascade serve-parent)")
+
+    @app.command("list-credentials")
+    def list_credentials(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+        """List child nodes: id, name, API key, status (online/offline/disabled/never seen),
+        last heartbeat, capacity. Never a secret.
+
+        Exit codes: 0 success, 1 operation failed, 2 usage or configuration error.
+        """
+        list_credentials_command(ctx, as_json)

@@ -1,16 +1,253 @@
-"""Node lifecycle (not built yet)."""
+"""``cascade nodes``: the child-node lifecycle (list, show, disable, enable, rotate, revoke,
+delete), plus the node listing and credential display shared with ``cascade init``.
+
+Secrets appear in exactly two places: the one-time display after ``init --child`` and after
+``nodes rotate``. Every other output is built from ``store.nodes.node_dict``, which has no
+secret and no hash.
+"""
 
 from __future__ import annotations
 
-import typer
+from typing import Annotated, Any
 
-from cascade_cli.errors import NotBuiltError
+import typer
+from rich.markup import escape
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from cascade_cli.auth import NodeCredentials
+from cascade_cli.cli.context import AppContext, get_ctx
+from cascade_cli.clock import isoformat_z
+from cascade_cli.config import normalise_url
+from cascade_cli.console import print_json, styled, table
+from cascade_cli.errors import CascadeError, InvalidInput
+from cascade_cli.store import nodes as node_store
+from cascade_cli.store.events import log_event
+from cascade_cli.store.models import ACTIVE_STATES, Allocation, Node
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON alone on standard output.")]
+NodeArg = Annotated[str, typer.Argument(help="Node name or id.", show_default=False)]
+
+
+# --- shared helpers (also used by cascade init / list-credentials) -------------------------
+
+
+def running_counts(s: Session) -> dict[str, int]:
+    """Allocations each node holds right now (claimed or executing)."""
+    rows = s.execute(select(Allocation.node_id, func.count())
+                     .where(Allocation.status.in_(ACTIVE_STATES), Allocation.node_id.is_not(None))
+                     .group_by(Allocation.node_id))
+    return {str(node_id): int(count) for node_id, count in rows}
+
+
+def node_views(app: AppContext, s: Session) -> list[dict[str, Any]]:
+    now = app.clock.now()
+    offline_after = app.settings.parent.offline_after
+    running = running_counts(s)
+    return [node_store.node_dict(n, now, offline_after, running.get(n.id, 0))
+            for n in node_store.list_nodes(s)]
+
+
+def render_node_list(app: AppContext, views: list[dict[str, Any]], as_json: bool) -> None:
+    if as_json:
+        print_json(views)
+        return
+    out = app.out
+    if not views:
+        out.print("No child nodes yet. Create one with: cascade init --child NAME")
+        return
+    rows = [(escape(v["id"]), escape(v["name"]), v["api_key"], styled(v["status"]),
+             v["last_heartbeat_at"] or "-", f"{v['running']}/{v['max_capacity']}")
+            for v in views]
+    out.print(table(f"Child nodes ({len(views)})",
+                    ["ID", "NAME", "API KEY", "STATUS", "LAST HEARTBEAT", "RUNNING/CAPACITY"],
+                    rows))
+    out.print("[dim]Secrets are shown only once, at creation or rotation "
+              "(cascade nodes rotate NAME).[/dim]")
+
+
+def child_yaml_block(parent_url: str, creds: NodeCredentials, heartbeat_interval: float,
+                     sync_interval: float) -> str:
+    """The ready-to-paste ``cascade:`` block of the child's config.yaml."""
+    return "\n".join([
+        "cascade:",
+        "  enabled: true",
+        "  node_type: child",
+        f"  parent_api_url: {parent_url}",
+        f"  api_key: {creds.api_key}",
+        f"  api_secret: {creds.api_secret}",
+        f"  sync_interval: {sync_interval:g}",
+        f"  heartbeat_interval: {heartbeat_interval:g}",
+    ])
+
+
+def resolve_parent_url(app: AppContext, parent_url: str | None) -> str:
+    if parent_url is None:
+        return app.settings.parent_url_for_children()
+    url = normalise_url(parent_url)
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")) or \
+            len(url.split("://", 1)[1]) == 0:
+        raise InvalidInput(f"--parent-url: must be an http:// or https:// URL, got "
+                           f"\"{parent_url}\"", field="parent_url")
+    return url
+
+
+def show_credentials(app: AppContext, node: Node, creds: NodeCredentials, parent_url: str,
+                     *, title: str, extra: dict[str, Any] | None = None) -> None:
+    """The one-time display: a summary, then the block to paste, printed plainly (no
+    wrapping, no markup) so it can be copied as it is."""
+    out = app.out
+    out.print(f"[green]{escape(title)}[/green]")
+    out.print(f"  node id:    {node.id}")
+    out.print(f"  node name:  {escape(node.name)}")
+    out.print(f"  api_key:    {creds.api_key}")
+    out.print(f"  api_secret: {creds.api_secret}")
+    for label, value in (extra or {}).items():
+        out.print(f"  {label}: {escape(str(value))}")
+    out.print("[yellow]The secret is shown only this once; the parent keeps only a hash of "
+              "it.[/yellow]")
+    out.print("Paste this block into the child's config.yaml (or set CASCADE_API_SECRET "
+              "instead of writing the secret to the file):")
+    typer.echo("")
+    cfg = app.settings.cascade
+    typer.echo(child_yaml_block(parent_url, creds, cfg.heartbeat_interval, cfg.sync_interval))
+    typer.echo("")
+    out.print("Then on the child host: cascade run-child   (check first: cascade doctor)")
+
+
+# --- commands ------------------------------------------------------------------------------
 
 
 def register(app: typer.Typer) -> None:
-    nodes_app = typer.Typer(help="Manage child nodes: disable, enable, rotate, revoke, delete.")
+    nodes_app = typer.Typer(
+        help="Manage child nodes: list, show, disable, enable, rotate, revoke, delete.",
+        no_args_is_help=True)
     app.add_typer(nodes_app, name="nodes")
 
     @nodes_app.command("list")
-    def list_() -> None:
-        raise NotBuiltError("cascade nodes is not built yet")
+    def list_(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+        """List child nodes: id, name, key, status, last heartbeat, capacity (never a secret)."""
+        a = get_ctx(ctx)
+        with a.ready_store().session() as s:
+            views = node_views(a, s)
+        render_node_list(a, views, as_json)
+
+    @nodes_app.command("show")
+    def show(ctx: typer.Context, node: NodeArg, as_json: JsonOpt = False) -> None:
+        """Show one node (never its secret)."""
+        a = get_ctx(ctx)
+        with a.ready_store().session() as s:
+            n = node_store.get_node(s, node)
+            view = node_store.node_dict(n, a.clock.now(), a.settings.parent.offline_after,
+                                        running_counts(s).get(n.id, 0))
+        if as_json:
+            print_json(view)
+            return
+        out = a.out
+        for key, value in view.items():
+            shown = styled(value) if key == "status" else escape("-" if value in (None, "")
+                                                                  else str(value))
+            out.print(f"{key:28} {shown}")
+
+    def _set_enabled(ctx: typer.Context, node: str, enabled: bool, as_json: bool) -> None:
+        a = get_ctx(ctx)
+        now = a.clock.now()
+        with a.ready_store().session() as s:
+            n = node_store.set_enabled(s, now, node, enabled)
+            log_event(s, now, "node_enabled" if enabled else "node_disabled", node_id=n.id)
+            view = node_store.node_dict(n, now, a.settings.parent.offline_after)
+        if as_json:
+            print_json(view)
+        else:
+            word = "enabled" if enabled else "disabled"
+            a.out.print(f"node [bold]{escape(view['name'])}[/bold] {word}")
+            if not enabled:
+                a.out.print("[dim]its requests now get 403 node_disabled; its leases expire "
+                            "and the work is handed to other nodes[/dim]")
+
+    @nodes_app.command("disable")
+    def disable(ctx: typer.Context, node: NodeArg, as_json: JsonOpt = False) -> None:
+        """Refuse the node's requests (403 node_disabled) until enabled again."""
+        _set_enabled(ctx, node, False, as_json)
+
+    @nodes_app.command("enable")
+    def enable(ctx: typer.Context, node: NodeArg, as_json: JsonOpt = False) -> None:
+        """Accept the node's requests again."""
+        _set_enabled(ctx, node, True, as_json)
+
+    @nodes_app.command("rotate")
+    def rotate(
+        ctx: typer.Context,
+        node: NodeArg,
+        overlap: Annotated[float | None, typer.Option(
+            "--overlap", min=0,
+            help="Seconds the old secret keeps working (default: "
+                 "parent.auth.rotation_overlap; 0 = at once).")] = None,
+        parent_url: Annotated[str | None, typer.Option(
+            "--parent-url", help="Parent URL for the printed config block.")] = None,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """New secret for a node (same key); prints it once."""
+        a = get_ctx(ctx)
+        seconds = a.settings.parent.auth.rotation_overlap if overlap is None else overlap
+        url = resolve_parent_url(a, parent_url)
+        now = a.clock.now()
+        with a.ready_store().session() as s:
+            n, creds = node_store.rotate_credentials(s, now, node, seconds)
+            log_event(s, now, "credentials_rotated", node_id=n.id,
+                      detail={"overlap_seconds": seconds})
+            valid_until = isoformat_z(n.prev_valid_until)
+        if as_json:
+            print_json({"node_id": n.id, "node_name": n.name, "api_key": creds.api_key,
+                        "api_secret": creds.api_secret,
+                        "previous_secret_valid_until": valid_until, "parent_api_url": url})
+            return
+        show_credentials(a, n, creds, url, title=f"New secret for node '{n.name}'",
+                         extra={"old secret valid until": valid_until or "revoked now"})
+
+    @nodes_app.command("revoke")
+    def revoke(ctx: typer.Context, node: NodeArg, as_json: JsonOpt = False) -> None:
+        """Invalidate the node's secrets at once (current and overlapping); rotate to reissue."""
+        a = get_ctx(ctx)
+        now = a.clock.now()
+        with a.ready_store().session() as s:
+            n = node_store.revoke_credentials(s, now, node)
+            log_event(s, now, "credentials_revoked", node_id=n.id)
+            view = node_store.node_dict(n, now, a.settings.parent.offline_after)
+        if as_json:
+            print_json(view)
+        else:
+            a.out.print(f"credentials of node [bold]{escape(n.name)}[/bold] revoked: its "
+                        f"requests now get 401. New ones: cascade nodes rotate {escape(n.name)}")
+
+    @nodes_app.command("delete")
+    def delete(
+        ctx: typer.Context,
+        node: NodeArg,
+        yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+        = False,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Delete a node that holds no allocation (asks first unless --yes)."""
+        a = get_ctx(ctx)
+        store = a.ready_store()
+        with store.session() as s:
+            name = node_store.get_node(s, node).name  # unknown name: fail before asking
+        if not yes:
+            try:
+                confirmed = typer.confirm(f"Delete node '{name}' and its credentials?",
+                                          default=False, err=True)
+            except typer.Abort:
+                confirmed = False
+            if not confirmed:
+                raise CascadeError(f"node '{name}' not deleted",
+                                   hint=f"confirm, or run 'cascade nodes delete {name} --yes'")
+        now = a.clock.now()
+        with store.session() as s:
+            n = node_store.delete_node(s, node)
+            node_id = n.id
+            log_event(s, now, "node_deleted", detail={"node_id": node_id, "name": name})
+        if as_json:
+            print_json({"node_id": node_id, "node_name": name, "deleted": True})
+        else:
+            a.out.print(f"node [bold]{escape(name)}[/bold] deleted")
