@@ -1,16 +1,169 @@
-"""Feeds (not built yet)."""
+"""``cascade feeds``: add, list, remove, import (YAML or OPML), status."""
 
 from __future__ import annotations
 
-import typer
+import xml.etree.ElementTree as ET  # noqa: S405 - parsed with a size cap, no DTD/entities
+from pathlib import Path
+from typing import Annotated, Any
 
-from cascade_cli.errors import NotBuiltError
+import typer
+import yaml
+from pydantic import ValidationError
+
+from cascade_cli.cli.context import get_ctx
+from cascade_cli.console import print_json, table
+from cascade_cli.errors import InvalidInput, UsageError
+from cascade_cli.protocol import FeedIn
+from cascade_cli.store import feeds as feed_repo
+
+MAX_IMPORT_BYTES = 20 * 1024 * 1024
+
+
+def _feed_in(data: dict[str, Any], where: str) -> FeedIn:
+    try:
+        return FeedIn.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err.get("loc", ()))
+        raise InvalidInput(f"{where}: {field}: {err.get('msg')}", field=field) from None
+
+
+def parse_opml(text: str) -> list[dict[str, Any]]:
+    if "<!DOCTYPE" in text or "<!ENTITY" in text:
+        raise InvalidInput("OPML with a DOCTYPE or entities is refused (entity expansion)")
+    try:
+        root = ET.fromstring(text)  # noqa: S314 - DOCTYPE/entities refused above
+    except ET.ParseError as exc:
+        raise InvalidInput(f"not valid OPML/XML: {exc}") from None
+    feeds = []
+    for outline in root.iter("outline"):
+        url = outline.get("xmlUrl")
+        if not url:
+            continue
+        title = outline.get("title") or outline.get("text") or url
+        kind = (outline.get("type") or "rss").lower()
+        feeds.append({"mp_name": title, "url": url,
+                      "kind": kind if kind in ("rss", "atom", "jsonfeed") else "rss"})
+    return feeds
+
+
+def parse_feed_file(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        raise UsageError(f"file not found: {path}")
+    if path.stat().st_size > MAX_IMPORT_BYTES:
+        raise UsageError(f"{path} is larger than {MAX_IMPORT_BYTES // (1024 * 1024)} MiB")
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if path.suffix.lower() in (".opml", ".xml") or text.lstrip().startswith("<"):
+        return parse_opml(text)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise UsageError(f"{path}: malformed YAML: {exc}") from None
+    if isinstance(data, dict):
+        data = data.get("feeds", [])
+    if not isinstance(data, list) or not all(isinstance(x, dict) for x in data):
+        raise UsageError(f"{path}: expected a list of feeds (or 'feeds:' with a list), each "
+                         "with at least 'url'")
+    return data
 
 
 def register(app: typer.Typer) -> None:
-    feeds_app = typer.Typer(help="Manage feeds (公众号 / RSS sources).")
+    feeds_app = typer.Typer(help="Manage feeds (公众号 through an RSS bridge, RSS/Atom/JSON Feed).",
+                            no_args_is_help=True)
     app.add_typer(feeds_app, name="feeds")
 
+    @feeds_app.command("add")
+    def add(ctx: typer.Context,
+            url: Annotated[str, typer.Argument(help="Source URL (or the argument of a command fetcher).")],
+            feed_id: Annotated[str | None, typer.Option("--id", help="Feed id, e.g. MP_WXS_123 (generated if absent).")] = None,
+            name: Annotated[str, typer.Option("--name", help="Display name (mp_name).")] = "",
+            kind: Annotated[str, typer.Option(help="rss | atom | jsonfeed | command | plug-in name.")] = "rss",
+            preferred_node: Annotated[str | None, typer.Option("--node", help="Preferred node (name or id).")] = None,
+            disabled: Annotated[bool, typer.Option("--disabled", help="Add it disabled.")] = False,
+            as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+        """Add one feed."""
+        app_ctx = get_ctx(ctx)
+        data = _feed_in({"id": feed_id, "mp_name": name, "url": url, "kind": kind,
+                         "preferred_node": preferred_node, "status": 0 if disabled else 1},
+                        "feed")
+        with app_ctx.ready_store().session() as s:
+            feed = feed_repo.create_feed(s, app_ctx.clock.now(), data)
+            out = feed_repo.feed_dict(feed, 0)
+        if as_json:
+            print_json(out)
+        else:
+            app_ctx.out.print(f"added feed [bold]{out['id']}[/bold] ({out['mp_name']}) {out['url']}")
+
     @feeds_app.command("list")
-    def list_() -> None:
-        raise NotBuiltError("cascade feeds is not built yet")
+    def list_(ctx: typer.Context,
+              limit: Annotated[int, typer.Option(min=1, max=100000)] = 200,
+              offset: Annotated[int, typer.Option(min=0)] = 0,
+              as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+        """List feeds with their article counts."""
+        app_ctx = get_ctx(ctx)
+        with app_ctx.ready_store().session() as s:
+            rows, total = feed_repo.list_feeds(s, limit=limit, offset=offset)
+            counts = feed_repo.article_counts(s, [f.id for f in rows])
+            data = [feed_repo.feed_dict(f, counts.get(f.id, 0)) for f in rows]
+        if as_json:
+            print_json({"list": data, "total": total})
+            return
+        app_ctx.out.print(table(f"Feeds ({total})", ["id", "name", "kind", "status", "articles", "url"],
+                                [[d["id"], d["mp_name"], d["kind"],
+                                  "enabled" if d["status"] == 1 else "disabled",
+                                  d["article_count"], d["url"]] for d in data]))
+
+    @feeds_app.command("remove")
+    def remove(ctx: typer.Context, feed_ids: Annotated[list[str], typer.Argument(help="Feed ids.")],
+               as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+        """Remove feeds (their stored articles are kept)."""
+        app_ctx = get_ctx(ctx)
+        with app_ctx.ready_store().session() as s:
+            for fid in feed_ids:
+                feed_repo.delete_feed(s, fid)
+        if as_json:
+            print_json({"removed": feed_ids})
+        else:
+            app_ctx.out.print(f"removed {len(feed_ids)} feed(s)")
+
+    @feeds_app.command("import")
+    def import_(ctx: typer.Context,
+                path: Annotated[Path, typer.Argument(help="YAML list of feeds, or an OPML file.")],
+                skip_existing: Annotated[bool, typer.Option(help="Skip ids that exist instead of failing.")] = True,
+                as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+        """Import feeds from YAML (list of feed objects) or OPML. All or nothing."""
+        app_ctx = get_ctx(ctx)
+        entries = parse_feed_file(path)
+        parsed = [_feed_in(e, f"{path.name} entry {i + 1}") for i, e in enumerate(entries)]
+        added, skipped = [], []
+        with app_ctx.ready_store().session() as s:
+            now = app_ctx.clock.now()
+            existing_urls = {f.url for f in feed_repo.list_feeds(s, limit=10**9)[0]}
+            for data in parsed:
+                if skip_existing and ((data.id and s.get(feed_repo.Feed, data.id) is not None)
+                                      or (not data.id and data.url in existing_urls)):
+                    skipped.append(data.id or data.url)
+                    continue
+                feed = feed_repo.create_feed(s, now, data)
+                existing_urls.add(feed.url)
+                added.append(feed.id)
+        if as_json:
+            print_json({"added": added, "skipped": skipped})
+        else:
+            app_ctx.out.print(f"imported {len(added)} feed(s), skipped {len(skipped)} existing")
+
+    @feeds_app.command("status")
+    def status(ctx: typer.Context,
+               limit: Annotated[int, typer.Option(min=1, max=100000)] = 200,
+               as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+        """Per feed: articles, newest article, last fetch outcome."""
+        app_ctx = get_ctx(ctx)
+        with app_ctx.ready_store().session() as s:
+            data = feed_repo.feed_status(s, app_ctx.clock.now(), app_ctx.settings, limit=limit)
+        if as_json:
+            print_json(data)
+            return
+        app_ctx.out.print(table("Feed status", ["feed", "name", "articles", "newest", "last", "error"],
+                                [[d["feed_id"], d["mp_name"], d["article_count"],
+                                  d["latest_article_time"], d["last_status"],
+                                  (d["last_error"] or "")[:60]] for d in data]))

@@ -1,16 +1,172 @@
-"""Message tasks (not built yet)."""
+"""``cascade tasks``: message tasks (feeds, cron, webhook, template)."""
 
 from __future__ import annotations
 
-import typer
+import json
+from pathlib import Path
+from typing import Annotated, Any
 
-from cascade_cli.errors import NotBuiltError
+import typer
+from pydantic import ValidationError
+
+from cascade_cli.cli.context import get_ctx
+from cascade_cli.console import print_json, table
+from cascade_cli.errors import InvalidInput, UsageError
+from cascade_cli.protocol import MessageTaskIn, MessageTaskUpdate
+from cascade_cli.store import tasks as task_repo
+
+
+def _validated(model: type[MessageTaskIn], data: dict[str, Any]) -> MessageTaskIn:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err.get("loc", ()))
+        raise InvalidInput(f"{field}: {err.get('msg')}", field=field) from None
+
+
+def _read_template(path: Path | None, text: str | None) -> str | None:
+    if path is not None:
+        if not path.is_file():
+            raise UsageError(f"template file not found: {path}")
+        return path.read_text(encoding="utf-8")
+    return text
+
+
+def _show(app_ctx: Any, data: dict[str, Any]) -> None:
+    rows = [[k, json.dumps(v, ensure_ascii=False) if isinstance(v, dict | list) else v]
+            for k, v in data.items()]
+    app_ctx.out.print(table(f"Task {data['name']}", ["field", "value"], rows))
 
 
 def register(app: typer.Typer) -> None:
-    tasks_app = typer.Typer(help="Manage message tasks.")
+    tasks_app = typer.Typer(help="Manage message tasks: feeds, cron schedule, webhook, template.",
+                            no_args_is_help=True)
     app.add_typer(tasks_app, name="tasks")
 
+    @tasks_app.command("add")
+    def add(ctx: typer.Context,
+            name: Annotated[str, typer.Argument(help="Task name.")],
+            feeds: Annotated[str, typer.Option("--feeds", help="Feed ids, comma separated (or a JSON list).")],
+            cron: Annotated[str | None, typer.Option("--cron", help="Cron: 5 fields, or 6 with seconds.")] = None,
+            webhook: Annotated[str | None, typer.Option("--webhook", help="Webhook URL (WeCom, DingTalk, Feishu, Bark or any JSON endpoint).")] = None,
+            message_type: Annotated[int, typer.Option("--message-type", min=0, max=1, help="0 text/markdown, 1 JSON.")] = 0,
+            template: Annotated[str | None, typer.Option("--template", help="Message template text (Jinja2, sandboxed).")] = None,
+            template_file: Annotated[Path | None, typer.Option("--template-file", help="Read the template from a file.")] = None,
+            headers: Annotated[str | None, typer.Option("--headers", help='JSON object, e.g. {"X-Token":"..."}.')] = None,
+            cookies: Annotated[str | None, typer.Option("--cookies", help="k=v; k2=v2")] = None,
+            overlap: Annotated[str, typer.Option("--overlap", help="skip (default) or allow overlapping runs.")] = "skip",
+            misfire: Annotated[str, typer.Option("--misfire", help="skip (default) or run_once after downtime.")] = "skip",
+            task_id: Annotated[str | None, typer.Option("--id", help="Task id (generated if absent).")] = None,
+            disabled: Annotated[bool, typer.Option("--disabled", help="Create it disabled.")] = False,
+            as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+        """Create a message task. Cron, webhook URL and template are checked now, not at 9 am."""
+        app_ctx = get_ctx(ctx)
+        data = _validated(MessageTaskIn, {
+            "id": task_id, "name": name, "mps_id": feeds, "cron_exp": cron, "web_hook_url": webhook,
+            "message_type": message_type, "message_template": _read_template(template_file, template),
+            "headers": headers, "cookies": cookies, "status": 0 if disabled else 1,
+            "overlap_policy": overlap, "misfire_policy": misfire})
+        with app_ctx.ready_store().session() as s:
+            task = task_repo.create_task(s, app_ctx.clock.now(), data)
+            out = task_repo.task_dict(task, include_secrets=True)
+        if as_json:
+            print_json(out)
+        else:
+            app_ctx.out.print(f"created task [bold]{out['name']}[/bold] (id {out['id']}) with "
+                              f"{len(out['mps_id'])} feed(s)")
+
     @tasks_app.command("list")
-    def list_() -> None:
-        raise NotBuiltError("cascade tasks is not built yet")
+    def list_(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+        """List tasks; a task whose cron or template is broken shows its error."""
+        app_ctx = get_ctx(ctx)
+        with app_ctx.ready_store().session() as s:
+            data = [task_repo.task_dict(t, include_secrets=True) for t in task_repo.list_tasks(s)]
+        if as_json:
+            print_json(data)
+            return
+        app_ctx.out.print(table("Message tasks", ["id", "name", "status", "feeds", "cron", "webhook", "error"],
+                                [[d["id"], d["name"], "enabled" if d["status"] == 1 else "disabled",
+                                  len(d["mps_id"]), d["cron_exp"] or "-", d["web_hook_url"] or "-",
+                                  d["last_error"] or ""] for d in data]))
+
+    @tasks_app.command("show")
+    def show(ctx: typer.Context, task: Annotated[str, typer.Argument(help="Task id or name.")],
+             as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+        """Show one task in full."""
+        app_ctx = get_ctx(ctx)
+        with app_ctx.ready_store().session() as s:
+            t = task_repo.get_task(s, task)
+            data = task_repo.task_dict(t, include_secrets=True)
+            data["webhook_secret"] = t.webhook_secret
+        if as_json:
+            print_json(data)
+        else:
+            _show(app_ctx, data)
+
+    def _set(ctx: typer.Context, task: str, status: int, as_json: bool) -> None:
+        app_ctx = get_ctx(ctx)
+        with app_ctx.ready_store().session() as s:
+            t = task_repo.set_task_status(s, app_ctx.clock.now(), task, status)
+            data = task_repo.task_dict(t, include_secrets=False)
+        if as_json:
+            print_json(data)
+        else:
+            app_ctx.out.print(f"task {data['name']} {'enabled' if status else 'disabled'}")
+
+    @tasks_app.command("enable")
+    def enable(ctx: typer.Context, task: Annotated[str, typer.Argument(help="Task id or name.")],
+               as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+        """Enable a task (the scheduler fires it, dispatch includes it)."""
+        _set(ctx, task, 1, as_json)
+
+    @tasks_app.command("disable")
+    def disable(ctx: typer.Context, task: Annotated[str, typer.Argument(help="Task id or name.")],
+                as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+        """Disable a task."""
+        _set(ctx, task, 0, as_json)
+
+    @tasks_app.command("update")
+    def update_(ctx: typer.Context, task: Annotated[str, typer.Argument(help="Task id or name.")],
+                feeds: Annotated[str | None, typer.Option("--feeds")] = None,
+                cron: Annotated[str | None, typer.Option("--cron")] = None,
+                webhook: Annotated[str | None, typer.Option("--webhook")] = None,
+                template_file: Annotated[Path | None, typer.Option("--template-file")] = None,
+                as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+        """Change a task's feeds, cron, webhook or template."""
+        app_ctx = get_ctx(ctx)
+        changes: dict[str, Any] = {}
+        if feeds is not None:
+            changes["mps_id"] = feeds
+        if cron is not None:
+            changes["cron_exp"] = cron
+        if webhook is not None:
+            changes["web_hook_url"] = webhook
+        if template_file is not None:
+            changes["message_template"] = _read_template(template_file, None)
+        data = _validated(MessageTaskUpdate, changes)
+        with app_ctx.ready_store().session() as s:
+            t = task_repo.update_task(s, app_ctx.clock.now(), task, data)  # type: ignore[arg-type]
+            out = task_repo.task_dict(t, include_secrets=True)
+        if as_json:
+            print_json(out)
+        else:
+            app_ctx.out.print(f"updated task {out['name']}")
+
+    @tasks_app.command("remove")
+    def remove(ctx: typer.Context, task: Annotated[str, typer.Argument(help="Task id or name.")],
+               as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+        """Remove a task and its runs."""
+        app_ctx = get_ctx(ctx)
+        with app_ctx.ready_store().session() as s:
+            task_repo.delete_task(s, task)
+        if as_json:
+            print_json({"removed": task})
+        else:
+            app_ctx.out.print(f"removed task {task}")
+
+    try:  # `tasks next` lives with the scheduler
+        from cascade_cli.cli.schedule import register_tasks_next
+    except ImportError:  # pragma: no cover - during development only
+        return
+    register_tasks_next(tasks_app)

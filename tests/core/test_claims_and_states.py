@@ -130,10 +130,9 @@ def test_lease_expiry_requeues_then_times_out_and_fences_old_holder(world, clock
         if any(i == alloc_id for i, _ in got):
             break
     assert any(i == alloc_id for i, _ in claimed)
-    with store.session() as s:
-        with pytest.raises(errors.LeaseSuperseded):
-            alloc_repo.report_completion(s, clock.now(), s.merge(a), ReportCompletionIn(
-                allocation_id=alloc_id, results=[], article_count=0, epoch=epoch1), settings)
+    with store.session() as s, pytest.raises(errors.LeaseSuperseded):
+        alloc_repo.report_completion(s, clock.now(), s.merge(a), ReportCompletionIn(
+            allocation_id=alloc_id, results=[], article_count=0, epoch=epoch1), settings)
     # exhaust attempts -> timeout, which is terminal
     for _ in range(settings.parent.max_attempts):
         clock.advance(settings.parent.lease_ttl + 1)
