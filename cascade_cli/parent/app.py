@@ -1,0 +1,224 @@
+"""The parent's ASGI app: ``create_app(store, clock, settings)``.
+
+The app only translates HTTP <-> store calls. Every route of PROTOCOL.md is served under both
+prefixes (``/api/v1/cascade`` and ``/api/v1/wx/cascade``) by including one router twice; all
+state lives on ``app.state.cascade`` (no module globals), so several apps can live in one process.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import anyio
+import anyio.to_thread
+from fastapi import FastAPI
+from fastapi.responses import Response
+from fastapi.routing import APIRoute
+from sqlalchemy.orm import Session
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from cascade_cli import PROTOCOL_VERSION, __version__
+from cascade_cli.clock import Clock
+from cascade_cli.config import Settings
+from cascade_cli.parent import tokens
+from cascade_cli.parent.envelope import error_response, install_handlers, ok
+from cascade_cli.parent.http_auth import Throttle
+from cascade_cli.parent.longpoll import Waiters
+from cascade_cli.parent.metrics import Metrics
+from cascade_cli.protocol import CANONICAL_PREFIX, LEGACY_PREFIX
+from cascade_cli.store.engine import Store
+
+T = TypeVar("T")
+
+
+class Db:
+    """Runs synchronous unit-of-work functions ``fn(session, now)`` in worker threads."""
+
+    def __init__(self, store: Store, clock: Clock, max_threads: int) -> None:
+        self.store = store
+        self.clock = clock
+        self.max_threads = max_threads
+        self._limiter: anyio.CapacityLimiter | None = None
+
+    def call(self, fn: Callable[[Session, Any], T]) -> T:
+        with self.store.session() as s:
+            return fn(s, self.clock.now())
+
+    async def run(self, fn: Callable[[Session, Any], T]) -> T:
+        if self._limiter is None:
+            self._limiter = anyio.CapacityLimiter(self.max_threads)
+        return await anyio.to_thread.run_sync(self.call, fn, limiter=self._limiter)
+
+
+@dataclass
+class AppState:
+    store: Store
+    clock: Clock
+    settings: Settings
+    db: Db
+    metrics: Metrics
+    throttle: Throttle
+    waiters: Waiters
+    admin_secret: bytes | None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _route_label(scope: Scope) -> str:
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    if not isinstance(path, str):
+        return "unmatched"
+    for prefix in (LEGACY_PREFIX, CANONICAL_PREFIX):
+        if path.startswith(prefix + "/"):
+            return path[len(prefix):]
+    return path
+
+
+class BodyLimitMiddleware:
+    """Refuses bodies over ``max_bytes`` (declared or streamed) with 413, and times requests.
+
+    The body is read completely before the app runs (it is small by construction), which also
+    lets the signature check hash exactly the bytes the route will parse.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int, metrics: Metrics) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = [500]
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = int(message["status"])
+            await send(message)
+
+        try:
+            await self._handle(scope, receive, send_wrapper)
+        finally:
+            self.metrics.observe_request(scope.get("method", "?"), _route_label(scope),
+                                         status[0], time.perf_counter() - started)
+
+    async def _reject(self, scope: Scope, send: Send, status: int, error: str,
+                      message: str) -> None:
+        response = error_response(status, error, message, headers={"Connection": "close"})
+        await response(scope, self._no_receive, send)
+
+    @staticmethod
+    async def _no_receive() -> Message:
+        return {"type": "http.disconnect"}
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        declared = None
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    await self._reject(scope, send, 400, "bad_request",
+                                       "invalid Content-Length header")
+                    return
+        if declared is not None and declared > self.max_bytes:
+            await self._reject(scope, send, 413, "payload_too_large",
+                               f"request body of {declared} bytes is over the limit of "
+                               f"{self.max_bytes} bytes (parent.limits.max_body_bytes)")
+            return
+        chunks: list[bytes] = []
+        total = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body = message.get("body", b"")
+            total += len(body)
+            if total > self.max_bytes:
+                await self._reject(scope, send, 413, "payload_too_large",
+                                   f"request body is over the limit of {self.max_bytes} bytes "
+                                   "(parent.limits.max_body_bytes)")
+                return
+            if body:
+                chunks.append(body)
+            if not message.get("more_body", False):
+                break
+        buffered: list[Message] = [{"type": "http.request", "body": b"".join(chunks),
+                                    "more_body": False}]
+
+        async def replay() -> Message:
+            if buffered:
+                return buffered.pop()
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+def _unique_id(prefix_tag: str) -> Callable[[APIRoute], str]:
+    def gen(route: APIRoute) -> str:
+        methods = "_".join(sorted(route.methods or ()))
+        name = route.path.strip("/").replace("/", "_").replace("{", "").replace("}", "")
+        return f"{prefix_tag}_{methods.lower()}_{name}".replace("-", "_")
+    return gen
+
+
+def create_app(store: Store, clock: Clock, settings: Settings, *,
+               admin_secret: bytes | None = None) -> FastAPI:
+    """Build the app. ``admin_secret`` defaults to the configured secret file (read once)."""
+    from cascade_cli.parent.routes_admin import router as admin_router
+    from cascade_cli.parent.routes_node import router as node_router
+
+    a = settings.parent.auth
+    metrics = Metrics()
+    if admin_secret is None:
+        admin_secret = tokens.load_for_app(settings.admin_token_secret_file)
+    pool = settings.model.database.pool_size
+    threads = pool if store.dialect == "sqlite" else pool * 2
+    state = AppState(store=store, clock=clock, settings=settings,
+                     db=Db(store, clock, max_threads=max(2, threads)), metrics=metrics,
+                     throttle=Throttle(a.failed_attempts_limit, a.failed_attempts_window),
+                     waiters=Waiters(), admin_secret=admin_secret)
+
+    app = FastAPI(title="Cascade parent", version=__version__,
+                  description=f"Cascade wire protocol version {PROTOCOL_VERSION}. Every route "
+                              f"is served under {CANONICAL_PREFIX} and {LEGACY_PREFIX}.",
+                  docs_url="/docs", redoc_url=None)
+    app.state.cascade = state
+    install_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.parent.limits.max_body_bytes,
+                       metrics=metrics)
+
+    for router in (node_router, admin_router):
+        app.include_router(router, prefix=CANONICAL_PREFIX,
+                           generate_unique_id_function=_unique_id("v1"))
+        app.include_router(router, prefix=LEGACY_PREFIX,
+                           generate_unique_id_function=_unique_id("wx"))
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> Response:
+        return ok({"status": "ok", "protocol": PROTOCOL_VERSION, "version": __version__})
+
+    @app.get("/readyz", tags=["health"])
+    async def readyz() -> Response:
+        try:
+            await anyio.to_thread.run_sync(store.ping)
+        except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
+            return error_response(503, "database_unavailable",
+                                  f"database not reachable: {type(exc).__name__}")
+        return ok({"status": "ready", "database": store.dialect})
+
+    @app.get("/metrics", tags=["health"])
+    async def metrics_route() -> Response:
+        off = settings.parent.offline_after
+        try:
+            await state.db.run(lambda s, now: metrics.refresh_from_db(s, now, off))
+        except Exception:  # noqa: BLE001 - serve the counters even if the database is away
+            state.extra["metrics_refresh_failed"] = True
+        return Response(metrics.render(), media_type=metrics.content_type)
+
+    return app

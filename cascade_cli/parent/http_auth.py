@@ -1,0 +1,202 @@
+"""Who is calling: node credentials (plain ``AK-SK`` or the signed form) and admin tokens.
+
+Used as FastAPI dependencies (``require_node``, ``require_admin``, ``require_any``). The two
+roles never mix: a valid node credential on an admin route is 403 ``admin_required``, a valid
+admin token on a node route is 403 ``node_required``. An unknown key and a wrong secret get the
+same 401 ``invalid_credentials``. Failed attempts are throttled per client address.
+
+Nothing here logs a header, a secret or a token.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from fastapi import Request
+from sqlalchemy.orm import Session
+
+from cascade_cli import auth
+from cascade_cli.errors import AuthError, ForbiddenError, ProtocolError, RateLimited
+from cascade_cli.parent import tokens
+from cascade_cli.store import nodes
+
+if TYPE_CHECKING:
+    from cascade_cli.parent.app import AppState
+
+log = logging.getLogger("cascade.parent.auth")
+
+# A fixed, valid public key that matches no secret: verifying against it when the key is
+# unknown keeps the timing of "unknown key" and "wrong signature" alike.
+_DUMMY_PUBLIC_KEY = auth.public_key_for("CS-cascade-dummy-never-issued-0000000000")
+
+
+@dataclass(frozen=True)
+class Principal:
+    role: str  # "node" | "admin"
+    node_id: str | None = None
+    node_name: str | None = None
+    jti: str | None = None
+
+
+class Throttle:
+    """In-process sliding window of failed attempts per client address."""
+
+    def __init__(self, limit: int, window: float, max_addresses: int = 10_000) -> None:
+        self.limit = limit
+        self.window = window
+        self.max_addresses = max_addresses
+        self._fails: OrderedDict[str, deque[float]] = OrderedDict()
+
+    def _prune(self, addr: str, now: float) -> deque[float] | None:
+        q = self._fails.get(addr)
+        if q is None:
+            return None
+        while q and q[0] <= now - self.window:
+            q.popleft()
+        if not q:
+            del self._fails[addr]
+            return None
+        return q
+
+    def check(self, addr: str, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        q = self._prune(addr, now)
+        if q is not None and len(q) >= self.limit:
+            retry = q[0] + self.window - now
+            raise RateLimited("too many failed authentication attempts from this address",
+                              retry_after=max(1.0, retry))
+
+    def fail(self, addr: str, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        q = self._prune(addr, now)
+        if q is None:
+            q = deque()
+            self._fails[addr] = q
+            while len(self._fails) > self.max_addresses:
+                self._fails.popitem(last=False)
+        else:
+            self._fails.move_to_end(addr)
+        q.append(now)
+
+
+def path_with_query(request: Request) -> str:
+    """The raw path plus ``?`` and the raw query, exactly as the client signed it."""
+    scope = request.scope
+    raw = scope.get("raw_path")
+    path = raw.decode("latin-1") if isinstance(raw, bytes | bytearray) else scope.get("path", "")
+    path = path.split("?", 1)[0]
+    query = scope.get("query_string") or b""
+    return f"{path}?{query.decode('latin-1')}" if query else path
+
+
+def _client_addr(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def _invalid() -> AuthError:
+    return AuthError("invalid credentials: unknown api_key or wrong api_secret",
+                     code="invalid_credentials")
+
+
+def verify_node(s: Session, now: datetime, settings: Any, parsed: auth.PlainAuth |
+                auth.SignedAuth, method: str, pwq: str, body: bytes) -> Principal:
+    """Check a node credential in one unit of work (the nonce is remembered in it)."""
+    a = settings.parent.auth
+    node = nodes.find_by_key(s, parsed.api_key)
+    if isinstance(parsed, auth.PlainAuth):
+        if not a.allow_plain_secret:
+            raise AuthError("plain AK-SK authentication is disabled on this parent; "
+                            "use the signed form", code="plain_auth_disabled")
+        if node is None:
+            auth.verify_secret(parsed.api_secret, None)
+            raise _invalid()
+        if not nodes.secret_matches(node, parsed.api_secret, now):
+            raise _invalid()
+    else:
+        keys = nodes.public_keys(node, now) if node is not None else []
+        good = False
+        for key in keys or [_DUMMY_PUBLIC_KEY]:
+            if auth.verify_signature(key, method, pwq, parsed.timestamp, parsed.nonce, body,
+                                     parsed.signature):
+                good = bool(keys)
+                break
+        if not good or node is None:
+            raise _invalid()
+        try:
+            ts = int(parsed.timestamp)
+        except ValueError:
+            raise _invalid() from None
+        skew = abs(now.timestamp() - ts)
+        if skew > a.clock_skew:
+            raise AuthError(f"request timestamp is {int(skew)} s away from the parent's clock "
+                            f"(allowed {int(a.clock_skew)} s); synchronise the child's clock "
+                            "(NTP)", code="clock_skew")
+        ttl = max(a.nonce_ttl, 2 * a.clock_skew)
+        if not nodes.remember_nonce(s, node.id, parsed.nonce, now + timedelta(seconds=ttl)):
+            raise AuthError("request replayed: this nonce was already used", code="replayed")
+    if not node.enabled:
+        raise ForbiddenError(f"node '{node.name}' is disabled on the parent",
+                             code="node_disabled")
+    return Principal("node", node.id, node.name)
+
+
+async def authenticate(request: Request) -> Principal:
+    """Identify the caller, whatever its role; 401/429 on failure."""
+    state: AppState = request.app.state.cascade
+    header = request.headers.get("authorization")
+    addr = _client_addr(request)
+    if not header:
+        state.metrics.auth_failures.labels("missing_credentials").inc()
+        raise AuthError("missing Authorization header (AK-SK key:secret, the signed form, or "
+                        "Bearer token)", code="missing_credentials")
+    state.throttle.check(addr)
+    parsed = auth.parse_authorization(header)
+    try:
+        if parsed is None:
+            raise AuthError("malformed Authorization header", code="invalid_credentials")
+        if isinstance(parsed, auth.BearerAuth):
+            secret = state.admin_secret
+            if secret is None:
+                raise ProtocolError("admin tokens are not configured on this parent",
+                                    code="admin_not_configured", status=503)
+            claims = await state.db.run(
+                lambda s, now: tokens.verify(s, now, secret, parsed.token))
+            return Principal("admin", jti=claims["jti"])
+        body = await request.body() if isinstance(parsed, auth.SignedAuth) else b""
+        method, pwq = request.method, path_with_query(request)
+        return await state.db.run(
+            lambda s, now: verify_node(s, now, state.settings, parsed, method, pwq, body))
+    except AuthError as exc:
+        state.throttle.fail(addr)
+        state.metrics.auth_failures.labels(exc.code).inc()
+        log.info("authentication refused from %s: %s", addr, exc.code)
+        raise
+    except ForbiddenError as exc:
+        state.metrics.auth_failures.labels(exc.code).inc()
+        raise
+
+
+async def require_node(request: Request) -> Principal:
+    p = await authenticate(request)
+    if p.role != "node":
+        raise ForbiddenError("this route is for child nodes (AK-SK or signed credentials), "
+                             "not admin tokens", code="node_required")
+    return p
+
+
+async def require_admin(request: Request) -> Principal:
+    p = await authenticate(request)
+    if p.role != "admin":
+        raise ForbiddenError("this route needs an admin token (Authorization: Bearer ...; "
+                             "issue one with 'cascade token create' on the parent host)",
+                             code="admin_required")
+    return p
+
+
+async def require_any(request: Request) -> Principal:
+    return await authenticate(request)

@@ -1,0 +1,72 @@
+"""Prometheus metrics, one ``CollectorRegistry`` per app (no global registry, tests stay apart)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from cascade_cli.store.models import ALLOCATION_STATES, Allocation, Node
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    10.0, 30.0, 60.0)
+
+
+class Metrics:
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.allocations = Gauge("cascade_allocations", "Allocations by status", ["status"],
+                                 registry=r)
+        self.online_nodes = Gauge("cascade_online_nodes", "Nodes with a recent heartbeat",
+                                  registry=r)
+        self.claims = Counter("cascade_claims_total", "Allocations handed out by claims",
+                              registry=r)
+        self.lease_expiries = Counter("cascade_lease_expiries_total",
+                                      "Expired leases handled by the reaper", ["outcome"],
+                                      registry=r)
+        self.auth_failures = Counter("cascade_auth_failures_total",
+                                     "Refused authentication attempts", ["reason"], registry=r)
+        self.requests = Counter("cascade_http_requests_total", "HTTP requests",
+                                ["method", "route", "status"], registry=r)
+        self.latency = Histogram("cascade_http_request_duration_seconds",
+                                 "HTTP request latency", ["method", "route"],
+                                 buckets=_LATENCY_BUCKETS, registry=r)
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        self.requests.labels(method, route, str(status)).inc()
+        self.latency.labels(method, route).observe(seconds)
+
+    def record_reap(self, result: dict[str, Any]) -> None:
+        for outcome in ("requeued", "timed_out"):
+            n = result.get(outcome)
+            if isinstance(n, int) and n > 0:
+                self.lease_expiries.labels(outcome).inc(n)
+
+    def refresh_from_db(self, s: Session, now: datetime, offline_after: float) -> None:
+        """Gauges that describe database state are read at scrape time."""
+        counts = dict.fromkeys(ALLOCATION_STATES, 0)
+        for status, n in s.execute(select(Allocation.status, func.count())
+                                   .group_by(Allocation.status)):
+            counts[status] = int(n)
+        for status, n in counts.items():
+            self.allocations.labels(status).set(n)
+        since = now - timedelta(seconds=offline_after)
+        online = s.scalar(select(func.count()).select_from(Node).where(
+            Node.enabled.is_(True), Node.last_heartbeat_at >= since))
+        self.online_nodes.set(int(online or 0))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

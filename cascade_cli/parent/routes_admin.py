@@ -1,0 +1,334 @@
+"""Admin routes of PROTOCOL.md (plus the two listings nodes may read: feeds, message-tasks)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.responses import Response
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from cascade_cli.parent.envelope import ok
+from cascade_cli.parent.http_auth import Principal, require_admin, require_any
+from cascade_cli.protocol import (
+    FeedIn,
+    FeedUpdate,
+    MessageTaskIn,
+    MessageTaskUpdate,
+    NodeIn,
+    NodeUpdate,
+)
+from cascade_cli.store import nodes as nodes_repo
+from cascade_cli.store.models import ACTIVE_STATES, Allocation, Node
+
+router = APIRouter()
+AdminP = Annotated[Principal, Depends(require_admin)]
+AnyP = Annotated[Principal, Depends(require_any)]
+Limit = Annotated[int, Query(ge=1, le=200)]
+Offset = Annotated[int, Query(ge=0, le=10_000_000)]
+Ident = Annotated[str, Path(min_length=1, max_length=128)]
+OptStr = Annotated[str | None, Query(max_length=128)]
+
+
+def _state(request: Request) -> Any:
+    return request.app.state.cascade
+
+
+# --- dispatch and allocations ---------------------------------------------------------------
+
+
+@router.post("/dispatch-task", tags=["admin"], summary="Create a run per task and its allocations")
+async def dispatch_task(request: Request, p: AdminP,
+                        task_id: Annotated[str | None, Query(max_length=255)] = None,
+                        force: bool = False) -> Response:
+    from cascade_cli.parent.dispatch import dispatch
+
+    state = _state(request)
+    result = await state.db.run(lambda s, now: dispatch(
+        s, now, state.settings, task_id=task_id or None, force=force, trigger="api"))
+    if result.allocations_created:
+        state.waiters.notify()  # wake long-polling children at once
+    return ok(result.to_dict(), result.message)
+
+
+@router.get("/allocations", tags=["admin"], summary="List allocations")
+async def list_allocations(request: Request, p: AdminP, task_id: OptStr = None,
+                           node_id: OptStr = None, status: OptStr = None,
+                           schedule_run_id: OptStr = None, limit: Limit = 50,
+                           offset: Offset = 0) -> Response:
+    from cascade_cli.store import allocations
+
+    state = _state(request)
+
+    def work(s: Session, now: datetime) -> dict[str, Any]:
+        node = node_id
+        if node_id:  # accept a node name as well as an id
+            found = s.scalar(select(Node.id).where(Node.name == node_id))
+            node = found or node_id
+        items, total = allocations.list_allocations(
+            s, task_id=task_id, node_id=node, status=status, schedule_run_id=schedule_run_id,
+            limit=limit, offset=offset)
+        return {"list": items, "total": total, "page": {"limit": limit, "offset": offset}}
+
+    return ok(await state.db.run(work))
+
+
+@router.get("/pending-allocations", tags=["admin"], summary="Allocation counts")
+async def pending_allocations(request: Request, p: AdminP) -> Response:
+    from cascade_cli.store import allocations
+
+    state = _state(request)
+    return ok(await state.db.run(lambda s, now: allocations.pending_counts(s, now,
+                                                                            state.settings)))
+
+
+# --- nodes ------------------------------------------------------------------------------------
+
+
+def _running_counts(s: Session) -> dict[str, int]:
+    rows = s.execute(select(Allocation.node_id, func.count()).where(
+        Allocation.status.in_(ACTIVE_STATES)).group_by(Allocation.node_id))
+    return {str(n): int(c) for n, c in rows if n}
+
+
+def _node_view(s: Session, now: datetime, state: Any, node: Node) -> dict[str, Any]:
+    running = _running_counts(s).get(node.id, 0)
+    return nodes_repo.node_dict(node, now, state.settings.parent.offline_after, running)
+
+
+@router.get("/nodes", tags=["admin"], summary="List nodes (never a secret)")
+async def list_nodes(request: Request, p: AdminP) -> Response:
+    state = _state(request)
+
+    def work(s: Session, now: datetime) -> list[dict[str, Any]]:
+        running = _running_counts(s)
+        off = state.settings.parent.offline_after
+        return [nodes_repo.node_dict(n, now, off, running.get(n.id, 0))
+                for n in nodes_repo.list_nodes(s)]
+
+    return ok(await state.db.run(work))
+
+
+@router.post("/nodes", tags=["admin"], summary="Create a node; its credentials are shown once")
+async def create_node(request: Request, p: AdminP, body: NodeIn) -> Response:
+    state = _state(request)
+
+    def work(s: Session, now: datetime) -> dict[str, Any]:
+        node, creds = nodes_repo.create_node(s, now, body.name, description=body.description,
+                                             max_capacity=body.max_capacity)
+        data = _node_view(s, now, state, node)
+        data.update({"api_key": creds.api_key, "api_secret": creds.api_secret,
+                     "parent_url": state.settings.parent_url_for_children()})
+        return data
+
+    return ok(await state.db.run(work), "node created; the api_secret is shown only once")
+
+
+@router.get("/nodes/{node_id}", tags=["admin"])
+async def get_node(request: Request, p: AdminP, node_id: Ident) -> Response:
+    state = _state(request)
+    return ok(await state.db.run(lambda s, now: _node_view(
+        s, now, state, nodes_repo.get_node(s, node_id))))
+
+
+@router.put("/nodes/{node_id}", tags=["admin"])
+async def update_node(request: Request, p: AdminP, node_id: Ident, body: NodeUpdate) -> Response:
+    state = _state(request)
+
+    def work(s: Session, now: datetime) -> dict[str, Any]:
+        node = nodes_repo.get_node(s, node_id)
+        if body.description is not None:
+            node.description = body.description
+        if body.max_capacity is not None:
+            node.max_capacity = body.max_capacity
+        if body.enabled is not None:
+            node.enabled = body.enabled
+        node.updated_at = now
+        s.flush()
+        return _node_view(s, now, state, node)
+
+    return ok(await state.db.run(work))
+
+
+@router.delete("/nodes/{node_id}", tags=["admin"])
+async def delete_node(request: Request, p: AdminP, node_id: Ident) -> Response:
+    state = _state(request)
+
+    def work(s: Session, now: datetime) -> dict[str, Any]:
+        node = nodes_repo.delete_node(s, node_id)
+        return {"id": node.id, "name": node.name, "deleted": True}
+
+    return ok(await state.db.run(work))
+
+
+@router.post("/nodes/{node_id}/credentials", tags=["admin"],
+             summary="Rotate credentials (old secret valid for `overlap` seconds)")
+async def rotate_credentials(request: Request, p: AdminP, node_id: Ident,
+                             overlap: Annotated[float | None, Query(ge=0, le=30 * 86400)] = None
+                             ) -> Response:
+    state = _state(request)
+    window = state.settings.parent.auth.rotation_overlap if overlap is None else overlap
+
+    def work(s: Session, now: datetime) -> dict[str, Any]:
+        node, creds = nodes_repo.rotate_credentials(s, now, node_id, window)
+        data = _node_view(s, now, state, node)
+        data.update({"api_key": creds.api_key, "api_secret": creds.api_secret})
+        return data
+
+    return ok(await state.db.run(work), "credentials rotated; the api_secret is shown only once")
+
+
+@router.delete("/nodes/{node_id}/credentials", tags=["admin"],
+               summary="Revoke credentials at once")
+async def revoke_credentials(request: Request, p: AdminP, node_id: Ident) -> Response:
+    state = _state(request)
+    return ok(await state.db.run(lambda s, now: _node_view(
+        s, now, state, nodes_repo.revoke_credentials(s, now, node_id))))
+
+
+# --- feeds ------------------------------------------------------------------------------------
+
+
+@router.get("/feeds", tags=["node", "admin"], summary="List feeds (nodes and admins)")
+async def list_feeds(request: Request, p: AnyP,
+                     limit: Annotated[int, Query(ge=1, le=5000)] = 1000, offset: Offset = 0,
+                     status: Annotated[int | None, Query(ge=0, le=1)] = None) -> Response:
+    from cascade_cli.store import feeds
+
+    state = _state(request)
+
+    def work(s: Session, now: datetime) -> list[dict[str, Any]]:
+        items, _total = feeds.list_feeds(s, limit=limit, offset=offset, status=status)
+        return [feeds.feed_dict(f) for f in items]
+
+    return ok(await state.db.run(work))
+
+
+@router.post("/feeds", tags=["admin"])
+async def create_feed(request: Request, p: AdminP, body: FeedIn) -> Response:
+    from cascade_cli.store import feeds
+
+    state = _state(request)
+    return ok(await state.db.run(lambda s, now: feeds.feed_dict(
+        feeds.create_feed(s, now, body))))
+
+
+@router.put("/feeds/{feed_id}", tags=["admin"])
+async def update_feed(request: Request, p: AdminP, feed_id: Ident, body: FeedUpdate) -> Response:
+    from cascade_cli.store import feeds
+
+    state = _state(request)
+
+    def work(s: Session, now: datetime) -> dict[str, Any]:
+        result = feeds.update_feed(s, now, feed_id, body)
+        return feeds.feed_dict(result if result is not None else feeds.get_feed(s, feed_id))
+
+    return ok(await state.db.run(work))
+
+
+@router.delete("/feeds/{feed_id}", tags=["admin"])
+async def delete_feed(request: Request, p: AdminP, feed_id: Ident) -> Response:
+    from cascade_cli.store import feeds
+
+    state = _state(request)
+
+    def work(s: Session, now: datetime) -> dict[str, Any]:
+        feeds.delete_feed(s, feed_id)
+        return {"id": feed_id, "deleted": True}
+
+    return ok(await state.db.run(work))
+
+
+@router.get("/feed-status", tags=["admin"], summary="Per-feed freshness")
+async def feed_status(request: Request, p: AdminP, limit: Limit = 50,
+                      offset: Offset = 0) -> Response:
+    from cascade_cli.store import feeds
+
+    state = _state(request)
+    return ok(await state.db.run(lambda s, now: feeds.feed_status(
+        s, now, state.settings, limit=limit, offset=offset)))
+
+
+# --- message tasks ----------------------------------------------------------------------------
+
+
+@router.get("/message-tasks", tags=["node", "admin"],
+            summary="Nodes: enabled tasks without webhook secrets; admins: every task")
+async def list_tasks(request: Request, p: AnyP) -> Response:
+    from cascade_cli.store import tasks
+
+    state = _state(request)
+    is_admin = p.role == "admin"
+    share = is_admin or state.settings.parent.share_webhook_secrets
+
+    def work(s: Session, now: datetime) -> list[dict[str, Any]]:
+        return [tasks.task_dict(t, include_secrets=share)
+                for t in tasks.list_tasks(s, enabled_only=not is_admin)]
+
+    return ok(await state.db.run(work))
+
+
+@router.post("/message-tasks", tags=["admin"])
+async def create_task(request: Request, p: AdminP, body: MessageTaskIn) -> Response:
+    from cascade_cli.store import tasks
+
+    state = _state(request)
+    return ok(await state.db.run(lambda s, now: tasks.task_dict(
+        tasks.create_task(s, now, body), include_secrets=True)))
+
+
+@router.put("/message-tasks/{task_id}", tags=["admin"])
+async def update_task(request: Request, p: AdminP, task_id: Ident,
+                      body: MessageTaskUpdate) -> Response:
+    from cascade_cli.store import tasks
+
+    state = _state(request)
+
+    def work(s: Session, now: datetime) -> dict[str, Any]:
+        result = tasks.update_task(s, now, task_id, body)
+        task = result if result is not None else tasks.get_task(s, task_id)
+        return tasks.task_dict(task, include_secrets=True)
+
+    return ok(await state.db.run(work))
+
+
+@router.delete("/message-tasks/{task_id}", tags=["admin"])
+async def delete_task(request: Request, p: AdminP, task_id: Ident) -> Response:
+    from cascade_cli.store import tasks
+
+    state = _state(request)
+
+    def work(s: Session, now: datetime) -> dict[str, Any]:
+        tasks.delete_task(s, task_id)
+        return {"id": task_id, "deleted": True}
+
+    return ok(await state.db.run(work))
+
+
+# --- events -----------------------------------------------------------------------------------
+
+
+@router.get("/sync-logs", tags=["admin"], summary="The event log")
+async def sync_logs(request: Request, p: AdminP, node_id: OptStr = None,
+                    operation: OptStr = None, status: OptStr = None, limit: Limit = 50,
+                    offset: Offset = 0) -> Response:
+    from cascade_cli.store.events import event_dict, list_events
+
+    state = _state(request)
+
+    def work(s: Session, now: datetime) -> dict[str, Any]:
+        node = node_id
+        if node_id:
+            node = s.scalar(select(Node.id).where(Node.name == node_id)) or node_id
+        names = dict(s.execute(select(Node.id, Node.name)).all())
+        items = []
+        for e in list_events(s, node_id=node, operation=operation, status=status,
+                             limit=limit, offset=offset):
+            d = event_dict(e)
+            d["node_name"] = names.get(e.node_id) if e.node_id else None
+            items.append(d)
+        return {"list": items, "page": {"limit": limit, "offset": offset}}
+
+    return ok(await state.db.run(work))

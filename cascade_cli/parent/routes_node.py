@@ -1,0 +1,171 @@
+"""Node (child) routes of PROTOCOL.md. Mounted under both prefixes by ``app.create_app``.
+
+Handlers stay thin: authenticate (dependency), run one unit of work in a worker thread, wrap
+the result in the envelope. The state machine, leases and fencing live in
+``cascade_cli.store.allocations``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Annotated, Any, TypeVar
+
+from fastapi import APIRouter, Body, Depends, Query, Request
+from fastapi.responses import Response
+from sqlalchemy.orm import Session
+
+from cascade_cli import PROTOCOL_VERSION
+from cascade_cli.clock import isoformat_z
+from cascade_cli.errors import AuthError, ForbiddenError, PayloadTooLarge
+from cascade_cli.parent.envelope import no_work, ok
+from cascade_cli.parent.http_auth import Principal, require_any, require_node
+from cascade_cli.protocol import (
+    HeartbeatIn,
+    ReportCompletionIn,
+    ReportResultIn,
+    TaskStatusIn,
+    UploadArticlesIn,
+)
+from cascade_cli.store.models import Node
+
+router = APIRouter(tags=["node"])
+T = TypeVar("T")
+
+NodeP = Annotated[Principal, Depends(require_node)]
+AnyP = Annotated[Principal, Depends(require_any)]
+
+
+def _state(request: Request) -> Any:
+    return request.app.state.cascade
+
+
+async def node_op(request: Request, p: Principal,
+                  fn: Callable[[Session, datetime, Node], T]) -> T:
+    """Run ``fn(s, now, node)`` with the caller's node loaded in the same unit of work."""
+    def work(s: Session, now: datetime) -> T:
+        node = s.get(Node, p.node_id)
+        if node is None:
+            raise AuthError("invalid credentials: unknown api_key or wrong api_secret")
+        if not node.enabled:
+            raise ForbiddenError(f"node '{node.name}' is disabled on the parent",
+                                 code="node_disabled")
+        return fn(s, now, node)
+    return await _state(request).db.run(work)
+
+
+@router.get("/heartbeat", summary="Connection check (read-only; node or admin)")
+async def heartbeat_get(request: Request, p: AnyP) -> Response:
+    now = _state(request).clock.now()
+    return ok({"status": "alive", "node_id": p.node_id, "node_name": p.node_name,
+               "role": p.role, "server_time": isoformat_z(now), "protocol": PROTOCOL_VERSION})
+
+
+@router.post("/heartbeat", summary="Mark the node online and renew its leases")
+async def heartbeat_post(request: Request, p: NodeP,
+                         body: Annotated[HeartbeatIn | None, Body()] = None) -> Response:
+    from cascade_cli.store import allocations
+
+    state = _state(request)
+    hb = body or HeartbeatIn()
+    data = await node_op(request, p, lambda s, now, node: allocations.heartbeat(
+        s, now, node, hb, state.settings))
+    return ok(data)
+
+
+async def _claim(request: Request, p: Principal, max_count: int, wait: float) -> list[Any]:
+    from cascade_cli.store import allocations
+
+    state = _state(request)
+    settings = state.settings
+
+    def attempt(s: Session, now: datetime, node: Node) -> list[dict[str, Any]] | None:
+        if not allocations.has_claimable(s, now, node, settings):
+            return None
+        n = max(1, min(max_count, node.max_capacity))
+        claimed = allocations.claim(s, now, node, settings, max_count=n)
+        return [allocations.package(s, a, now) for a in claimed] or None
+
+    async def try_once() -> list[dict[str, Any]] | None:
+        return await node_op(request, p, attempt)
+
+    packages = await state.waiters.poll(try_once, wait, is_gone=request.is_disconnected)
+    if packages:
+        state.metrics.claims.inc(len(packages))
+    return packages or []
+
+
+@router.post("/claim-task", summary="Claim work (long poll with wait=N seconds)")
+async def claim_task(request: Request, p: NodeP,
+                     wait: Annotated[float, Query(ge=0, le=60)] = 0,
+                     max: Annotated[int, Query(ge=1, le=256)] = 1) -> Response:  # noqa: A002
+    packages = await _claim(request, p, max, wait)
+    if not packages:
+        return no_work()
+    # max=1 (the default and the legacy shape): one package; max>1: a list of packages.
+    return ok(packages[0] if max == 1 else packages, "ok")
+
+
+@router.get("/pending-tasks", summary="Legacy claim: claim-task with max=1, wait=0")
+async def pending_tasks(request: Request, p: NodeP,
+                        node_id: Annotated[str | None, Query(max_length=100)] = None
+                        ) -> Response:
+    if node_id and node_id not in (p.node_id, p.node_name):
+        raise ForbiddenError("node_id is not the caller's own node", code="node_mismatch")
+    packages = await _claim(request, p, 1, 0)
+    return ok(packages[0]) if packages else no_work()
+
+
+@router.put("/task-status", summary="executing / failed / released")
+async def task_status(request: Request, p: NodeP, body: TaskStatusIn) -> Response:
+    from cascade_cli.store import allocations
+
+    state = _state(request)
+    result = await node_op(request, p, lambda s, now, node: _alloc_answer(
+        allocations.set_status(s, now, node, body, state.settings)))
+    if result["status"] == "pending":
+        state.waiters.notify()  # released work is claimable again at once
+    return ok(result)
+
+
+def _alloc_answer(alloc: Any) -> dict[str, Any]:
+    return {"allocation_id": alloc.id, "status": alloc.status}
+
+
+@router.post("/upload-articles", summary="Upload fetched articles (idempotent)")
+async def upload_articles(request: Request, p: NodeP, body: UploadArticlesIn) -> Response:
+    from cascade_cli.store import allocations
+
+    state = _state(request)
+    limit = state.settings.parent.limits.max_articles_per_request
+    if len(body.articles) > limit:
+        raise PayloadTooLarge(f"{len(body.articles)} articles in one request; the limit is "
+                              f"{limit} (parent.limits.max_articles_per_request): send "
+                              "smaller batches")
+    received, new = await node_op(request, p, lambda s, now, node: allocations.upload_articles(
+        s, now, node, body, state.settings))
+    return ok({"received": received, "new_count": new})
+
+
+@router.post("/report-completion", summary="Per-feed results; finishes the allocation")
+async def report_completion(request: Request, p: NodeP, body: ReportCompletionIn) -> Response:
+    from cascade_cli.store import allocations
+
+    state = _state(request)
+    result = await node_op(request, p, lambda s, now, node: _alloc_answer(
+        allocations.report_completion(s, now, node, body, state.settings)))
+    return ok(result)
+
+
+@router.post("/report-result", summary="Legacy result report (recorded as an event)")
+async def report_result(request: Request, p: NodeP, body: ReportResultIn) -> Response:
+    from cascade_cli.store.events import log_event
+
+    def work(s: Session, now: datetime, node: Node) -> dict[str, Any]:
+        ev = log_event(s, now, "report_result", node_id=node.id, direction="inbound",
+                       task_id=body.task_id, count=len(body.results),
+                       detail={"results": len(body.results)})
+        s.flush()
+        return {"task_id": body.task_id, "recorded": True, "event_id": ev.id}
+
+    return ok(await node_op(request, p, work))
