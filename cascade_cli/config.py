@@ -31,8 +31,9 @@ from cascade_cli.errors import ConfigError
 DEFAULT_PORT = 8001
 
 
-def _xdg_data_home() -> Path:
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+def _xdg_data_home(environ: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if environ is None else environ
+    base = env.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "cascade"
 
 
@@ -531,7 +532,7 @@ def load_settings(explicit: str | os.PathLike[str] | None = None,
     elif source.path:
         data_dir = base / "data"
     else:
-        data_dir = _xdg_data_home()
+        data_dir = _xdg_data_home(env)
     fixes: dict[str, Any] = {}
     if model.database.url:
         fixes["database"] = model.database.model_copy(
