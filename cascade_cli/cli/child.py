@@ -1,17 +1,130 @@
-"""run-child and demo (not built yet)."""
+"""``cascade run-child`` (the child daemon) and ``cascade demo`` (the whole system, locally)."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from enum import StrEnum
+from typing import Annotated
+
 import typer
 
-from cascade_cli.errors import NotBuiltError
+from cascade_cli.cli.context import get_ctx
+from cascade_cli.config import Settings, child_config_problems
+from cascade_cli.errors import ConfigError, UsageError
+
+NOT_INITIALISED = "级联客户端未初始化"
+
+
+class LogFormat(StrEnum):
+    text = "text"
+    json = "json"
+
+
+def check_child_config(settings: Settings) -> None:
+    """Refuse a configuration that cannot run a child, naming every bad key and its fix.
+
+    This is the troubleshooting guide's problem 1 (``级联客户端未初始化``): the original child
+    started anyway and failed later with that message; we stop at once and say why.
+    """
+    problems = child_config_problems(settings)
+    if not problems:
+        return
+    source = settings.source
+    where = f"{source.path} ({source.reason})" if source.path else \
+        "built-in defaults (no config file found: pass --config PATH, set CASCADE_CONFIG, " \
+        "or put config.yaml in the current folder)"
+    lines = "\n".join(f"  - {key}: {fix}" for key, fix in problems)
+    raise ConfigError(
+        f"{NOT_INITIALISED} (cascade client not initialised): this configuration cannot run a "
+        f"child; {len(problems)} key(s) missing or wrong in {where}:\n{lines}",
+        key=problems[0][0],
+        hint="on the parent run 'cascade init --child NAME' and paste the printed cascade: "
+             "block into this host's config.yaml; 'cascade doctor' checks the result")
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("run-child", help="Run a child daemon. (not built yet)")
-    def run_child() -> None:
-        raise NotBuiltError("cascade run-child is not built yet")
+    @app.command("run-child")
+    def run_child(
+        ctx: typer.Context,
+        burst: Annotated[bool, typer.Option(
+            "--burst", help="Process until no work is left, then exit (cron, tests).")] = False,
+        max_allocations: Annotated[int | None, typer.Option(
+            "--max-allocations", min=1, metavar="N",
+            help="Stop claiming after N allocations; exit when they are done.")] = None,
+        log_format: Annotated[LogFormat | None, typer.Option(
+            "--log-format", case_sensitive=False,
+            help="text (default: log.format) or json (one object per line).")] = None,
+    ) -> None:
+        """Run a child daemon: heartbeat, claim allocations, fetch feeds, report results.
 
-    @app.command("demo", help="Run the whole system locally on demo feeds. (not built yet)")
-    def demo() -> None:
-        raise NotBuiltError("cascade demo is not built yet")
+        Needs the guide's cascade: block (enabled: true, node_type: child, parent_api_url,
+        api_key, api_secret). Without it the command stops with '级联客户端未初始化' and the list
+        of keys to fix. First SIGTERM/SIGINT drains (finishes or releases held work within
+        child.drain_timeout), a second one exits at once.
+
+        Exit codes: 0 stopped cleanly, 1 refused by the parent or failed, 2 configuration error.
+        """
+        from cascade_cli.child.spool import Spool, SpoolBusy
+        from cascade_cli.child.worker import ChildWorker
+        from cascade_cli.client import AsyncParentClient
+        from cascade_cli.logging_setup import setup_logging
+
+        a = get_ctx(ctx)
+        settings = a.settings
+        check_child_config(settings)
+        setup_logging(settings.log.level,
+                      log_format.value if log_format else settings.log.format)
+        try:
+            spool = Spool(settings.spool_path)
+        except SpoolBusy:
+            raise UsageError(
+                f"another run-child already uses the spool {settings.spool_path}",
+                hint="give each child process its own child.spool_path (or data_dir)") from None
+        except OSError as exc:
+            raise ConfigError(f"child.spool_path: cannot open {settings.spool_path}: {exc}",
+                              key="child.spool_path") from exc
+        c = settings.cascade
+        client = AsyncParentClient(
+            c.parent_api_url or "", c.api_key or "", c.api_secret or "", auth_mode=c.auth_mode,
+            clock=a.clock, timeout=max(10.0, settings.child.fetch_timeout),
+            retry_log_level=logging.DEBUG,  # the worker logs an outage once, not every retry
+            user_agent=settings.child.user_agent)
+        worker = ChildWorker(settings, client, spool, burst=burst,
+                             max_allocations=max_allocations)
+
+        async def main() -> int:
+            try:
+                return await worker.run()
+            finally:
+                await client.aclose()
+
+        try:
+            code = asyncio.run(main())
+        finally:
+            spool.close()
+        raise typer.Exit(code)
+
+    @app.command("demo")
+    def demo(
+        ctx: typer.Context,
+        as_json: Annotated[bool, typer.Option(
+            "--json", help="Print the summary as JSON alone on standard output.")] = False,
+        keep: Annotated[bool, typer.Option(
+            "--keep", help="Keep the temporary folder (configs, database, logs).")] = False,
+        children: Annotated[int, typer.Option(
+            "--children", min=1, max=8, help="Number of child processes.")] = 2,
+        timeout: Annotated[float, typer.Option(
+            "--timeout", min=5, help="Give up after this many seconds.")] = 120.0,
+    ) -> None:
+        """Run the whole system locally and offline: a temporary SQLite parent, bundled sample
+        feeds served from a local HTTP server, serve-parent and child processes; dispatch a
+        task, watch it, print a summary.
+
+        Exit codes: 0 every allocation completed, 1 something failed or timed out.
+        """
+        from cascade_cli.demo.runner import run_demo
+
+        code = run_demo(get_ctx(ctx), as_json=as_json, keep=keep, n_children=children,
+                        timeout=timeout)
+        raise typer.Exit(code)

@@ -1,0 +1,500 @@
+"""Fetchers: turn one feed of a task package into articles.
+
+Built in: ``rss`` / ``atom`` (feedparser over httpx), ``jsonfeed`` (JSON Feed 1.x) and ``command``
+(a configured program printing articles as JSON). More come from the entry-point group
+``cascade.fetchers``; a configured ``child.commands`` entry whose name equals a feed's ``kind``
+also serves that kind. Every failure is a ``FetchError`` with a readable message: the worker turns
+it into a per-feed ``failed`` result (the original's ``处理公众号失败``), never a lost allocation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import calendar
+import contextlib
+import json
+import logging
+import os
+import signal
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any, Protocol, runtime_checkable
+from urllib.parse import urlsplit
+
+import feedparser
+import httpx
+
+from cascade_cli.config import ChildSection, CommandSpec
+from cascade_cli.errors import FetchError
+
+log = logging.getLogger("cascade.child.fetch")
+
+ENTRY_POINT_GROUP = "cascade.fetchers"
+MAX_REDIRECTS = 5
+THREAD_PARSE_BYTES = 256 * 1024  # parse bigger documents off the event loop
+
+# Field limits of PROTOCOL.md / the parent's defaults: trim here rather than have a batch refused.
+_LIMITS = {"title": 1000, "url": 4096, "pic_url": 4096, "author": 255, "guid": 2048,
+           "id": 255}
+MAX_CONTENT_CHARS = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class FeedSpec:
+    """One feed of a task package."""
+
+    id: str
+    url: str
+    kind: str = "rss"
+    mp_name: str = ""
+    faker_id: str | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+
+    @classmethod
+    def from_package(cls, item: Mapping[str, Any]) -> FeedSpec:
+        return cls(id=str(item.get("id") or item.get("mp_id") or ""),
+                   url=str(item.get("url") or ""), kind=str(item.get("kind") or "rss"),
+                   mp_name=str(item.get("mp_name") or ""),
+                   faker_id=item.get("faker_id"), etag=item.get("etag") or None,
+                   last_modified=item.get("last_modified") or None)
+
+
+@dataclass
+class FetchOutcome:
+    """What a fetcher found. ``not_modified`` means a 304 (or the command said so)."""
+
+    articles: list[dict[str, Any]] = field(default_factory=list)
+    not_modified: bool = False
+    etag: str | None = None
+    last_modified: str | None = None
+
+
+@dataclass
+class FetchContext:
+    """Shared by all fetchers of one child process."""
+
+    http: httpx.AsyncClient
+    settings: ChildSection
+
+
+@runtime_checkable
+class Fetcher(Protocol):
+    """A plug-in point: ``async fetch(feed, ctx) -> FetchOutcome``; raise ``FetchError``."""
+
+    async def fetch(self, feed: FeedSpec, ctx: FetchContext) -> FetchOutcome: ...
+
+
+# --- article normalisation -----------------------------------------------------------------
+
+
+def _clip(article: dict[str, Any]) -> dict[str, Any] | None:
+    """Trim fields to the protocol limits; drop an article with neither url nor guid."""
+    out: dict[str, Any] = {}
+    for key, value in article.items():
+        if value is None or value == "":
+            continue
+        if isinstance(value, str):
+            limit = _LIMITS.get(key)
+            if limit and len(value) > limit:
+                if key in ("url", "pic_url", "guid"):
+                    continue  # a cut URL is a wrong URL
+                value = value[:limit]
+            elif key in ("content", "description") and len(value) > MAX_CONTENT_CHARS:
+                value = value[:MAX_CONTENT_CHARS]
+        out[key] = value
+    if not out.get("url") and not out.get("guid"):
+        return None
+    out.setdefault("title", "")
+    out.setdefault("url", "")
+    return out
+
+
+def normalise_articles(items: Any, feed_id: str) -> list[dict[str, Any]]:
+    if not isinstance(items, list):
+        raise FetchError("expected a list of articles")
+    out = []
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        art = {k: item.get(k) for k in ("id", "guid", "title", "url", "pic_url", "description",
+                                        "content", "author", "publish_time")}
+        for key in ("title", "url", "guid", "id", "author", "pic_url", "description", "content"):
+            if art.get(key) is not None and not isinstance(art[key], str):
+                art[key] = str(art[key])
+        art["feed_id"] = feed_id
+        clipped = _clip(art)
+        if clipped:
+            out.append(clipped)
+    return out
+
+
+def _entry_time(entry: Any) -> int | None:
+    for key in ("published_parsed", "updated_parsed", "created_parsed"):
+        value = entry.get(key)
+        if value:
+            try:
+                return calendar.timegm(value)
+            except (TypeError, ValueError, OverflowError):
+                continue
+    return None
+
+
+def _entry_image(entry: Any) -> str | None:
+    for key in ("media_thumbnail", "media_content"):
+        items = entry.get(key)
+        if items and isinstance(items, list) and isinstance(items[0], dict):
+            url = items[0].get("url")
+            if url:
+                return str(url)
+    for link in entry.get("links", []) or []:
+        if link.get("rel") == "enclosure" and str(link.get("type", "")).startswith("image/"):
+            return str(link.get("href"))
+    return None
+
+
+def parse_xml_feed(body: bytes, content_type: str | None, feed_id: str,
+                   base_url: str = "") -> list[dict[str, Any]]:
+    headers = {"content-type": content_type} if content_type else {}
+    if base_url:
+        headers["content-location"] = base_url
+    parsed = feedparser.parse(body, response_headers=headers)
+    entries = parsed.get("entries") or []
+    version = parsed.get("version") or ""
+    if not entries and not version:
+        head = body[:512].lstrip().lower()
+        if (content_type or "").startswith("text/html") or head.startswith(
+                (b"<!doctype html", b"<html")):
+            raise FetchError("the URL serves an HTML page, not a feed (wrong URL, or a login/"
+                             "error page of the bridge?)")
+        problem = parsed.get("bozo_exception")
+        raise FetchError(f"not a valid RSS/Atom feed: {problem or 'no feed elements found'}")
+    out = []
+    for e in entries:
+        content = None
+        if e.get("content"):
+            with contextlib.suppress(AttributeError, IndexError, KeyError, TypeError):
+                content = e["content"][0].get("value")
+        art = {"guid": e.get("id") or e.get("link"), "title": e.get("title", ""),
+               "url": e.get("link", ""), "description": e.get("summary"), "content": content,
+               "author": e.get("author"), "publish_time": _entry_time(e),
+               "pic_url": _entry_image(e), "feed_id": feed_id}
+        clipped = _clip(art)
+        if clipped:
+            out.append(clipped)
+    return out
+
+
+def _decode_json(body: bytes, content_type: str | None) -> Any:
+    charset = None
+    if content_type and "charset=" in content_type.lower():
+        charset = content_type.lower().split("charset=", 1)[1].split(";")[0].strip().strip('"')
+    try:
+        text = body.decode(charset) if charset and charset not in ("utf-8", "utf8") else \
+            body.decode("utf-8-sig")
+    except (LookupError, UnicodeDecodeError) as exc:
+        raise FetchError(f"JSON feed is not valid {charset or 'UTF-8'} text: {exc}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise FetchError(f"malformed JSON: {exc.msg} at line {exc.lineno} column "
+                         f"{exc.colno}") from None
+
+
+def parse_json_feed(body: bytes, content_type: str | None, feed_id: str) -> list[dict[str, Any]]:
+    head = body[:512].lstrip().lower()
+    if head.startswith((b"<!doctype html", b"<html")):
+        raise FetchError("the URL serves an HTML page, not a JSON Feed")
+    doc = _decode_json(body, content_type)
+    if not isinstance(doc, dict) or not isinstance(doc.get("items"), list):
+        raise FetchError("not a JSON Feed: expected an object with an 'items' list")
+    out = []
+    for item in doc["items"]:
+        if not isinstance(item, dict):
+            continue
+        authors = item.get("authors") or ([item["author"]] if item.get("author") else [])
+        author = authors[0].get("name") if authors and isinstance(authors[0], dict) else None
+        art = {"guid": str(item.get("id") or item.get("url") or ""),
+               "title": str(item.get("title") or ""), "url": str(item.get("url") or ""),
+               "description": item.get("summary"),
+               "content": item.get("content_html") or item.get("content_text"),
+               "author": author, "pic_url": item.get("image") or item.get("banner_image"),
+               "publish_time": item.get("date_published") or item.get("date_modified"),
+               "feed_id": feed_id}
+        clipped = _clip({k: (v if not isinstance(v, dict | list) else None)
+                         for k, v in art.items()})
+        if clipped:
+            out.append(clipped)
+    return out
+
+
+# --- HTTP fetchers -------------------------------------------------------------------------
+
+
+async def read_limited(response: httpx.Response, limit: int) -> bytes:
+    declared = response.headers.get("Content-Length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise FetchError(f"feed is {int(declared)} bytes, more than child.max_feed_bytes "
+                         f"({limit})")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > limit:
+            raise FetchError(f"feed is larger than child.max_feed_bytes ({limit} bytes); "
+                             "stopped reading")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class HttpFeedFetcher:
+    """RSS, Atom and JSON Feed over HTTP(S) with conditional GET."""
+
+    def __init__(self, kind: str = "rss") -> None:
+        self.kind = kind
+
+    async def fetch(self, feed: FeedSpec, ctx: FetchContext) -> FetchOutcome:
+        scheme = urlsplit(feed.url).scheme.lower()
+        if scheme not in ("http", "https"):
+            raise FetchError(f"feed URL must be http(s), got {feed.url!r}")
+        headers = {"User-Agent": ctx.settings.user_agent,
+                   "Accept": "application/feed+json, application/json;q=0.9"
+                   if self.kind == "jsonfeed" else
+                   "application/rss+xml, application/atom+xml, application/xml;q=0.9, "
+                   "text/xml;q=0.8, */*;q=0.5"}
+        if feed.etag:
+            headers["If-None-Match"] = feed.etag
+        if feed.last_modified:
+            headers["If-Modified-Since"] = feed.last_modified
+        timeout = ctx.settings.fetch_timeout
+        try:
+            # One deadline for the whole fetch: a server dripping bytes cannot hold us longer.
+            async with asyncio.timeout(timeout):
+                async with ctx.http.stream("GET", feed.url, headers=headers,
+                                           timeout=timeout) as response:
+                    if response.status_code == 304:
+                        return FetchOutcome(not_modified=True, etag=feed.etag,
+                                            last_modified=feed.last_modified)
+                    if response.status_code >= 400:
+                        raise FetchError(f"HTTP {response.status_code} "
+                                         f"{response.reason_phrase} from {feed.url}")
+                    body = await read_limited(response, ctx.settings.max_feed_bytes)
+                    ctype = response.headers.get("Content-Type")
+                    etag = response.headers.get("ETag")
+                    last_mod = response.headers.get("Last-Modified")
+                    final_url = str(response.url)
+        except TimeoutError:
+            raise FetchError(f"timed out after {timeout:g}s (child.fetch_timeout)") from None
+        except httpx.TooManyRedirects:
+            raise FetchError(f"more than {MAX_REDIRECTS} redirects (a redirect loop?)") from None
+        except httpx.TimeoutException:
+            raise FetchError(f"timed out after {timeout:g}s (child.fetch_timeout)") from None
+        except httpx.ConnectError as exc:
+            raise FetchError(f"cannot connect: {exc}") from None
+        except httpx.HTTPError as exc:
+            raise FetchError(f"{type(exc).__name__}: {exc}") from None
+        if len(body) > THREAD_PARSE_BYTES:
+            articles = await asyncio.to_thread(self.parse, body, ctype, feed, final_url)
+        else:
+            articles = self.parse(body, ctype, feed, final_url)
+        return FetchOutcome(articles=articles, etag=etag, last_modified=last_mod)
+
+    def parse(self, body: bytes, ctype: str | None, feed: FeedSpec,
+              url: str) -> list[dict[str, Any]]:
+        looks_json = body[:64].lstrip().startswith((b"{", b"\xef\xbb\xbf{"))
+        if self.kind == "jsonfeed" or looks_json or "json" in (ctype or "").lower():
+            return parse_json_feed(body, ctype, feed.id)
+        return parse_xml_feed(body, ctype, feed.id, url)
+
+
+# --- command fetcher -----------------------------------------------------------------------
+
+
+def _command_env(feed: FeedSpec) -> dict[str, str]:
+    # Never hand the child's own configuration (secrets included) to a third-party program.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CASCADE_")}
+    env.update({"CASCADE_FEED_URL": feed.url, "CASCADE_FEED_ID": feed.id,
+                "CASCADE_FEED_NAME": feed.mp_name, "CASCADE_FEED_KIND": feed.kind,
+                "CASCADE_FEED_FAKER_ID": feed.faker_id or "",
+                "CASCADE_FEED_ETAG": feed.etag or "",
+                "CASCADE_FEED_LAST_MODIFIED": feed.last_modified or ""})
+    return env
+
+
+def _render_argv(argv: list[str], feed: FeedSpec) -> list[str]:
+    values = {"url": feed.url, "feed_id": feed.id, "mp_name": feed.mp_name,
+              "faker_id": feed.faker_id or "", "kind": feed.kind}
+    out = []
+    for arg in argv:
+        for key, value in values.items():
+            arg = arg.replace("{" + key + "}", value)
+        out.append(arg)
+    return out
+
+
+class CommandFetcher:
+    """Runs ``child.commands[NAME].argv``; its standard output is JSON articles.
+
+    The command name is ``NAME`` in a ``command://NAME/...`` feed URL, else the feed's kind when a
+    command of that name exists, else the one named ``default`` (or the only one configured).
+    """
+
+    def __init__(self, name: str | None = None) -> None:
+        self.name = name
+
+    def resolve(self, feed: FeedSpec, commands: Mapping[str, CommandSpec]) -> tuple[str,
+                                                                                    CommandSpec]:
+        parts = urlsplit(feed.url)
+        candidates = [self.name] if self.name else []
+        if parts.scheme == "command" and parts.netloc:
+            candidates.insert(0, parts.netloc)
+        candidates += [feed.kind, "default"]
+        for name in candidates:
+            if name and name in commands:
+                return name, commands[name]
+        if len(commands) == 1 and not (parts.scheme == "command" and parts.netloc):
+            return next(iter(commands.items()))
+        wanted = candidates[0] if candidates else "default"
+        raise FetchError(f"no command '{wanted}' configured: add child.commands.{wanted}.argv "
+                         f"to this child's config")
+
+    async def fetch(self, feed: FeedSpec, ctx: FetchContext) -> FetchOutcome:
+        name, spec = self.resolve(feed, ctx.settings.commands)
+        argv = _render_argv(spec.argv, feed)
+        limit = ctx.settings.max_feed_bytes
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE, env=_command_env(feed),
+                start_new_session=True, limit=limit)
+        except (FileNotFoundError, PermissionError) as exc:
+            raise FetchError(f"command '{name}' cannot start: {exc}") from None
+        try:
+            async with asyncio.timeout(spec.timeout):
+                stdout, stderr = await _communicate_limited(proc, limit)
+        except TimeoutError:
+            _kill_group(proc)
+            await proc.wait()
+            raise FetchError(f"command '{name}' timed out after {spec.timeout:g}s "
+                             f"(child.commands.{name}.timeout)") from None
+        except FetchError:
+            _kill_group(proc)
+            await proc.wait()
+            raise
+        except asyncio.CancelledError:
+            _kill_group(proc)
+            raise
+        if proc.returncode != 0:
+            tail = stderr.decode("utf-8", "replace").strip().splitlines()[-3:]
+            raise FetchError(f"command '{name}' exited with status {proc.returncode}"
+                             + (f": {' | '.join(tail)}" if tail else ""))
+        try:
+            doc = json.loads(stdout.decode("utf-8-sig"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            snippet = stdout[:80].decode("utf-8", "replace")
+            raise FetchError(f"command '{name}' printed something that is not JSON articles "
+                             f"({exc}): {snippet!r}") from None
+        if isinstance(doc, dict):
+            if doc.get("not_modified"):
+                return FetchOutcome(not_modified=True, etag=doc.get("etag") or feed.etag,
+                                    last_modified=doc.get("last_modified") or feed.last_modified)
+            items = doc.get("articles", doc.get("items"))
+            outcome = FetchOutcome(etag=doc.get("etag"), last_modified=doc.get("last_modified"))
+        else:
+            items, outcome = doc, FetchOutcome()
+        if not isinstance(items, list):
+            raise FetchError(f"command '{name}' must print a JSON list of articles or "
+                             "{\"articles\": [...]}")
+        outcome.articles = normalise_articles(items, feed.id)
+        return outcome
+
+
+async def _communicate_limited(proc: asyncio.subprocess.Process,
+                               limit: int) -> tuple[bytes, bytes]:
+    assert proc.stdout is not None and proc.stderr is not None
+
+    async def read(stream: asyncio.StreamReader, cap: int) -> bytes:
+        buf = bytearray()
+        while chunk := await stream.read(65536):
+            buf += chunk
+            if len(buf) > cap:
+                raise FetchError(f"command output is larger than child.max_feed_bytes ({cap})")
+        return bytes(buf)
+
+    out, err = await asyncio.gather(read(proc.stdout, limit), read(proc.stderr, 1024 * 1024))
+    await proc.wait()
+    return out, err
+
+
+def _kill_group(proc: asyncio.subprocess.Process) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+# --- registry ------------------------------------------------------------------------------
+
+
+class FetcherRegistry:
+    """Kind -> fetcher. Built once per child from built-ins, commands and entry points."""
+
+    def __init__(self, settings: ChildSection, *, load_plugins: bool = True) -> None:
+        self.settings = settings
+        self._fetchers: dict[str, Fetcher] = {
+            "rss": HttpFeedFetcher("rss"), "atom": HttpFeedFetcher("atom"),
+            "jsonfeed": HttpFeedFetcher("jsonfeed"), "command": CommandFetcher(),
+        }
+        self.plugin_errors: dict[str, str] = {}
+        if load_plugins:
+            self._load_plugins()
+
+    def _load_plugins(self) -> None:
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            try:
+                obj = ep.load()
+                fetcher = obj(self.settings) if isinstance(obj, type) or (
+                    callable(obj) and not isinstance(obj, Fetcher)) else obj
+                if not isinstance(fetcher, Fetcher):
+                    raise TypeError("it does not provide 'async fetch(feed, ctx)'")
+            except Exception as exc:  # noqa: BLE001 - a broken plug-in must not stop the child
+                self.plugin_errors[ep.name] = f"{type(exc).__name__}: {exc}"
+                log.warning("fetcher plug-in '%s' (%s) not loaded: %s", ep.name, ep.value, exc)
+                continue
+            self._fetchers[ep.name] = fetcher
+
+    def register(self, kind: str, fetcher: Fetcher) -> None:
+        self._fetchers[kind] = fetcher
+
+    def kinds(self) -> list[str]:
+        return sorted(set(self._fetchers) | set(self.settings.commands))
+
+    def get(self, feed: FeedSpec) -> Fetcher:
+        kind = (feed.kind or "rss").lower()
+        if kind in self._fetchers:
+            return self._fetchers[kind]
+        if kind in self.settings.commands:
+            return CommandFetcher(kind)
+        raise FetchError(f"no fetcher for kind '{kind}' on this child (known: "
+                         f"{', '.join(self.kinds())}); install the plug-in or add "
+                         f"child.commands.{kind}")
+
+
+def host_key(feed: FeedSpec) -> str:
+    parts = urlsplit(feed.url)
+    if parts.scheme in ("http", "https"):
+        return (parts.hostname or "").lower()
+    return f"{parts.scheme or feed.kind}:{parts.netloc}"
+
+
+def make_http_client(settings: ChildSection) -> httpx.AsyncClient:
+    """The feed-fetching client (separate from the parent client: different limits/timeouts)."""
+    limits = httpx.Limits(max_connections=max(settings.fetch_concurrency, 4) * 2,
+                          max_keepalive_connections=max(settings.fetch_concurrency, 4))
+    return httpx.AsyncClient(follow_redirects=True, max_redirects=MAX_REDIRECTS, limits=limits,
+                             timeout=settings.fetch_timeout, trust_env=True,
+                             headers={"User-Agent": settings.user_agent})
+
+
+def monotonic_ms(start: float) -> int:
+    return int((time.monotonic() - start) * 1000)

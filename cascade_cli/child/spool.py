@@ -1,0 +1,195 @@
+"""The child's durable spool: fetched articles and completions, kept until the parent acked them.
+
+A SQLite file (``child.spool_path``, default ``<data_dir>/spool.db``). The worker writes a feed's
+articles as soon as it is fetched and the allocation's completion (per-feed results) when every
+feed is done; it deletes rows only after the parent answered 2xx for them, or answered that the
+work is no longer ours (409). A crash, a SIGKILL or a parent outage therefore loses nothing: the
+next start (or reconnect) flushes the spool before claiming anything new.
+
+One connection, used from the event-loop thread only; every write is its own transaction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS spool_articles (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    allocation_id TEXT NOT NULL,
+    epoch INTEGER,
+    feed_id TEXT,
+    article TEXT NOT NULL,
+    created REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ix_spool_articles_alloc ON spool_articles (allocation_id, seq);
+CREATE TABLE IF NOT EXISTS spool_completions (
+    allocation_id TEXT PRIMARY KEY,
+    task_id TEXT,
+    epoch INTEGER,
+    results TEXT NOT NULL,
+    article_count INTEGER NOT NULL,
+    new_count INTEGER NOT NULL DEFAULT 0,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS spool_meta (key TEXT PRIMARY KEY, value TEXT);
+"""
+
+
+@dataclass(frozen=True)
+class SpooledArticle:
+    seq: int
+    allocation_id: str
+    epoch: int | None
+    feed_id: str | None
+    article: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SpooledCompletion:
+    allocation_id: str
+    task_id: str | None
+    epoch: int | None
+    results: list[dict[str, Any]]
+    article_count: int
+    new_count: int
+
+
+class SpoolBusy(Exception):
+    """Another child process uses this spool file."""
+
+
+class Spool:
+    def __init__(self, path: str | Path, *, lock: bool = True) -> None:
+        self.path = Path(path)
+        self._lock_fd: int | None = None
+        if str(path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if lock:
+                # Two children on one spool would flush each other's work with the wrong
+                # credentials: one spool, one process.
+                fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    os.close(fd)
+                    raise SpoolBusy(str(self.path)) from None
+                self._lock_fd = fd
+        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False,
+                                   timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode: a committed write survives a crash or SIGKILL of the child (what
+        # the spool is for); only an OS crash or power cut may lose the last transactions.
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+        if self._lock_fd is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+                os.close(self._lock_fd)
+            self._lock_fd = None
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # --- writes ----------------------------------------------------------------------------
+
+    def add_articles(self, allocation_id: str, epoch: int | None, feed_id: str | None,
+                     articles: Iterable[dict[str, Any]]) -> int:
+        now = time.time()
+        rows = [(allocation_id, epoch, feed_id, json.dumps(a, ensure_ascii=False, default=str),
+                 now) for a in articles]
+        if rows:
+            with self._tx() as db:
+                db.executemany("INSERT INTO spool_articles (allocation_id, epoch, feed_id, "
+                               "article, created) VALUES (?, ?, ?, ?, ?)", rows)
+        return len(rows)
+
+    def add_completion(self, allocation_id: str, task_id: str | None, epoch: int | None,
+                       results: list[dict[str, Any]], article_count: int) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO spool_completions (allocation_id, task_id, epoch, "
+                       "results, article_count, new_count, created) VALUES (?, ?, ?, ?, ?, "
+                       "COALESCE((SELECT new_count FROM spool_completions WHERE allocation_id "
+                       "= ?), 0), ?)",
+                       (allocation_id, task_id, epoch, json.dumps(results, ensure_ascii=False),
+                        article_count, allocation_id, time.time()))
+
+    def ack_articles(self, seqs: Iterable[int], *, allocation_id: str | None = None,
+                     new_count: int = 0) -> None:
+        ids = list(seqs)
+        with self._tx() as db:
+            db.executemany("DELETE FROM spool_articles WHERE seq = ?", [(s,) for s in ids])
+            if allocation_id and new_count:
+                db.execute("UPDATE spool_completions SET new_count = new_count + ? "
+                           "WHERE allocation_id = ?", (new_count, allocation_id))
+
+    def ack_completion(self, allocation_id: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM spool_completions WHERE allocation_id = ?", (allocation_id,))
+
+    def drop_allocation(self, allocation_id: str) -> int:
+        """Forget everything about an allocation (lease lost, cancelled, released)."""
+        with self._tx() as db:
+            n = db.execute("DELETE FROM spool_articles WHERE allocation_id = ?",
+                           (allocation_id,)).rowcount
+            n += db.execute("DELETE FROM spool_completions WHERE allocation_id = ?",
+                            (allocation_id,)).rowcount
+        return n
+
+    # --- reads -----------------------------------------------------------------------------
+
+    def articles(self, allocation_id: str, limit: int) -> list[SpooledArticle]:
+        rows = self._db.execute(
+            "SELECT seq, allocation_id, epoch, feed_id, article FROM spool_articles "
+            "WHERE allocation_id = ? ORDER BY seq LIMIT ?", (allocation_id, limit)).fetchall()
+        return [SpooledArticle(r[0], r[1], r[2], r[3], json.loads(r[4])) for r in rows]
+
+    def completion(self, allocation_id: str) -> SpooledCompletion | None:
+        r = self._db.execute(
+            "SELECT allocation_id, task_id, epoch, results, article_count, new_count "
+            "FROM spool_completions WHERE allocation_id = ?", (allocation_id,)).fetchone()
+        if r is None:
+            return None
+        return SpooledCompletion(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5])
+
+    def allocation_ids(self) -> list[str]:
+        """Every allocation with something unacknowledged, oldest first."""
+        rows = self._db.execute(
+            "SELECT allocation_id, MIN(created) FROM ("
+            " SELECT allocation_id, created FROM spool_articles"
+            " UNION ALL SELECT allocation_id, created FROM spool_completions)"
+            " GROUP BY allocation_id ORDER BY 2").fetchall()
+        return [r[0] for r in rows]
+
+    def completed_allocation_ids(self) -> list[str]:
+        rows = self._db.execute("SELECT allocation_id FROM spool_completions ORDER BY created")
+        return [r[0] for r in rows.fetchall()]
+
+    def counts(self) -> dict[str, int]:
+        a = self._db.execute("SELECT COUNT(*) FROM spool_articles").fetchone()[0]
+        c = self._db.execute("SELECT COUNT(*) FROM spool_completions").fetchone()[0]
+        return {"articles": int(a), "completions": int(c)}
+
+    def is_empty(self) -> bool:
+        counts = self.counts()
+        return counts["articles"] == 0 and counts["completions"] == 0

@@ -1,0 +1,610 @@
+"""The child daemon (``cascade run-child``): heartbeat, claim, fetch, spool, upload, report.
+
+Four asyncio tasks share one ``ChildWorker``:
+
+* the **heartbeat loop** runs on its own task at ``cascade.heartbeat_interval`` (or the parent's
+  shorter ``heartbeat_interval``), listing every allocation the child still answers for, so a busy
+  child never looks dead and its leases are renewed; it applies the parent's ``cancel`` list;
+* the **claim loop** long-polls ``claim-task`` while capacity is free;
+* one **execution task per allocation**: ``executing``, fetch every feed with a global and a
+  per-host semaphore, spool articles, spool the completion, then flush;
+* the **spool flusher** re-sends whatever the parent has not acknowledged, first on start and
+  again on every reconnect.
+
+Signal handlers only set flags. First SIGTERM/SIGINT: stop claiming, let held work finish within
+``child.drain_timeout`` (release the rest), flush the spool, exit 0. Second: exit at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from cascade_cli import __version__
+from cascade_cli.child.fetchers import (
+    FeedSpec,
+    FetchContext,
+    FetcherRegistry,
+    host_key,
+    make_http_client,
+)
+from cascade_cli.child.spool import Spool
+from cascade_cli.client import AsyncParentClient
+from cascade_cli.config import Settings
+from cascade_cli.errors import (
+    BadCredentials,
+    ClientError,
+    FetchError,
+    LeaseLost,
+    NodeDisabled,
+    ParentRejected,
+    ParentServerError,
+    ParentUnreachable,
+    WrongEndpoint,
+)
+
+log = logging.getLogger("cascade.child")
+
+T = TypeVar("T")
+
+FATAL_AT_START = (BadCredentials, WrongEndpoint, NodeDisabled)
+MAX_BACKOFF = 30.0
+
+
+@dataclass
+class Held:
+    """An allocation this child is working on."""
+
+    package: dict[str, Any]
+    allocation_id: str
+    epoch: int | None
+    started: float
+    task: asyncio.Task[None] | None = None
+    spooled: bool = False  # fetching finished; the completion is in the spool
+    stats: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class WorkerStats:
+    claimed: int = 0
+    completed: int = 0
+    lost: int = 0
+    released: int = 0
+    feeds_ok: int = 0
+    feeds_failed: int = 0
+    articles: int = 0
+    new_articles: int = 0
+
+
+class ChildWorker:
+    def __init__(self, settings: Settings, client: AsyncParentClient, spool: Spool, *,
+                 burst: bool = False, max_allocations: int | None = None,
+                 registry: FetcherRegistry | None = None,
+                 install_signals: bool = True) -> None:
+        self.settings = settings
+        self.cfg = settings.child
+        self.client = client
+        self.spool = spool
+        self.burst = burst
+        self.max_allocations = max_allocations
+        self.registry = registry or FetcherRegistry(self.cfg)
+        self.install_signals = install_signals
+        self.hostname = socket.gethostname()
+        self.held: dict[str, Held] = {}
+        self.stats = WorkerStats()
+        self.heartbeat_interval = settings.cascade.heartbeat_interval
+        self._signals = 0
+        self._drain_deadline: float | None = None
+        self._down_since: float | None = None
+        self._down_logged: set[str] = set()
+        self._alloc_locks: dict[str, asyncio.Lock] = {}
+        # Created in run(): asyncio primitives belong to the running loop.
+        self._stopping: asyncio.Event
+        self._slot_free: asyncio.Event
+        self._flush_wakeup: asyncio.Event
+        self._fetch_sem: asyncio.Semaphore
+        self._host_sems: dict[str, asyncio.Semaphore] = {}
+        self._ctx: FetchContext
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        self._stopping = asyncio.Event()
+        self._slot_free = asyncio.Event()
+        self._flush_wakeup = asyncio.Event()
+        self._fetch_sem = asyncio.Semaphore(self.cfg.fetch_concurrency)
+        http = make_http_client(self.cfg)
+        self._ctx = FetchContext(http=http, settings=self.cfg)
+        loop = asyncio.get_running_loop()
+        if self.install_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.request_stop, sig)
+        log.info("child starting: parent %s, capacity %d, fetch concurrency %d (per host %d), "
+                 "spool %s%s", self.client.base_url, self.cfg.capacity,
+                 self.cfg.fetch_concurrency, self.cfg.per_host_concurrency, self.spool.path,
+                 " (burst)" if self.burst else "")
+        try:
+            await self._startup()
+            heartbeat = asyncio.create_task(self._heartbeat_loop(), name="heartbeat")
+            flusher = asyncio.create_task(self._flusher_loop(), name="spool-flusher")
+            await self._claim_loop()
+            await self._drain()
+            flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flusher
+            await self._final_flush()
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+        finally:
+            if self.install_signals:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(sig)
+            await http.aclose()
+        s = self.stats
+        log.info("child stopped: %d allocations claimed, %d completed, %d lost, %d released; "
+                 "%d articles (%d new); spool %s", s.claimed, s.completed, s.lost, s.released,
+                 s.articles, s.new_articles, self.spool.counts())
+        return 0
+
+    def request_stop(self, sig: int | None = None) -> None:
+        """First call: drain. Second: exit at once (the spool is already on disk)."""
+        self._signals += 1
+        name = signal.Signals(sig).name if sig else "stop"
+        if self._signals == 1:
+            log.info("%s received: draining (no new claims; finishing held work within %gs; "
+                     "send it again to exit at once)", name, self.cfg.drain_timeout)
+            self._drain_deadline = time.monotonic() + self.cfg.drain_timeout
+            self._stopping.set()
+            self._slot_free.set()
+        else:
+            log.warning("%s received again: exiting now; unacknowledged results stay in the "
+                        "spool for the next start", name)
+            os._exit(1)
+
+    async def _startup(self) -> None:
+        """One heartbeat to fail fast on bad credentials or a wrong URL."""
+        try:
+            await self._heartbeat_once()
+        except FATAL_AT_START:
+            raise
+        except ClientError as exc:
+            self._parent_down(exc)
+        if not self.spool.is_empty():
+            log.info("spool holds unacknowledged results from an earlier run %s: flushing "
+                     "first", self.spool.counts())
+            await self._flush_spool()
+
+    # --- reachability (logged once per outage) ---------------------------------------------
+
+    def _parent_down(self, exc: BaseException) -> None:
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            hint = f" ({exc.hint})" if isinstance(exc, ClientError) and exc.hint else ""
+            log.warning("parent unavailable: %s%s; results stay in the spool, retrying with "
+                        "backoff (logged once until it recovers)", exc, hint)
+
+    def _parent_up(self) -> None:
+        if self._down_since is not None:
+            took = time.monotonic() - self._down_since
+            self._down_since = None
+            log.info("parent reachable again after %.0fs; flushing the spool", took)
+            self._flush_wakeup.set()
+
+    def _log_once(self, key: str, level: int, msg: str, *args: Any) -> None:
+        if key not in self._down_logged:
+            self._down_logged.add(key)
+            log.log(level, msg, *args)
+
+    # --- heartbeat -------------------------------------------------------------------------
+
+    def _running_ids(self) -> list[str]:
+        ids = list(self.held)
+        ids += [a for a in self.spool.allocation_ids() if a not in self.held]
+        return ids[:1000]
+
+    async def _heartbeat_once(self) -> None:
+        data = await self.client.heartbeat(running=self._running_ids(),
+                                           capacity=self.cfg.capacity, hostname=self.hostname,
+                                           version=__version__)
+        self._parent_up()
+        if isinstance(data, dict):
+            wanted = self.settings.cascade.heartbeat_interval
+            parent_iv = data.get("heartbeat_interval")
+            lease_ttl = data.get("lease_ttl")
+            if isinstance(parent_iv, int | float) and parent_iv > 0:
+                wanted = min(wanted, float(parent_iv))
+            if isinstance(lease_ttl, int | float) and lease_ttl > 0:
+                wanted = min(wanted, float(lease_ttl) / 3)  # renew well before expiry
+            self.heartbeat_interval = max(0.2, wanted)
+            for alloc_id in data.get("cancel") or []:
+                self._cancel(str(alloc_id), "cancelled by the parent")
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            try:
+                await self._heartbeat_once()
+            except (ParentUnreachable, ParentServerError) as exc:
+                self._parent_down(exc)
+            except ParentRejected as exc:
+                self._parent_down(exc)
+            except ClientError as exc:
+                self._log_once(f"hb:{type(exc).__name__}", logging.ERROR,
+                               "heartbeat refused: %s%s", exc,
+                               f" (fix: {exc.hint})" if exc.hint else "")
+            except Exception:
+                log.exception("heartbeat failed unexpectedly")
+            await asyncio.sleep(self.heartbeat_interval)
+
+    def _cancel(self, alloc_id: str, why: str) -> None:
+        held = self.held.get(alloc_id)
+        if held is None:
+            return
+        log.info("allocation %s: %s; dropping it", alloc_id, why)
+        if held.task is not None and not held.task.done():
+            held.task.cancel()
+        self.spool.drop_allocation(alloc_id)
+        self.stats.lost += 1
+
+    # --- claim loop ------------------------------------------------------------------------
+
+    async def _until_stopped(self, aw: Awaitable[T]) -> tuple[bool, T | None]:
+        """Await ``aw`` unless a stop is requested first (then cancel it)."""
+        task = asyncio.ensure_future(aw)
+        stop = asyncio.ensure_future(self._stopping.wait())
+        try:
+            done, _ = await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if task in done:
+            return True, task.result()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        return False, None
+
+    async def _sleep_or_stop(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+
+    def _remaining_quota(self) -> int | None:
+        if self.max_allocations is None:
+            return None
+        return max(0, self.max_allocations - self.stats.claimed)
+
+    async def _claim_loop(self) -> None:
+        backoff = 1.0
+        while not self._stopping.is_set():
+            quota = self._remaining_quota()
+            if quota == 0:
+                log.info("claimed %d allocations (--max-allocations): no more claims",
+                         self.stats.claimed)
+                return
+            free = self.cfg.capacity - len(self.held)
+            if free <= 0:
+                self._slot_free.clear()
+                await self._slot_free.wait()
+                continue
+            want = free if quota is None else min(free, quota)
+            wait = 0 if self.burst else self.cfg.claim_wait
+            try:
+                finished, packages = await self._until_stopped(
+                    self.client.claim(wait=wait, max=want))
+            except (ParentUnreachable, ParentServerError) as exc:
+                self._parent_down(exc)
+                if self.burst and not self.held:
+                    log.error("parent unavailable in --burst mode: giving up (%s)", exc)
+                    return
+                await self._sleep_or_stop(backoff)
+                backoff = min(MAX_BACKOFF, backoff * 2)
+                continue
+            except ParentRejected as exc:
+                self._parent_down(exc)
+                await self._sleep_or_stop(backoff)
+                backoff = min(MAX_BACKOFF, backoff * 2)
+                continue
+            except ClientError as exc:  # credentials, disabled, wrong path: wait for a fix
+                self._log_once(f"claim:{type(exc).__name__}", logging.ERROR,
+                               "claim refused: %s%s", exc,
+                               f" (fix: {exc.hint})" if exc.hint else "")
+                if self.burst and not self.held:
+                    return
+                await self._sleep_or_stop(MAX_BACKOFF)
+                continue
+            if not finished:
+                return
+            backoff = 1.0
+            self._parent_up()
+            for package in packages or []:
+                self._start(package)
+            if not packages and self.burst:
+                if not self.held:
+                    if self.spool.is_empty():
+                        log.info("no work left (--burst): stopping")
+                        return
+                    await self._flush_spool()
+                    if not self.spool.is_empty():
+                        return  # the spool stays on disk for the next run
+                    continue
+                self._slot_free.clear()
+                await self._slot_free.wait()  # claim again when one finishes
+            elif not packages and wait == 0:
+                await self._sleep_or_stop(1.0)
+
+    def _start(self, package: dict[str, Any]) -> None:
+        alloc_id = str(package.get("allocation_id") or "")
+        if not alloc_id:
+            log.error("claim returned a package without allocation_id; ignored")
+            return
+        epoch = package.get("epoch")
+        held = Held(package=package, allocation_id=alloc_id,
+                    epoch=int(epoch) if isinstance(epoch, int) else None,
+                    started=time.monotonic())
+        self.held[alloc_id] = held
+        self.stats.claimed += 1
+        log.debug("claimed allocation %s (task %s, %d feeds)", alloc_id,
+                  package.get("task_name") or package.get("task_id"),
+                  len(package.get("feeds") or []))
+        held.task = asyncio.create_task(self._execute(held), name=f"alloc-{alloc_id}")
+        held.task.add_done_callback(lambda _t, a=alloc_id: self._finished(a))
+
+    def _finished(self, alloc_id: str) -> None:
+        self.held.pop(alloc_id, None)
+        self._slot_free.set()
+
+    # --- execution -------------------------------------------------------------------------
+
+    async def _execute(self, held: Held) -> None:
+        alloc_id, epoch, pkg = held.allocation_id, held.epoch, held.package
+        feeds = [FeedSpec.from_package(f) for f in pkg.get("feeds") or [] if isinstance(f, dict)]
+        try:
+            await self.client.set_status(alloc_id, "executing", epoch=epoch)
+        except LeaseLost as exc:
+            self._lost(alloc_id, exc)
+            return
+        except ClientError as exc:
+            log.debug("allocation %s: could not mark executing (%s); continuing", alloc_id, exc)
+        try:
+            results = await asyncio.gather(*(self._fetch_feed(held, f) for f in feeds))
+        except Exception:
+            log.exception("allocation %s: unexpected error while fetching", alloc_id)
+            raise
+        total = sum(r.get("article_count", 0) for r in results)
+        self.spool.add_completion(alloc_id, pkg.get("task_id"), epoch, list(results), total)
+        held.spooled = True
+        ok = sum(1 for r in results if r["status"] == "success")
+        nm = sum(1 for r in results if r["status"] == "not_modified")
+        failed = sum(1 for r in results if r["status"] == "failed")
+        self.stats.feeds_ok += ok + nm
+        self.stats.feeds_failed += failed
+        outcome = await self._flush_allocation(alloc_id)
+        duration = time.monotonic() - held.started
+        comp_new = held.stats.get("new", 0)
+        fields = {"allocation_id": alloc_id, "task_id": pkg.get("task_id"),
+                  "task_name": pkg.get("task_name"), "attempt": pkg.get("attempt"),
+                  "epoch": epoch, "feeds": len(feeds), "feeds_ok": ok, "feeds_not_modified": nm,
+                  "feeds_failed": failed, "articles": total, "new_articles": comp_new,
+                  "duration_s": round(duration, 3), "outcome": outcome}
+        if outcome == "completed":
+            self.stats.completed += 1
+            self.stats.articles += total
+            self.stats.new_articles += comp_new
+        log.info("allocation %s (task %s, attempt %s): %d feeds, %d ok, %d not modified, "
+                 "%d failed; %d articles, %d new; %.2fs; %s", alloc_id,
+                 pkg.get("task_name") or pkg.get("task_id"), pkg.get("attempt"), len(feeds), ok,
+                 nm, failed, total, comp_new, duration,
+                 {"completed": "reported", "spooled": "kept in the spool (parent unavailable)",
+                  "lost": "lease lost, dropped"}.get(outcome, outcome),
+                 extra={"fields": fields})
+
+    def _host_sem(self, key: str) -> asyncio.Semaphore:
+        sem = self._host_sems.get(key)
+        if sem is None:
+            sem = self._host_sems[key] = asyncio.Semaphore(self.cfg.per_host_concurrency)
+        return sem
+
+    async def _fetch_feed(self, held: Held, feed: FeedSpec) -> dict[str, Any]:
+        result: dict[str, Any] = {"feed_id": feed.id, "status": "failed", "article_count": 0}
+        async with self._host_sem(host_key(feed)), self._fetch_sem:
+            start = time.monotonic()
+            try:
+                fetcher = self.registry.get(feed)
+                outcome = await fetcher.fetch(feed, self._ctx)
+            except FetchError as exc:
+                result["error"] = str(exc)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a plug-in bug must fail one feed, not the child
+                log.exception("feed %s: fetcher crashed", feed.id)
+                result["error"] = f"fetcher error: {type(exc).__name__}: {exc}"
+            else:
+                if outcome.not_modified:
+                    result["status"] = "not_modified"
+                else:
+                    self.spool.add_articles(held.allocation_id, held.epoch, feed.id,
+                                            outcome.articles)
+                    result["status"] = "success"
+                    result["article_count"] = len(outcome.articles)
+                if outcome.etag:
+                    result["etag"] = outcome.etag[:1024]
+                if outcome.last_modified:
+                    result["last_modified"] = outcome.last_modified[:255]
+            result["duration_ms"] = int((time.monotonic() - start) * 1000)
+        if result["status"] == "failed":
+            log.warning("feed %s (%s) failed (处理公众号失败): %s", feed.id,
+                        feed.mp_name or feed.url, result.get("error"))
+        return result
+
+    def _lost(self, alloc_id: str, exc: BaseException) -> None:
+        log.warning("allocation %s: %s; the work was handed on, dropping it", alloc_id, exc)
+        self.spool.drop_allocation(alloc_id)
+        self.stats.lost += 1
+
+    # --- flushing --------------------------------------------------------------------------
+
+    async def _flush_allocation(self, alloc_id: str) -> str:
+        """Upload spooled articles in batches, then the completion.
+
+        Returns "completed", "lost", "spooled" (parent unavailable, kept) or "empty".
+        """
+        lock = self._alloc_locks.setdefault(alloc_id, asyncio.Lock())
+        try:
+            async with lock:
+                return await self._flush_allocation_locked(alloc_id)
+        except LeaseLost as exc:
+            self._lost(alloc_id, exc)
+            return "lost"
+        except (ParentUnreachable, ParentServerError) as exc:
+            self._parent_down(exc)
+            return "spooled"
+        except ParentRejected as exc:
+            if exc.status == 429:
+                self._parent_down(exc)
+                return "spooled"
+            raise
+        finally:
+            if not lock.locked():
+                self._alloc_locks.pop(alloc_id, None)
+
+    async def _flush_allocation_locked(self, alloc_id: str) -> str:
+        batch_size = self.cfg.upload_batch_size
+        while True:
+            batch = self.spool.articles(alloc_id, batch_size)
+            if not batch:
+                break
+            try:
+                data = await self.client.upload_articles(
+                    alloc_id, [a.article for a in batch], epoch=batch[0].epoch)
+            except ParentRejected as exc:
+                if exc.status == 413 and len(batch) > 1:
+                    batch_size = max(1, len(batch) // 2)
+                    continue
+                if exc.status in (413, 422, 400):
+                    log.error("allocation %s: parent refused %d articles (%s); dropping them",
+                              alloc_id, len(batch), exc)
+                    self.spool.ack_articles([a.seq for a in batch])
+                    continue
+                raise
+            new = int(data.get("new_count") or 0) if isinstance(data, dict) else 0
+            self.spool.ack_articles([a.seq for a in batch], allocation_id=alloc_id,
+                                    new_count=new)
+            held = self.held.get(alloc_id)
+            if held is not None:
+                held.stats["new"] = held.stats.get("new", 0) + new
+        comp = self.spool.completion(alloc_id)
+        if comp is None:
+            return "empty"
+        results = list(comp.results)
+        try:
+            await self.client.report_completion(alloc_id, comp.task_id, results,
+                                                comp.article_count, epoch=comp.epoch)
+        except ParentRejected as exc:
+            if exc.status in (400, 413, 422):
+                log.error("allocation %s: parent refused the completion (%s); dropping it",
+                          alloc_id, exc)
+                self.spool.ack_completion(alloc_id)
+                return "lost"
+            raise
+        self.spool.ack_completion(alloc_id)
+        return "completed"
+
+    async def _flush_spool(self) -> bool:
+        """Flush every allocation not being worked on. True when the spool is empty after."""
+        for alloc_id in self.spool.allocation_ids():
+            held = self.held.get(alloc_id)
+            if held is not None and not held.spooled:
+                continue  # still fetching: its own task uploads it
+            if held is not None:
+                continue  # its own task is flushing it
+            comp = self.spool.completion(alloc_id)
+            outcome = await self._flush_allocation(alloc_id)
+            if outcome == "spooled":
+                return False
+            if outcome == "completed" and comp is not None:
+                self.stats.completed += 1
+                self.stats.articles += comp.article_count
+                log.info("allocation %s: spooled completion delivered (%d articles)", alloc_id,
+                         comp.article_count)
+            elif outcome == "empty":
+                # Articles of an allocation interrupted mid-fetch (crash): delivered; hand the
+                # allocation back now instead of waiting for its lease to expire.
+                await self._release(alloc_id, None, "interrupted by a restart of the child")
+        return self.spool.is_empty()
+
+    async def _flusher_loop(self) -> None:
+        backoff = 2.0
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._flush_wakeup.wait(), timeout=backoff)
+            self._flush_wakeup.clear()
+            pending = [a for a in self.spool.allocation_ids() if a not in self.held]
+            if not pending:
+                backoff = 2.0
+                continue
+            try:
+                ok = await self._flush_spool()
+            except Exception:
+                log.exception("spool flush failed unexpectedly")
+                ok = False
+            backoff = 2.0 if ok else min(MAX_BACKOFF, backoff * 2)
+
+    async def _release(self, alloc_id: str, epoch: int | None, why: str) -> None:
+        try:
+            await asyncio.wait_for(self.client.set_status(
+                alloc_id, "released", error_message=why, epoch=epoch), timeout=10)
+            self.stats.released += 1
+        except (ClientError, TimeoutError) as exc:
+            log.debug("allocation %s: release not acknowledged (%s); its lease will expire",
+                      alloc_id, exc)
+        self.spool.drop_allocation(alloc_id)
+
+    # --- drain -----------------------------------------------------------------------------
+
+    async def _drain(self) -> None:
+        if not self.held:
+            return
+        deadline = self._drain_deadline or time.monotonic() + self.cfg.drain_timeout
+        tasks = [h.task for h in self.held.values() if h.task is not None]
+        if self._stopping.is_set():
+            log.info("draining %d allocation(s) (up to %.0fs)", len(tasks),
+                     max(0.0, deadline - time.monotonic()))
+        timeout = max(0.0, deadline - time.monotonic()) if self._stopping.is_set() else None
+        done, pending = await asyncio.wait(tasks, timeout=timeout) if tasks else (set(), set())
+        # Whatever is still fetching is handed back; what reached the spool is delivered.
+        to_release = {h.allocation_id: h.epoch for h in self.held.values()
+                      if not h.spooled and h.task in pending}
+        for alloc_id in self.spool.allocation_ids():
+            if self.spool.completion(alloc_id) is None and alloc_id not in to_release:
+                held = self.held.get(alloc_id)
+                if held is None or not held.spooled:
+                    to_release[alloc_id] = held.epoch if held else None
+        for h in list(self.held.values()):
+            if h.allocation_id in to_release and h.task is not None:
+                h.task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=5)
+        for alloc_id, epoch in to_release.items():
+            log.info("allocation %s: not finished within the drain timeout; releasing it",
+                     alloc_id)
+            await self._release(alloc_id, epoch, "child shutting down")
+            self.held.pop(alloc_id, None)
+
+    async def _final_flush(self) -> None:
+        if self.spool.is_empty():
+            return
+        budget = 10.0
+        if self._stopping.is_set():
+            budget = max(3.0, (self._drain_deadline or 0) - time.monotonic())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._flush_spool(), timeout=budget)
+        if not self.spool.is_empty():
+            log.warning("exiting with unacknowledged results in the spool %s; they are sent "
+                        "on the next start", self.spool.counts())

@@ -1,0 +1,1 @@
+"""The bundled demo: sample feeds, a local feed server and the ``cascade demo`` runner."""
