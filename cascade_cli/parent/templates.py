@@ -1,0 +1,411 @@
+"""Notification messages: sandboxed Jinja2 templates and the body shape of each channel.
+
+Decisions (see docs/operations.md, "Notifications"):
+
+* Templates run in Jinja2's ``SandboxedEnvironment``: no access to ``__class__``, ``__globals__``
+  and friends, ranges capped. An escape attempt is refused when the task is saved (the template
+  is test-rendered on sample data) and, should one slip through, at render time with a clear
+  error; the delivery is then marked dead, nothing crashes.
+* ``StrictUndefined``: a misspelt name (``{{ artcles }}``) is an error, reported at
+  ``tasks add`` time with its line and column, instead of a silently empty message. ``None``
+  values (an article without author) render as an empty string.
+* Context: ``feed`` (id, mp_name, name, url, mp_cover, mp_intro), ``articles`` (list of
+  title, url, pic_url, description, author, publish_time as ISO-8601 text, id), ``task`` (id,
+  name, cron_exp, message_type; never the webhook, headers, cookies or secret), ``now`` (ISO
+  text), ``article_count`` (all new articles of the feed in the run) and ``more`` (how many
+  were left out of ``articles``, which holds at most ``MAX_ARTICLES``). Filter
+  ``datetime(fmt)`` formats an ISO time.
+* message_type 0 (text/markdown): autoescape off; the rendered text is wrapped in the shape of
+  the channel picked from the webhook host (WeCom, DingTalk, Feishu/Lark, Bark, else generic).
+* message_type 1 (JSON): the rendered text is posted as is and must parse as JSON. Inside a
+  JSON template every ``{{ value }}`` is JSON-escaped (so ``"{{ a.title }}"`` stays valid JSON
+  whatever quotes or newlines the title holds) and ``{{ value | tojson }}`` emits a JSON value
+  (object, list, number, quoted string) for use outside quotes.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, meta
+from jinja2.exceptions import SecurityError, UndefinedError
+from jinja2.sandbox import SandboxedEnvironment
+
+from cascade_cli.clock import ensure_utc, isoformat_z
+from cascade_cli.errors import CascadeError, InvalidInput
+
+MESSAGE_TEXT = 0
+MESSAGE_JSON = 1
+MAX_ARTICLES = 50
+MAX_OUTPUT = 1024 * 1024
+CONTEXT_NAMES = frozenset({"feed", "articles", "task", "now", "article_count", "more"})
+
+# Bytes a channel accepts in one message; longer text is cut with a marker.
+_CHANNEL_LIMITS = {"wecom": 4000, "dingtalk": 19000, "feishu": 30000, "bark": 3500}
+
+DEFAULT_TEXT_TEMPLATE = """\
+### {{ feed.mp_name or feed.id }}: {{ article_count }} new article{{ "s" if article_count != 1 }}
+
+{% for a in articles %}
+- [{{ (a.title or a.url) | oneline }}]({{ a.url }}){% if a.publish_time %} \
+({{ a.publish_time | datetime }}){% endif %}
+
+{% endfor %}
+{% if more %}
+...and {{ more }} more.
+{% endif %}
+"""
+
+DEFAULT_JSON_TEMPLATE = """\
+{"task": {{ task | tojson }}, "feed": {{ feed | tojson }}, \
+"articles": {{ articles | tojson }}, "article_count": {{ article_count }}, \
+"now": {{ now | tojson }}}"""
+
+
+class RenderError(CascadeError):
+    """A template failed at render time (delivery becomes dead with this message)."""
+
+
+@dataclass(frozen=True)
+class Rendered:
+    channel: str
+    body: str
+    content_type: str = "application/json"
+
+
+# --- URLs and channels ---------------------------------------------------------------------
+
+
+def validate_webhook_url(url: str | None) -> str:
+    """An absolute http(s) URL with a host; returns it stripped. Raises ``InvalidInput``."""
+    text = (url or "").strip()
+    if not text:
+        raise InvalidInput("webhook URL is empty", field="web_hook_url", code="invalid_webhook")
+    if any(c.isspace() or ord(c) < 32 for c in text):
+        raise InvalidInput(f"webhook URL contains spaces or control characters: {text!r}",
+                           field="web_hook_url", code="invalid_webhook")
+    try:
+        parts = urlsplit(text)
+        port = parts.port  # raises on a malformed port
+    except ValueError as exc:
+        raise InvalidInput(f"webhook URL is malformed: {text!r} ({exc})", field="web_hook_url",
+                           code="invalid_webhook") from exc
+    if parts.scheme.lower() not in ("http", "https"):
+        raise InvalidInput(
+            f"webhook URL must start with http:// or https://, got {text!r}",
+            field="web_hook_url", code="invalid_webhook",
+            hint="for example https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=...")
+    if not parts.hostname:
+        raise InvalidInput(f"webhook URL has no host: {text!r}", field="web_hook_url",
+                           code="invalid_webhook")
+    del port
+    return text
+
+
+def channel_for_url(url: str) -> str:
+    host = (urlsplit(url).hostname or "").lower()
+
+    def is_(domain: str) -> bool:
+        return host == domain or host.endswith("." + domain)
+
+    if is_("qyapi.weixin.qq.com"):
+        return "wecom"
+    if is_("oapi.dingtalk.com"):
+        return "dingtalk"
+    if is_("open.feishu.cn") or is_("open.larksuite.com"):
+        return "feishu"
+    if is_("day.app"):
+        return "bark"
+    return "generic"
+
+
+# --- environments --------------------------------------------------------------------------
+
+
+class _JsonRaw(str):
+    """Already JSON: emitted as is by the JSON environment's finalize."""
+
+
+def _to_jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return isoformat_z(value)
+    if isinstance(value, dict):
+        return {str(k): _to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_to_jsonable(v) for v in value]
+    return value
+
+
+def _tojson(value: Any, indent: int | None = None) -> _JsonRaw:
+    return _JsonRaw(json.dumps(_to_jsonable(value), ensure_ascii=False, indent=indent))
+
+
+def _finalize_text(value: Any) -> Any:
+    return "" if value is None else value
+
+
+def _finalize_json(value: Any) -> Any:
+    if isinstance(value, _JsonRaw):
+        return value
+    if value is None:
+        return ""
+    if isinstance(value, bool | int | float):
+        return json.dumps(value)
+    if not isinstance(value, str):
+        value = str(value)
+    return json.dumps(value, ensure_ascii=False)[1:-1]  # escaped, without the quotes
+
+
+def _oneline(value: Any) -> str:
+    """Collapse whitespace and newlines (a title inside a markdown link must be one line)."""
+    return " ".join(str(value if value is not None else "").split())
+
+
+def _datetime_filter(value: Any, fmt: str = "%Y-%m-%d %H:%M UTC") -> str:
+    if value in (None, ""):
+        return ""
+    if isinstance(value, datetime):
+        when = value
+    else:
+        try:
+            when = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        except ValueError:
+            return str(value)
+    return ensure_utc(when).strftime(fmt)
+
+
+@functools.lru_cache(maxsize=2)
+def _environment(message_type: int) -> SandboxedEnvironment:
+    json_mode = message_type == MESSAGE_JSON
+    env = SandboxedEnvironment(
+        undefined=StrictUndefined, autoescape=False, trim_blocks=True, lstrip_blocks=True,
+        finalize=_finalize_json if json_mode else _finalize_text)
+    env.filters["tojson"] = _tojson
+    env.filters["datetime"] = _datetime_filter
+    env.filters["oneline"] = _oneline
+    return env
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled(source: str, message_type: int) -> Any:
+    return _environment(message_type).from_string(source)
+
+
+def default_template(message_type: int) -> str:
+    return DEFAULT_JSON_TEMPLATE if message_type == MESSAGE_JSON else DEFAULT_TEXT_TEMPLATE
+
+
+# --- validation ----------------------------------------------------------------------------
+
+
+def _line_col_of_offset(source: str, offset: int) -> tuple[int, int]:
+    offset = max(0, min(offset, len(source)))
+    line = source.count("\n", 0, offset) + 1
+    return line, offset - (source.rfind("\n", 0, offset) + 1) + 1
+
+
+def _column_on_line(source: str, lineno: int, needle: str | None) -> int:
+    lines = source.split("\n")
+    if not 1 <= lineno <= len(lines):
+        return 1
+    line = lines[lineno - 1]
+    if needle:
+        # Prefer an occurrence inside a {{ }} or {% %} region.
+        for m in re.finditer(r"\{[{%].*?(?:[}%]\}|$)", line):
+            idx = m.group(0).find(needle)
+            if idx >= 0:
+                return m.start() + idx + 1
+        idx = line.find(needle)
+        if idx >= 0:
+            return idx + 1
+    m = re.search(r"\{[{%]", line)
+    return m.start() + 1 if m else 1
+
+
+def syntax_error_text(source: str, exc: TemplateSyntaxError) -> str:
+    """'template syntax error at line L, column C: reason' for a Jinja syntax error."""
+    msg = exc.message or "invalid syntax"
+    at = re.search(r" at (\d+)$", msg)
+    lineno = exc.lineno or 1
+    if at:  # lexer errors carry the absolute offset
+        msg = msg[:at.start()]
+        line, col = _line_col_of_offset(source, int(at.group(1)))
+    elif msg.lower().startswith("unexpected end of template") or "missing end of" in msg.lower():
+        lines = source.split("\n")
+        line = min(lineno, len(lines))
+        col = len(lines[line - 1]) + 1
+    else:
+        quoted = re.findall(r"(?:got|unexpected|tag|named|char) '([^']+)'", msg)
+        line, col = lineno, _column_on_line(source, lineno, quoted[-1] if quoted else None)
+    return f"template syntax error at line {line}, column {col}: {msg}"
+
+
+def _undeclared_position(source: str, name: str) -> tuple[int, int]:
+    for m in re.finditer(r"\{[{%].*?[}%]\}", source, re.S):
+        hit = re.search(rf"(?<![\w.]){re.escape(name)}\b", m.group(0))
+        if hit:
+            return _line_col_of_offset(source, m.start() + hit.start())
+    return 1, 1
+
+
+def _template_lineno(exc: BaseException) -> int | None:
+    """The template line where a render error happened (Jinja rewrites the traceback)."""
+    tb = exc.__traceback__
+    line = None
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == "<template>":
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+def _invalid(message: str) -> InvalidInput:
+    return InvalidInput(message, field="message_template", code="invalid_template",
+                        hint="fix the template; 'cascade tasks show' prints the default one")
+
+
+def validate_template(text: str | None, message_type: int = MESSAGE_TEXT) -> None:
+    """Syntax, unknown names, sandbox escapes and (for JSON) the output shape.
+
+    Raises ``InvalidInput`` whose message names the line and column.
+    """
+    if message_type not in (MESSAGE_TEXT, MESSAGE_JSON):
+        raise InvalidInput(f"message_type must be 0 (text/markdown) or 1 (JSON), "
+                           f"got {message_type!r}", field="message_type")
+    if text is None or not text.strip():
+        return  # the default template is used
+    env = _environment(message_type)
+    try:
+        ast = env.parse(text)
+        _compiled(text, message_type)
+    except TemplateSyntaxError as exc:
+        raise _invalid(syntax_error_text(text, exc)) from None
+    unknown = sorted(meta.find_undeclared_variables(ast) - CONTEXT_NAMES - set(env.globals))
+    if unknown:
+        line, col = _undeclared_position(text, unknown[0])
+        raise _invalid(f"template error at line {line}, column {col}: unknown name "
+                       f"'{unknown[0]}' (available: {', '.join(sorted(CONTEXT_NAMES))})")
+    try:
+        render_template(text, message_type, sample_context())
+    except RenderError as exc:
+        raise _invalid(str(exc)) from None
+
+
+# --- rendering -----------------------------------------------------------------------------
+
+
+def render_template(text: str | None, message_type: int, context: dict[str, Any]) -> str:
+    """Render (the default template when ``text`` is empty). Raises ``RenderError``."""
+    source = text if text and text.strip() else default_template(message_type)
+    try:
+        out = _compiled(source, message_type).render(**context)
+    except SecurityError as exc:
+        raise RenderError(f"template refused by the sandbox: {exc} (templates may only read "
+                          "the feed, articles, task and now values)") from None
+    except UndefinedError as exc:
+        line = _template_lineno(exc)
+        name = re.findall(r"'([^']+)'", exc.message or "")
+        col = _column_on_line(source, line, name[-1] if name else None) if line else 0
+        where = f" at line {line}, column {col}" if line else ""
+        raise RenderError(f"template error{where}: {exc.message}") from None
+    except TemplateSyntaxError as exc:
+        raise RenderError(syntax_error_text(source, exc)) from None
+    except (TemplateError, TypeError, ValueError, ArithmeticError, LookupError,
+            AttributeError, OverflowError, RecursionError) as exc:
+        line = _template_lineno(exc)
+        where = f" at line {line}" if line else ""
+        raise RenderError(f"template error{where}: {type(exc).__name__}: {exc}") from None
+    if len(out) > MAX_OUTPUT:
+        raise RenderError(f"rendered message is {len(out)} characters, more than {MAX_OUTPUT}")
+    if message_type == MESSAGE_JSON:
+        try:
+            json.loads(out)
+        except ValueError as exc:
+            pos = getattr(exc, "lineno", None), getattr(exc, "colno", None)
+            where = f" at line {pos[0]}, column {pos[1]} of the output" if pos[0] else ""
+            raise RenderError(f"JSON template did not render valid JSON{where}: "
+                              f"{getattr(exc, 'msg', exc)} (use {{{{ value | tojson }}}} "
+                              "for values outside quotes)") from None
+    return out
+
+
+def _iso(value: datetime | None) -> str | None:
+    return isoformat_z(value) if value is not None else None
+
+
+def build_context(task: Any, feed: Any, feed_id: str, articles: list[Any], now: datetime,
+                  total: int | None = None) -> dict[str, Any]:
+    """Plain dicts (never ORM objects) so a template cannot reach the database."""
+    feed_d = {"id": feed_id, "mp_name": getattr(feed, "mp_name", None) or feed_id,
+              "name": getattr(feed, "mp_name", None) or feed_id,
+              "url": getattr(feed, "url", None), "mp_cover": getattr(feed, "mp_cover", None),
+              "mp_intro": getattr(feed, "mp_intro", None)}
+    shown = articles[:MAX_ARTICLES]
+    arts = [{"id": a.id, "title": a.title or "", "url": a.url or "", "pic_url": a.pic_url,
+             "description": a.description, "author": a.author,
+             "publish_time": _iso(a.publish_time), "feed_id": a.feed_id} for a in shown]
+    count = total if total is not None else len(articles)
+    task_d = {"id": task.id, "name": task.name, "cron_exp": task.cron_exp,
+              "message_type": task.message_type}
+    return {"feed": feed_d, "articles": arts, "task": task_d, "now": isoformat_z(now),
+            "article_count": count, "more": max(0, count - len(arts))}
+
+
+def sample_context() -> dict[str, Any]:
+    """Realistic data with quotes, newlines and missing fields, for test renders."""
+    when = datetime(2026, 1, 1, 9, 0, tzinfo=UTC)
+    arts = [{"id": "a1", "title": 'He said "hi"\nand left', "url": "https://example.org/1",
+             "pic_url": None, "description": "line1\nline2 \\ \"q\"", "author": None,
+             "publish_time": isoformat_z(when), "feed_id": "MP_WXS_1"},
+            {"id": "a2", "title": "标题", "url": "https://example.org/2", "pic_url": "",
+             "description": None, "author": "Ann", "publish_time": None,
+             "feed_id": "MP_WXS_1"}]
+    return {"feed": {"id": "MP_WXS_1", "mp_name": "Example", "name": "Example",
+                     "url": "https://example.org/feed.xml", "mp_cover": None, "mp_intro": None},
+            "articles": arts, "task": {"id": "t1", "name": "sample", "cron_exp": "0 9 * * *",
+                                       "message_type": 0},
+            "now": isoformat_z(when), "article_count": 2, "more": 0}
+
+
+def _cut(text: str, limit: int) -> str:
+    data = text.encode("utf-8")
+    if len(data) <= limit:
+        return text
+    marker = "\n..."
+    return data[:limit - len(marker.encode())].decode("utf-8", "ignore") + marker
+
+
+def build_message(task: Any, context: dict[str, Any], url: str) -> Rendered:
+    """The request body for this task's webhook. Raises ``RenderError``."""
+    message_type = task.message_type or MESSAGE_TEXT
+    text = render_template(task.message_template, message_type, context)
+    channel = channel_for_url(url)
+    if message_type == MESSAGE_JSON:
+        return Rendered("json", text)
+    text = text.strip()
+    feed = context["feed"]
+    title = f"{feed.get('mp_name') or feed.get('id')}: {context['article_count']} new"
+    if channel in _CHANNEL_LIMITS:
+        text = _cut(text, _CHANNEL_LIMITS[channel])
+    body: dict[str, Any]
+    if channel == "wecom":
+        body = {"msgtype": "markdown", "markdown": {"content": text}}
+    elif channel == "dingtalk":
+        body = {"msgtype": "markdown", "markdown": {"title": title, "text": text}}
+    elif channel == "feishu":
+        body = {"msg_type": "text", "content": {"text": text}}
+    elif channel == "bark":
+        body = {"title": title, "body": text, "group": "cascade"}
+        arts = context.get("articles") or []
+        if len(arts) == 1 and arts[0].get("url"):
+            body["url"] = arts[0]["url"]
+    else:
+        body = {"title": title, "text": text, "feed": feed, "articles": context["articles"],
+                "task": context["task"], "now": context["now"]}
+    return Rendered(channel, json.dumps(body, ensure_ascii=False))
