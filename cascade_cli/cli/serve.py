@@ -1,13 +1,40 @@
-"""serve-parent (not built yet)."""
+"""``cascade serve-parent``: run the parent HTTP daemon."""
 
 from __future__ import annotations
 
+import contextlib
+from typing import Annotated
+
 import typer
 
-from cascade_cli.errors import NotBuiltError
+from cascade_cli.cli.context import get_ctx
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("serve-parent", help="Run the parent HTTP daemon. (not built yet)")
-    def serve_parent() -> None:
-        raise NotBuiltError("cascade serve-parent is not built yet")
+    @app.command("serve-parent", help="Run the parent HTTP daemon (API for children and admins, "
+                 "reaper, scheduler, notifier). SIGTERM/SIGINT stop it cleanly.")
+    def serve_parent(
+        ctx: typer.Context,
+        host: Annotated[str | None, typer.Option(
+            "--host", help="Listen address (default parent.host, 0.0.0.0).")] = None,
+        port: Annotated[int | None, typer.Option(
+            "--port", min=0, max=65535,
+            help="Listen port (default parent.port, 8001; 0 picks a free one).")] = None,
+        no_scheduler: Annotated[bool, typer.Option(
+            "--no-scheduler", help="Do not fire cron schedules in this process.")] = False,
+        no_notifier: Annotated[bool, typer.Option(
+            "--no-notifier", help="Do not send webhook notifications from this process.")
+        ] = False,
+    ) -> None:
+        from cascade_cli.logging_setup import setup_logging
+        from cascade_cli.parent.daemon import DaemonOptions, run
+
+        app_ctx = get_ctx(ctx)
+        settings = app_ctx.settings
+        setup_logging(settings.log.level, settings.log.format)
+        store = app_ctx.ready_store()  # refuses a database without the current schema
+        opts = DaemonOptions(host=host or settings.parent.host,
+                             port=settings.parent.port if port is None else port,
+                             scheduler=not no_scheduler, notifier=not no_notifier)
+        with contextlib.suppress(KeyboardInterrupt):  # a signal before the server took over
+            run(store, app_ctx.clock, settings, opts)

@@ -1,16 +1,76 @@
-"""Admin tokens (not built yet)."""
+"""``cascade token``: admin bearer tokens for the parent API (issued on the parent host)."""
 
 from __future__ import annotations
 
-import typer
+import sys
+from typing import Annotated
 
-from cascade_cli.errors import NotBuiltError
+import typer
+from rich.markup import escape
+
+from cascade_cli.cli.context import get_ctx
+from cascade_cli.console import print_json, styled, table
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON alone on standard output.")]
 
 
 def register(app: typer.Typer) -> None:
-    token_app = typer.Typer(help="Admin bearer tokens for the parent API.")
+    token_app = typer.Typer(help="Admin bearer tokens for the parent API (create, list, revoke).",
+                            no_args_is_help=True)
     app.add_typer(token_app, name="token")
 
-    @token_app.command("create")
-    def create() -> None:
-        raise NotBuiltError("cascade token create is not built yet")
+    @token_app.command("create", help="Issue an admin token; prints the token alone on "
+                       "standard output (use it as 'Authorization: Bearer TOKEN').")
+    def create(
+        ctx: typer.Context,
+        ttl: Annotated[str | None, typer.Option(
+            "--ttl", help="Lifetime: seconds or 30m, 24h, 7d (default "
+            "parent.auth.admin_token_ttl).")] = None,
+        label: Annotated[str, typer.Option("--label", help="A note to recognise it by.")] = "",
+    ) -> None:
+        from cascade_cli.parent import tokens
+
+        app_ctx = get_ctx(ctx)
+        settings = app_ctx.settings
+        seconds = tokens.parse_duration(ttl) if ttl is not None \
+            else settings.parent.auth.admin_token_ttl
+        store = app_ctx.ready_store()
+        secret = tokens.ensure_secret(settings.admin_token_secret_file)
+        with store.session() as s:
+            token, row = tokens.issue(s, app_ctx.clock.now(), secret, ttl=seconds, label=label)
+        sys.stdout.write(token + "\n")
+        sys.stdout.flush()
+        app_ctx.err.print(f"[dim]token {row.jti} expires {row.expires_at:%Y-%m-%d %H:%M:%SZ}; "
+                          f"revoke with: cascade token revoke {row.jti}[/dim]", highlight=False)
+
+    @token_app.command("list", help="Issued admin tokens (never the tokens themselves).")
+    def list_(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+        from cascade_cli.parent import tokens
+
+        app_ctx = get_ctx(ctx)
+        store = app_ctx.ready_store()
+        now = app_ctx.clock.now()
+        with store.session() as s:
+            views = [tokens.token_dict(t, now) for t in tokens.list_tokens(s)]
+        if as_json:
+            print_json(views)
+            return
+        if not views:
+            app_ctx.out.print("No admin tokens yet. Create one with: cascade token create")
+            return
+        rows = [(v["jti"], escape(v["label"] or ""), styled(v["status"]), v["created_at"],
+                 v["expires_at"] or "-", v["revoked_at"] or "-") for v in views]
+        app_ctx.out.print(table("Admin tokens", ["jti", "label", "status", "created",
+                                                 "expires", "revoked"], rows))
+
+    @token_app.command("revoke", help="Revoke an admin token at once (by its jti).")
+    def revoke(ctx: typer.Context,
+               jti: Annotated[str, typer.Argument(help="The token id from 'token list'.")]
+               ) -> None:
+        from cascade_cli.parent import tokens
+
+        app_ctx = get_ctx(ctx)
+        store = app_ctx.ready_store()
+        with store.session() as s:
+            row = tokens.revoke(s, app_ctx.clock.now(), jti)
+        app_ctx.out.print(f"revoked admin token {row.jti}")

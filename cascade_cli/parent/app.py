@@ -193,7 +193,15 @@ def create_app(store: Store, clock: Clock, settings: Settings, *,
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.parent.limits.max_body_bytes,
                        metrics=metrics)
 
-    for router in (node_router, admin_router):
+    routers = [node_router, admin_router]
+    try:  # cascade doctor's read-only node route, when that module is part of the build
+        from cascade_cli.parent.routes_doctor import doctor_router
+    except ModuleNotFoundError as exc:
+        if exc.name != "cascade_cli.parent.routes_doctor":
+            raise
+    else:
+        routers.append(doctor_router())
+    for router in routers:
         app.include_router(router, prefix=CANONICAL_PREFIX,
                            generate_unique_id_function=_unique_id("v1"))
         app.include_router(router, prefix=LEGACY_PREFIX,
