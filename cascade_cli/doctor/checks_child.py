@@ -213,8 +213,8 @@ def _http_verdict(out: probe.HttpOutcome, addr: probe.ParentAddress
     if out.status == 404:
         expected = f"{addr.root}{EXPECTED_PATH}"
         if addr.path:
-            fix = (f"set cascade.parent_api_url to the parent's root address without a path: "
-                   f"{addr.root} (the child adds {CANONICAL_PREFIX} itself)")
+            fix = (f"set cascade.parent_api_url to the parent's address without the path "
+                   f"'{addr.path}': {addr.root} (the child adds {CANONICAL_PREFIX} itself)")
         else:
             fix = (f"check the port in cascade.parent_api_url: something else answers at "
                    f"{addr.root}; the parent serves {EXPECTED_PATH} on parent.port "

@@ -23,7 +23,7 @@ import httpx
 
 from cascade_cli import auth
 from cascade_cli.clock import Clock, ensure_utc
-from cascade_cli.protocol import CANONICAL_PREFIX, PREFIXES
+from cascade_cli.protocol import CANONICAL_PREFIX
 
 
 @dataclass(frozen=True)
@@ -45,8 +45,8 @@ class ParentAddress:
 
 
 def parse_address(url: str) -> ParentAddress:
-    """Mirror the client: a configured URL already ending in a protocol prefix is used as is,
-    otherwise the canonical prefix ``/api/v1/cascade`` is appended."""
+    """Mirror ``ParentClient.url_for``: the child always appends ``/api/v1/cascade`` to
+    ``cascade.parent_api_url``, whatever path that URL already has."""
     parts = urlsplit(url)
     scheme = parts.scheme or "http"
     host = parts.hostname or ""
@@ -54,11 +54,8 @@ def parse_address(url: str) -> ParentAddress:
     path = parts.path.rstrip("/")
     netloc = f"[{host}]" if ":" in host else host
     root = f"{scheme}://{netloc}:{port}"
-    if any(path.endswith(p) for p in PREFIXES):
-        prefix_url = root + path
-    else:
-        prefix_url = root + path + CANONICAL_PREFIX
-    return ParentAddress(url, scheme, host, port, root, path, prefix_url)
+    return ParentAddress(url, scheme, host, port, root, path,
+                         url.rstrip("/") + CANONICAL_PREFIX)
 
 
 def is_ip_literal(host: str) -> bool:
