@@ -1,0 +1,524 @@
+"""Run notifications: a durable webhook outbox (table ``deliveries``) and its sender.
+
+Queueing (``queue_run_notifications``), in the transaction that finishes a run
+    One row per feed of the run with new articles (``Article.schedule_run_id == run``), with
+    ``idempotency_key = "<run>:<feed>"`` (unique: a run never queues a feed twice). The body is
+    rendered now, from the articles as they are now, and stored: a restart, a template edit or a
+    deleted article never changes a queued message. A template or URL that cannot be rendered
+    gives a row that is ``dead`` at once, with the error, so nothing crashes and the problem
+    shows in ``cascade deliveries list``.
+
+Sending (``Notifier``)
+    * Claim: a conditional UPDATE sets ``locked_until`` on a due ``pending`` row; only the
+      process whose UPDATE changed the row sends it, so several parent processes can share the
+      outbox. A crashed sender's lock simply expires.
+    * Every request has a timeout (``parent.notify.timeout`` per phase, and the same again as
+      a deadline for reading the answer); requests run in a small thread pool so a hanging
+      receiver never holds up the others.
+    * Retried, with exponential backoff (``backoff_base * 2**(attempt-1)``, capped by
+      ``backoff_max``) and jitter: network errors and timeouts, 5xx, 408, 429 (at least the
+      ``Retry-After`` it asks for) and the rate-limit codes WeCom/DingTalk/Feishu put inside
+      an HTTP 200. After ``max_attempts`` the row is ``dead`` with its last error.
+    * Dead at once (retrying cannot help): any other 4xx, an error code inside a WeCom /
+      DingTalk / Feishu 200 answer, a redirect to another host, an invalid request.
+    * Redirects are not followed blindly: a redirect to the same scheme, host and port is
+      followed (the same POST re-sent, at most 3 hops); one to another host or from https to
+      http is refused, because the request carries the task's headers, cookies and signature.
+    * Headers: ``X-Cascade-Timestamp``, ``X-Cascade-Signature: sha256=<hex HMAC-SHA256 of
+      "{timestamp}.{body}" with the task's webhook_secret>``, ``X-Cascade-Delivery`` and
+      ``Idempotency-Key`` (the idempotency key), then the task's own headers and cookies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+import random
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from cascade_cli import __version__
+from cascade_cli.clock import Clock, ensure_utc, isoformat_z
+from cascade_cli.config import Settings
+from cascade_cli.errors import Conflict, InvalidInput, NotFound
+from cascade_cli.parent import templates
+from cascade_cli.store.engine import Store
+from cascade_cli.store.events import log_event
+from cascade_cli.store.models import (
+    DELIVERY_DEAD,
+    DELIVERY_DELIVERED,
+    DELIVERY_PENDING,
+    Article,
+    Delivery,
+    Feed,
+    MessageTask,
+    ScheduleRun,
+)
+
+log = logging.getLogger(__name__)
+
+CLAIM_BATCH = 20
+SEND_CONCURRENCY = 8
+MAX_REDIRECTS = 3
+MAX_RESPONSE_BYTES = 64 * 1024
+_RESERVED = {"host", "content-length", "transfer-encoding", "connection", "x-cascade-timestamp",
+             "x-cascade-signature", "x-cascade-delivery", "idempotency-key"}
+# Rate limiting reported inside an HTTP 200: WeCom 45009, DingTalk 130101, Feishu 9499/11232.
+_RATE_LIMIT_CODES = {45009, 130101, 9499, 11232}
+
+
+# --- queueing ------------------------------------------------------------------------------
+
+
+def queue_run_notifications(s: Session, now: datetime, run_id: str, settings: Settings) -> int:
+    """Queue one delivery per feed of the run with new articles; returns how many were queued
+    (``pending``). Idempotent: calling it again for the same run adds nothing."""
+    run = s.get(ScheduleRun, run_id)
+    if run is None:
+        return 0
+    task = s.get(MessageTask, run.task_id)
+    run.notified_at = now
+    if task is None or not (task.web_hook_url or "").strip():
+        return 0
+    counts = dict(s.execute(select(Article.feed_id, func.count()).where(
+        Article.schedule_run_id == run_id).group_by(Article.feed_id)).all())
+    if not counts:
+        return 0
+    existing = set(s.scalars(select(Delivery.idempotency_key).where(
+        Delivery.schedule_run_id == run_id)))
+    order = {fid: i for i, fid in enumerate(task.mps_id or [])}
+    queued = 0
+    for feed_id in sorted(counts, key=lambda f: (order.get(f, len(order)), f)):
+        key = f"{run_id}:{feed_id}"
+        if key in existing:
+            continue
+        row = _build_delivery(s, now, settings, task, run_id, feed_id, counts[feed_id], key)
+        try:
+            with s.begin_nested():
+                s.add(row)
+                s.flush()
+        except IntegrityError:
+            continue  # queued concurrently by another process: once is enough
+        if row.status == DELIVERY_PENDING:
+            queued += 1
+        else:
+            log_event(s, now, "notification", direction="outbound", status="failed",
+                      task_id=task.id, error=row.last_error,
+                      detail={"delivery_id": row.id, "schedule_run_id": run_id,
+                              "feed_id": feed_id})
+    return queued
+
+
+def _build_delivery(s: Session, now: datetime, settings: Settings, task: MessageTask,
+                    run_id: str, feed_id: str, count: int, key: str) -> Delivery:
+    url = (task.web_hook_url or "").strip()
+    row = Delivery(idempotency_key=key, schedule_run_id=run_id, task_id=task.id,
+                   feed_id=feed_id, url=url[:4096], body="", status=DELIVERY_PENDING,
+                   attempts=0, max_attempts=settings.parent.notify.max_attempts,
+                   next_attempt_at=now, created_at=now, updated_at=now)
+    try:
+        templates.validate_webhook_url(url)
+        row.channel = templates.channel_for_url(url)
+        arts = list(s.scalars(select(Article).where(
+            Article.schedule_run_id == run_id, Article.feed_id == feed_id)))
+        # Newest first; portable (MySQL has no NULLS LAST).
+        arts.sort(key=lambda a: (a.publish_time is not None,
+                                 a.publish_time or a.created_at, a.created_at), reverse=True)
+        context = templates.build_context(task, s.get(Feed, feed_id), feed_id, arts, now,
+                                          total=count)
+        rendered = templates.build_message(task, context, url)
+        row.channel, row.body, row.content_type = (rendered.channel, rendered.body,
+                                                   rendered.content_type)
+    except (InvalidInput, templates.RenderError) as exc:
+        row.status = DELIVERY_DEAD
+        row.last_error = f"not sent: {exc}"[:4000]
+        row.next_attempt_at = None
+    return row
+
+
+# --- sending -------------------------------------------------------------------------------
+
+
+@dataclass
+class _Job:
+    id: str
+    key: str
+    url: str
+    body: str
+    content_type: str
+    channel: str
+    attempts: int
+    max_attempts: int
+    lock: datetime
+    task_id: str
+    headers: dict[str, Any] | None
+    cookies: str | None
+    secret: str | None
+
+
+@dataclass
+class Outcome:
+    kind: str  # "delivered" | "retry" | "dead"
+    error: str | None = None
+    status_code: int | None = None
+    retry_after: float | None = None
+
+
+def sign(secret: str, timestamp: str, body: str) -> str:
+    mac = hmac.new(secret.encode(), f"{timestamp}.{body}".encode(), hashlib.sha256)
+    return "sha256=" + mac.hexdigest()
+
+
+def parse_cookies(text: str | None) -> str | None:
+    """``k=v; k2=v2`` (also with newlines or stray spaces) -> a Cookie header value."""
+    if not text or not text.strip():
+        return None
+    pairs = []
+    for part in text.replace("\n", ";").split(";"):
+        name, sep, value = part.strip().partition("=")
+        if sep and name.strip():
+            pairs.append(f"{name.strip()}={value.strip()}")
+    return "; ".join(pairs) or None
+
+
+def _clean_header(value: str) -> str:
+    if any(c in value for c in "\r\n\0"):
+        raise InvalidInput("a header value contains a line break", field="headers")
+    return value
+
+
+def build_headers(job: _Job, timestamp: str) -> dict[str, str]:
+    headers: dict[str, str] = {"Content-Type": job.content_type,
+                               "User-Agent": f"Cascade/{__version__} (webhook)"}
+    custom = job.headers if isinstance(job.headers, dict) else {}
+    cookie_parts = []
+    for name, value in custom.items():
+        lname = str(name).strip().lower()
+        if not lname or lname in _RESERVED:
+            continue
+        if lname == "cookie":
+            cookie_parts.append(_clean_header(str(value)))
+            continue
+        for existing in [k for k in headers if k.lower() == lname]:
+            del headers[existing]
+        headers[_clean_header(str(name).strip())] = _clean_header(str(value))
+    cookie = parse_cookies(job.cookies)
+    if cookie:
+        cookie_parts.append(_clean_header(cookie))
+    if cookie_parts:
+        headers["Cookie"] = "; ".join(cookie_parts)
+    headers["X-Cascade-Timestamp"] = timestamp
+    headers["X-Cascade-Delivery"] = job.key
+    headers["Idempotency-Key"] = job.key
+    if job.secret:
+        headers["X-Cascade-Signature"] = sign(job.secret, timestamp, job.body)
+    return headers
+
+
+def _retry_after(value: str | None, now: datetime) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, (ensure_utc(parsedate_to_datetime(value)) - now).total_seconds())
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def _channel_error(channel: str, body: bytes) -> tuple[int, str] | None:
+    """WeCom, DingTalk and Feishu answer HTTP 200 with an error code inside."""
+    if channel not in ("wecom", "dingtalk", "feishu"):
+        return None
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    keys = (("errcode", "errmsg"), ("code", "msg"), ("StatusCode", "StatusMessage"))
+    for code_key, msg_key in keys:
+        code = data.get(code_key)
+        if isinstance(code, int) and not isinstance(code, bool) and code != 0:
+            return code, str(data.get(msg_key, ""))[:300]
+    return None
+
+
+def _same_origin(a: httpx.URL, b: httpx.URL) -> bool:
+    return (a.scheme, a.host, a.port or {"http": 80, "https": 443}.get(a.scheme)) == (
+        b.scheme, b.host, b.port or {"http": 80, "https": 443}.get(b.scheme))
+
+
+class Notifier:
+    """Sends due deliveries. ``deliver_due()`` is one pass; ``run()`` repeats it."""
+
+    def __init__(self, store: Store, clock: Clock, settings: Settings, *,
+                 transport: httpx.BaseTransport | None = None,
+                 rng: random.Random | None = None) -> None:
+        self.store = store
+        self.clock = clock
+        self.settings = settings
+        self.cfg = settings.parent.notify
+        self.rng = rng or random.Random()  # noqa: S311 - jitter, not security
+        self.client = httpx.Client(timeout=httpx.Timeout(self.cfg.timeout),
+                                   follow_redirects=False, transport=transport,
+                                   limits=httpx.Limits(max_connections=SEND_CONCURRENCY * 2))
+        # A claim lasts longer than the slowest possible send (every redirect hop timing out).
+        self.lock_seconds = self.cfg.timeout * 2 * (MAX_REDIRECTS + 1) + 30
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> Notifier:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- one pass -------------------------------------------------------------------------
+
+    def deliver_due(self, *, limit: int = CLAIM_BATCH) -> int:
+        """Claim and send the due deliveries; returns how many were attempted."""
+        jobs = self._claim(self.clock.now(), limit)
+        if not jobs:
+            return 0
+        with ThreadPoolExecutor(max_workers=min(SEND_CONCURRENCY, len(jobs)),
+                                thread_name_prefix="cascade-notify") as pool:
+            outcomes = list(pool.map(self._send_safely, jobs))
+        for job, outcome in zip(jobs, outcomes, strict=True):
+            self._record(job, outcome)
+        return len(jobs)
+
+    def _claim(self, now: datetime, limit: int) -> list[_Job]:
+        lock = now + timedelta(seconds=self.lock_seconds)
+        jobs: list[_Job] = []
+        with self.store.session() as s:
+            due = list(s.scalars(select(Delivery.id).where(
+                Delivery.status == DELIVERY_PENDING,
+                or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now),
+                or_(Delivery.locked_until.is_(None), Delivery.locked_until <= now))
+                .order_by(Delivery.next_attempt_at, Delivery.created_at).limit(limit)))
+        for delivery_id in due:
+            with self.store.session() as s:
+                got = s.execute(update(Delivery).where(
+                    Delivery.id == delivery_id, Delivery.status == DELIVERY_PENDING,
+                    or_(Delivery.locked_until.is_(None), Delivery.locked_until <= now))
+                    .values(locked_until=lock).execution_options(
+                        synchronize_session=False)).rowcount
+                if got != 1:
+                    continue  # another process claimed it first
+                d = s.get(Delivery, delivery_id)
+                task = s.get(MessageTask, d.task_id) if d else None
+                if d is None:
+                    continue
+                jobs.append(_Job(
+                    d.id, d.idempotency_key, d.url, d.body, d.content_type, d.channel,
+                    d.attempts, d.max_attempts, lock, d.task_id,
+                    task.headers if task else None, task.cookies if task else None,
+                    task.webhook_secret if task else None))
+                if task is None:
+                    jobs[-1].url = ""  # marks "task deleted" for _send
+        return jobs
+
+    def _send_safely(self, job: _Job) -> Outcome:
+        try:
+            return self.send(job)
+        except Exception as exc:  # a bug in one delivery must not lose the others' results
+            log.exception("notify: delivery %s failed unexpectedly", job.id)
+            return Outcome("retry", f"internal error: {type(exc).__name__}: {exc}")
+
+    def send(self, job: _Job) -> Outcome:
+        if not job.url:
+            return Outcome("dead", "the message task was deleted")
+        try:
+            templates.validate_webhook_url(job.url)
+            timestamp = str(int(self.clock.now().timestamp()))
+            headers = build_headers(job, timestamp)
+        except InvalidInput as exc:
+            return Outcome("dead", f"invalid request: {exc}")
+        content = job.body.encode("utf-8")
+        url = httpx.URL(job.url)
+        timeout = self.cfg.timeout
+        for _hop in range(MAX_REDIRECTS + 1):
+            # Network deadlines are real elapsed time, not scheduled time: time.monotonic.
+            deadline = time.monotonic() + 2 * timeout
+            try:
+                with self.client.stream("POST", url, content=content, headers=headers) as resp:
+                    data = b""
+                    for chunk in resp.iter_bytes():
+                        data += chunk
+                        if len(data) >= MAX_RESPONSE_BYTES:
+                            break
+                        if time.monotonic() > deadline:
+                            raise httpx.ReadTimeout("answer too slow", request=resp.request)
+            except httpx.TimeoutException as exc:
+                return Outcome("retry", f"timeout after {timeout:g}s "
+                                        f"({type(exc).__name__}) posting to {url.host}")
+            except httpx.TransportError as exc:
+                return Outcome("retry", f"network error posting to {url.host}: "
+                                        f"{type(exc).__name__}: {exc}"[:1000])
+            except (httpx.InvalidURL, ValueError) as exc:
+                return Outcome("dead", f"invalid request: {exc}")
+            code = resp.status_code
+            if resp.is_redirect:
+                target = url.join(resp.headers.get("location", ""))
+                if not _same_origin(url, target):
+                    return Outcome("dead", f"HTTP {code}: redirected to another host or "
+                                           f"scheme ({target.scheme}://{target.host}); "
+                                           "not followed - set the webhook URL to the final "
+                                           "address", code)
+                url = target
+                continue
+            return self._classify(job, code, resp.headers, data)
+        return Outcome("dead", f"more than {MAX_REDIRECTS} redirects", None)
+
+    def _classify(self, job: _Job, code: int, headers: httpx.Headers, data: bytes) -> Outcome:
+        snippet = data[:300].decode("utf-8", "replace").strip()
+        if 200 <= code < 300:
+            err = _channel_error(job.channel, data)
+            if err is None:
+                return Outcome("delivered", None, code)
+            kind = "retry" if err[0] in _RATE_LIMIT_CODES else "dead"
+            return Outcome(kind, f"HTTP {code} but the {job.channel} receiver refused it: "
+                                 f"code {err[0]} {err[1]}", code)
+        if code == 429:
+            return Outcome("retry", f"HTTP 429 rate limited: {snippet}", code,
+                           _retry_after(headers.get("retry-after"), self.clock.now()))
+        if code >= 500 or code == 408:
+            return Outcome("retry", f"HTTP {code}: {snippet}", code,
+                           _retry_after(headers.get("retry-after"), self.clock.now()))
+        return Outcome("dead", f"HTTP {code} (not retried: the receiver refused the request): "
+                               f"{snippet}", code)
+
+    def backoff(self, attempts: int, retry_after: float | None = None) -> float:
+        """Seconds before the next attempt: exponential with jitter, >= Retry-After."""
+        base = min(self.cfg.backoff_max, self.cfg.backoff_base * 2 ** max(0, attempts - 1))
+        delay = base / 2 + self.rng.random() * base / 2
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, self.cfg.backoff_max))
+        return delay
+
+    def _record(self, job: _Job, outcome: Outcome) -> None:
+        now = self.clock.now()
+        attempts = job.attempts + 1
+        values: dict[str, Any] = {"attempts": attempts, "updated_at": now, "locked_until": None,
+                                  "last_status_code": outcome.status_code}
+        if outcome.kind == "delivered":
+            values.update(status=DELIVERY_DELIVERED, delivered_at=now, last_error=None,
+                          next_attempt_at=None)
+        elif outcome.kind == "retry" and attempts < job.max_attempts:
+            delay = self.backoff(attempts, outcome.retry_after)
+            values.update(last_error=(outcome.error or "")[:4000],
+                          next_attempt_at=now + timedelta(seconds=delay))
+        else:
+            error = outcome.error or "failed"
+            if outcome.kind == "retry":
+                error = f"gave up after {attempts} attempts: {error}"
+            values.update(status=DELIVERY_DEAD, last_error=error[:4000], next_attempt_at=None)
+        with self.store.session() as s:
+            changed = s.execute(update(Delivery).where(
+                Delivery.id == job.id, Delivery.status == DELIVERY_PENDING,
+                Delivery.locked_until == job.lock).values(**values).execution_options(
+                    synchronize_session=False)).rowcount
+            if not changed:
+                log.warning("notify: delivery %s lost its claim while sending (%s)", job.id,
+                            outcome.kind)
+                return
+            if values.get("status") in (DELIVERY_DELIVERED, DELIVERY_DEAD):
+                ok = values["status"] == DELIVERY_DELIVERED
+                log_event(s, now, "notification", direction="outbound",
+                          status="ok" if ok else "failed", task_id=job.task_id,
+                          count=attempts, error=None if ok else values["last_error"],
+                          detail={"delivery_id": job.id, "channel": job.channel,
+                                  "status_code": outcome.status_code})
+        if outcome.kind != "delivered":
+            log.warning("notify: delivery %s attempt %d: %s", job.id, attempts, outcome.error)
+
+    # --- the loop -------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        interval = self.cfg.poll_interval
+        log.info("notifier started (poll every %gs)", interval)
+        try:
+            while not stop.is_set():
+                try:
+                    attempted = await asyncio.to_thread(self.deliver_due)
+                except Exception:  # a database outage must not kill the loop
+                    log.exception("notifier pass failed; retrying in %gs", interval)
+                    attempted = 0
+                if attempted >= CLAIM_BATCH:
+                    continue  # more may be due right now
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=interval)
+        finally:
+            self.close()
+            log.info("notifier stopped")
+
+
+# --- outbox administration (cascade deliveries ...) ---------------------------------------
+
+
+def delivery_dict(d: Delivery) -> dict[str, Any]:
+    return {"id": d.id, "idempotency_key": d.idempotency_key, "task_id": d.task_id,
+            "schedule_run_id": d.schedule_run_id, "feed_id": d.feed_id, "channel": d.channel,
+            "url_host": httpx.URL(d.url).host if d.url else None, "status": d.status,
+            "attempts": d.attempts, "max_attempts": d.max_attempts,
+            "next_attempt_at": isoformat_z(d.next_attempt_at), "last_error": d.last_error,
+            "last_status_code": d.last_status_code, "created_at": isoformat_z(d.created_at),
+            "updated_at": isoformat_z(d.updated_at), "delivered_at": isoformat_z(d.delivered_at)}
+
+
+def list_deliveries(s: Session, *, status: str | None = None, task_id: str | None = None,
+                    limit: int = 50, offset: int = 0) -> tuple[list[Delivery], int]:
+    q = select(Delivery)
+    if status:
+        q = q.where(Delivery.status == status)
+    if task_id:
+        q = q.where(Delivery.task_id == task_id)
+    total = s.scalar(select(func.count()).select_from(q.subquery())) or 0
+    rows = list(s.scalars(q.order_by(Delivery.created_at.desc(), Delivery.id)
+                          .limit(limit).offset(offset)))
+    return rows, total
+
+
+def retry_delivery(s: Session, now: datetime, delivery_id: str) -> Delivery:
+    """Put a dead (or pending) delivery back in line now, with a fresh attempt budget."""
+    d = s.get(Delivery, delivery_id)
+    if d is None:
+        raise NotFound("delivery", delivery_id, hint="'cascade deliveries list' shows them")
+    if d.status == DELIVERY_DELIVERED:
+        raise Conflict(f"delivery {delivery_id} was already delivered", code="already_delivered")
+    if not d.body:
+        raise Conflict(f"delivery {delivery_id} has no message to send ({d.last_error})",
+                       code="not_sendable",
+                       hint="fix the task's template or webhook URL; the next run queues "
+                            "a new message")
+    d.status, d.attempts, d.next_attempt_at, d.locked_until, d.updated_at = (
+        DELIVERY_PENDING, 0, now, None, now)
+    return d
+
+
+def retry_dead(s: Session, now: datetime, *, task_id: str | None = None) -> int:
+    """Requeue every dead delivery that has a message (optionally of one task)."""
+    q = update(Delivery).where(Delivery.status == DELIVERY_DEAD, Delivery.body != "")
+    if task_id:
+        q = q.where(Delivery.task_id == task_id)
+    return s.execute(q.values(status=DELIVERY_PENDING, attempts=0, next_attempt_at=now,
+                              locked_until=None, updated_at=now)
+                     .execution_options(synchronize_session=False)).rowcount or 0
