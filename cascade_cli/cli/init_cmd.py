@@ -140,8 +140,11 @@ def register(app: typer.Typer) -> None:
             "--list", help="List child nodes (same as cascade list-credentials).")] = False,
         as_json: JsonOpt = False,
     ) -> None:
-        """Create or upgrade the database and the admin-token secret (safe to run again);
-        --child NAME creates a child node; --list lists them.
+        """Create or upgrade the database and admin-token secret; --child NAME adds a child.
+
+        Safe to run again: the schema is upgraded in place and an existing secret is kept.
+        --child NAME creates a child node and prints its credentials once, with the cascade:
+        block for the child's config.yaml; --list lists the nodes.
 
         Exit codes: 0 success, 1 operation failed, 2 usage or configuration error.
         """
@@ -170,8 +173,10 @@ def register(app: typer.Typer) -> None:
 
     @app.command("list-credentials")
     def list_credentials(ctx: typer.Context, as_json: JsonOpt = False) -> None:
-        """List child nodes: id, name, API key, status (online/offline/disabled/never seen),
-        last heartbeat, capacity. Never a secret.
+        """List child nodes with their API keys and status; never a secret.
+
+        Columns: id, name, API key, status (online / offline / disabled / revoked / never
+        seen, from the heartbeat age and parent.offline_after), last heartbeat, capacity.
 
         Exit codes: 0 success, 1 operation failed, 2 usage or configuration error.
         """
