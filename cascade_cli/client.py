@@ -22,7 +22,7 @@ import logging
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 from tenacity import (
@@ -48,8 +48,6 @@ from cascade_cli.errors import (
 from cascade_cli.protocol import CANONICAL_PREFIX
 
 log = logging.getLogger("cascade.client")
-
-T = TypeVar("T")
 
 TRANSIENT_STATUSES = frozenset({502, 503, 504})
 MAX_RETRY_AFTER = 60.0  # never sleep longer than this on one Retry-After
@@ -229,12 +227,18 @@ class _Core:
             if status < 400:
                 status = 500
         if status == 404:
+            from urllib.parse import urlsplit
+
+            extra_path = urlsplit(self.base_url).path
+            hint = (f"remove '{extra_path}' from cascade.parent_api_url: it must be the "
+                    f"parent's base URL (e.g. http://parent-server:8001) without a path; the "
+                    f"client adds {self.prefix}{call.route} itself") if extra_path else (
+                f"is cascade.parent_api_url the Cascade parent (e.g. http://parent-server:8001, "
+                f"without a path)? it should serve {self.prefix}{call.route}")
             raise WrongEndpoint(
-                f"404 Not Found for {route} at {self.base_url} (请求父节点失败: 404 - Not Found)"
-                + (f": {message}" if message else ""),
-                hint=f"cascade.parent_api_url must be the parent's base URL, e.g. "
-                     f"http://parent-server:8001, without a path; the client adds "
-                     f"{self.prefix}{call.route}")
+                f"404 Not Found: the parent does not serve {call.method} "
+                f"{self.url_for(call.route)} (请求父节点失败: 404 - Not Found)"
+                + (f": {message}" if message else ""), hint=hint)
         if status == 401:
             c = str(err_code or "invalid_credentials")
             hint = {"clock_skew": "this host's clock differs from the parent's by more than "

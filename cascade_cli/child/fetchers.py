@@ -157,9 +157,9 @@ def _entry_image(entry: Any) -> str | None:
 
 def parse_xml_feed(body: bytes, content_type: str | None, feed_id: str,
                    base_url: str = "") -> list[dict[str, Any]]:
+    # No content-location: feedparser would "resolve" a relative guid against the feed URL and
+    # change the article's identity whenever the feed moves.
     headers = {"content-type": content_type} if content_type else {}
-    if base_url:
-        headers["content-location"] = base_url
     parsed = feedparser.parse(body, response_headers=headers)
     entries = parsed.get("entries") or []
     version = parsed.get("version") or ""
@@ -184,6 +184,9 @@ def parse_xml_feed(body: bytes, content_type: str | None, feed_id: str,
         clipped = _clip(art)
         if clipped:
             out.append(clipped)
+    if not out and entries and parsed.get("bozo"):
+        # Lenient parsing salvaged nothing usable from a broken document: say why.
+        raise FetchError(f"malformed feed, no usable item: {parsed.get('bozo_exception')}")
     return out
 
 

@@ -121,7 +121,7 @@ class FeedServer:
         self.httpd = ThreadingHTTPServer((host, port), handler)
         self.httpd.daemon_threads = True
         self.host, self.port = self.httpd.server_address[:2]
-        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True,
+        self._thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True,
                                         name="feed-server")
 
     @property
