@@ -1,16 +1,129 @@
-"""deliveries and purge (not built yet)."""
+"""``cascade deliveries`` (the webhook outbox) and ``cascade purge`` (retention)."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
-from cascade_cli.errors import NotBuiltError
+from cascade_cli.cli.context import get_ctx
+from cascade_cli.console import print_json, styled, table
+from cascade_cli.errors import UsageError
+
+STATUSES = ("pending", "delivered", "dead")
 
 
 def register(app: typer.Typer) -> None:
-    d_app = typer.Typer(help="Webhook notification outbox.")
+    d_app = typer.Typer(help="Webhook notification outbox: list, retry.", no_args_is_help=True)
     app.add_typer(d_app, name="deliveries")
 
     @d_app.command("list")
-    def list_() -> None:
-        raise NotBuiltError("cascade deliveries is not built yet")
+    def list_(ctx: typer.Context,
+              status: Annotated[str | None, typer.Option(
+                  "--status", help="pending, delivered or dead.")] = None,
+              task: Annotated[str | None, typer.Option("--task", help="Task id or name.")] = None,
+              limit: Annotated[int, typer.Option("--limit", min=1, max=10000)] = 50,
+              offset: Annotated[int, typer.Option("--offset", min=0)] = 0,
+              as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+        """List notifications, newest first, with their attempts and last error."""
+        from cascade_cli.parent.notify import delivery_dict, list_deliveries
+
+        if status is not None and status not in STATUSES:
+            raise UsageError(f"--status must be one of {', '.join(STATUSES)}, got {status!r}")
+        app_ctx = get_ctx(ctx)
+        with app_ctx.ready_store().session() as s:
+            task_id = _task_id(s, task) if task else None
+            rows, total = list_deliveries(s, status=status, task_id=task_id, limit=limit,
+                                          offset=offset)
+            data = [delivery_dict(d) for d in rows]
+        if as_json:
+            print_json({"list": data, "total": total, "page": {"limit": limit, "offset": offset}})
+            return
+        app_ctx.out.print(table(
+            f"Deliveries ({len(data)} of {total})",
+            ["id", "status", "task", "feed", "channel", "host", "attempts", "next attempt",
+             "last error"],
+            [[d["id"], styled(d["status"]), d["task_id"], d["feed_id"], d["channel"],
+              d["url_host"], f"{d['attempts']}/{d['max_attempts']}",
+              d["next_attempt_at"] or "", (d["last_error"] or "")[:120]] for d in data]))
+
+    @d_app.command("retry")
+    def retry(ctx: typer.Context,
+              delivery: Annotated[str | None, typer.Argument(help="Delivery id.")] = None,
+              dead: Annotated[bool, typer.Option(
+                  "--dead", help="Requeue every dead delivery.")] = False,
+              task: Annotated[str | None, typer.Option(
+                  "--task", help="With --dead: only this task's.")] = None,
+              as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+        """Send a dead delivery again (fresh attempt budget), or all of them with --dead."""
+        from cascade_cli.parent.notify import retry_dead, retry_delivery
+
+        if bool(delivery) == dead:
+            raise UsageError("give a delivery ID or --dead (not both)")
+        app_ctx = get_ctx(ctx)
+        now = app_ctx.clock.now()
+        with app_ctx.ready_store().session() as s:
+            if delivery:
+                retry_delivery(s, now, delivery)
+                count = 1
+            else:
+                count = retry_dead(s, now, task_id=_task_id(s, task) if task else None)
+        if as_json:
+            print_json({"requeued": count})
+        else:
+            app_ctx.out.print(f"requeued {count} deliver{'y' if count == 1 else 'ies'}; "
+                              "a running parent sends them within parent.notify.poll_interval")
+
+    @app.command("purge")
+    def purge(ctx: typer.Context,
+              older_than: Annotated[str, typer.Option(
+                  "--older-than", help="Age cut, e.g. 30d, 12h, 2w.")] = "30d",
+              articles: Annotated[bool, typer.Option(
+                  "--articles", help="Also delete articles stored before the cut.")] = False,
+              batch: Annotated[int, typer.Option("--batch", min=1, max=100000,
+                                                 help="Rows per transaction.")] = 1000,
+              dry_run: Annotated[bool, typer.Option(
+                  "--dry-run", help="Count what would go; delete nothing.")] = False,
+              as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+        """Delete old runs, allocations, events and sent notifications (batched, safe live).
+
+        Removes finished runs with their allocations and feed results, events, delivered and
+        dead notifications older than the cut, and expired nonces, in batches of separate
+        transactions. Articles are kept unless --articles.
+        """
+        from cascade_cli.store.retention import parse_duration
+        from cascade_cli.store.retention import purge as do_purge
+
+        app_ctx = get_ctx(ctx)
+        age = parse_duration(older_than)
+        report = do_purge(app_ctx.ready_store(), app_ctx.clock.now(), age, articles=articles,
+                          batch=batch, dry_run=dry_run)
+        data = report.to_dict()
+        if as_json:
+            print_json(data)
+            return
+        verb = "would delete" if dry_run else "deleted"
+        app_ctx.out.print(table(f"purge older than {older_than} (before {data['cut']})",
+                                ["what", verb], [[k, v] for k, v in report.counts.items()]))
+        if not articles:
+            app_ctx.out.print("[dim]articles kept (use --articles to delete old ones)[/dim]")
+
+
+def _task_id(s: object, ident: str) -> str:
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from cascade_cli.errors import NotFound
+    from cascade_cli.store.models import MessageTask
+
+    assert isinstance(s, Session)
+    task = s.get(MessageTask, ident) or s.scalar(
+        select(MessageTask).where(MessageTask.name == ident).limit(1))
+    if task is None:
+        # A deleted task's deliveries stay listed by id.
+        from cascade_cli.store.models import Delivery
+
+        if s.scalar(select(Delivery.id).where(Delivery.task_id == ident).limit(1)):
+            return ident
+        raise NotFound("message task", ident, hint="'cascade tasks list' shows the tasks")
+    return task.id

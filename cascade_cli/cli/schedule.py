@@ -1,0 +1,71 @@
+"""``cascade tasks next``: the next fire times of the cron schedules.
+
+The lead's ``cli/tasks.py`` calls ``register_tasks_next(tasks_app)``; ``register(app)`` does the
+same for an app whose ``tasks`` group already exists.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from cascade_cli.cli.context import get_ctx
+from cascade_cli.console import print_json, table
+
+
+def register_tasks_next(tasks_app: typer.Typer) -> None:
+    @tasks_app.command("next")
+    def next_(ctx: typer.Context,
+              task: Annotated[str | None, typer.Argument(
+                  help="Task id or name (default: every task with a cron expression).")] = None,
+              count: Annotated[int, typer.Option("-n", "--count", min=1, max=1000,
+                                                 help="How many fire times per task.")] = 5,
+              as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+        """Show when the scheduler fires the tasks next (times in UTC).
+
+        A 6-field expression has the seconds first ('0 */5 * * * *': every 5 minutes).
+        With jitter a tick fires up to task.jitter seconds after its nominal time.
+        """
+        from cascade_cli.parent.scheduler import session_next_runs
+
+        app_ctx = get_ctx(ctx)
+        with app_ctx.ready_store().session() as s:
+            rows = session_next_runs(s, task, app_ctx.clock.now(), count, app_ctx.settings)
+        # Asking for one task whose cron is broken is a failed check (exit 1).
+        failed = task is not None and any(r["error"] for r in rows)
+        if as_json:
+            print_json(rows)
+            if failed:
+                raise typer.Exit(1)
+            return
+        if not rows:
+            app_ctx.out.print("no task has a cron expression")
+            return
+        lines = []
+        for r in rows:
+            state = "" if r["enabled"] else " (disabled)"
+            if r["error"]:
+                lines.append([r["task_name"] + state, r["cron_exp"] or "-",
+                              f"[red]{r['error']}[/red]"])
+                continue
+            times = []
+            for n in r["next"]:
+                shown = n["scheduled_for"]
+                if n["jitter_offset"]:
+                    shown += f" (+{n['jitter_offset']:.1f}s)"
+                times.append(shown)
+            lines.append([r["task_name"] + state, r["cron_exp"], "\n".join(times)])
+        app_ctx.out.print(table("Next fire times (UTC)", ["task", "cron", "next"], lines))
+        if failed:
+            raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    for group in app.registered_groups:
+        if group.name == "tasks" and group.typer_instance is not None:
+            register_tasks_next(group.typer_instance)
+            return
+    tasks_app = typer.Typer(help="Manage message tasks.")
+    app.add_typer(tasks_app, name="tasks")
+    register_tasks_next(tasks_app)

@@ -1,0 +1,185 @@
+"""Retention: delete old history in small batches, each its own transaction.
+
+What ``purge`` removes (older than the cut = now - older_than):
+  * finished runs (no allocation still pending/claimed/executing) with their allocations and
+    feed results - except each task's most recent cron run, which the scheduler uses to know
+    which tick it fired last (deleting it could make a ``run_once`` task catch up again);
+  * feed results and events;
+  * deliveries that are ``delivered`` or ``dead`` (pending ones are never touched);
+  * expired authentication nonces (any age: once expired they protect nothing);
+  * articles first stored before the cut, only when asked (``articles=True``). An article
+    that a feed still lists is stored again as new on the next fetch (and notified again).
+
+Safe while parents run: batches are short transactions selected by primary key, every delete
+repeats its condition, and nothing a running parent still needs (active runs, pending
+deliveries, live nonces) matches.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, delete, func, or_, select
+from sqlalchemy.orm import Session
+
+from cascade_cli.errors import InvalidInput
+from cascade_cli.store.engine import Store
+from cascade_cli.store.models import (
+    ACTIVE_STATES,
+    DELIVERY_DEAD,
+    DELIVERY_DELIVERED,
+    PENDING,
+    RUN_RUNNING,
+    Allocation,
+    Article,
+    AuthNonce,
+    Delivery,
+    Event,
+    FeedResult,
+    ScheduleRun,
+)
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])", re.I)
+
+
+def parse_duration(text: str) -> timedelta:
+    """``30d``, ``12h``, ``90m``, ``45s``, ``2w`` or combinations like ``1d12h``."""
+    raw = (text or "").strip().lower()
+    pos, total = 0, 0.0
+    for m in _DURATION_RE.finditer(raw):
+        if raw[pos:m.start()].strip():
+            break
+        total += float(m.group(1)) * _UNITS[m.group(2)]
+        pos = m.end()
+    if not raw or pos == 0 or raw[pos:].strip():
+        raise InvalidInput(f"invalid duration {text!r}: use a number and a unit, e.g. 30d, "
+                           "12h, 90m, 45s or 2w", field="older_than")
+    if total <= 0:
+        raise InvalidInput(f"duration must be positive, got {text!r}", field="older_than")
+    return timedelta(seconds=total)
+
+
+@dataclass
+class PurgeReport:
+    cut: datetime
+    dry_run: bool
+    counts: dict[str, int] = field(default_factory=dict)
+    batches: int = 0
+
+    def add(self, key: str, n: int) -> None:
+        self.counts[key] = self.counts.get(key, 0) + int(n or 0)
+
+    def to_dict(self) -> dict[str, Any]:
+        from cascade_cli.clock import isoformat_z
+
+        return {"cut": isoformat_z(self.cut), "dry_run": self.dry_run, "batches": self.batches,
+                "deleted" if not self.dry_run else "would_delete": dict(self.counts)}
+
+
+def _run_candidates(s: Session, cut: datetime, after: str, batch: int) -> tuple[list[str], str]:
+    """Ids of deletable runs with id > after; returns (ids, last id scanned)."""
+    active = select(Allocation.id).where(Allocation.schedule_run_id == ScheduleRun.id,
+                                         Allocation.status.in_((PENDING, *ACTIVE_STATES)))
+    rows = s.execute(select(ScheduleRun.id, ScheduleRun.task_id, ScheduleRun.scheduled_for,
+                            ScheduleRun.trigger).where(
+        ScheduleRun.id > after, ScheduleRun.created_at < cut,
+        ScheduleRun.status != RUN_RUNNING,
+        or_(ScheduleRun.finished_at.is_(None), ScheduleRun.finished_at < cut),
+        ~active.exists()).order_by(ScheduleRun.id).limit(batch)).all()
+    if not rows:
+        return [], after
+    task_ids = {r.task_id for r in rows if r.trigger == "cron"}
+    latest: dict[str, datetime] = {}
+    if task_ids:
+        latest = dict(s.execute(select(ScheduleRun.task_id, func.max(ScheduleRun.scheduled_for))
+                                .where(ScheduleRun.task_id.in_(task_ids),
+                                       ScheduleRun.trigger == "cron")
+                                .group_by(ScheduleRun.task_id)).all())
+    keep = {r.id for r in rows if r.trigger == "cron" and latest.get(r.task_id) == r.scheduled_for}
+    return [r.id for r in rows if r.id not in keep], rows[-1].id
+
+
+def _purge_runs(store: Store, cut: datetime, batch: int, report: PurgeReport) -> None:
+    after = ""
+    while True:
+        with store.session() as s:
+            ids, last = _run_candidates(s, cut, after, batch)
+            if last == after:
+                return
+            after = last
+            if not ids:
+                continue
+            report.batches += 1
+            if report.dry_run:
+                report.add("allocations", s.scalar(select(func.count()).select_from(Allocation)
+                                                   .where(Allocation.schedule_run_id.in_(ids))))
+                report.add("runs", len(ids))
+                continue
+            report.add("feed_results", s.execute(delete(FeedResult).where(
+                FeedResult.schedule_run_id.in_(ids))).rowcount)
+            report.add("allocations", s.execute(delete(Allocation).where(
+                Allocation.schedule_run_id.in_(ids),
+                Allocation.status.not_in((PENDING, *ACTIVE_STATES)))).rowcount)
+            report.add("runs", s.execute(delete(ScheduleRun).where(
+                ScheduleRun.id.in_(ids), ScheduleRun.status != RUN_RUNNING)).rowcount)
+
+
+def _purge_by_key(store: Store, report: PurgeReport, name: str, key: Any, condition: Any,
+                  batch: int) -> None:
+    """Delete rows matching ``condition`` in primary-key batches."""
+    after: Any = None
+    while True:
+        with store.session() as s:
+            q = select(key).where(condition).order_by(key).limit(batch)
+            if after is not None:
+                q = q.where(key > after)
+            ids = list(s.scalars(q))
+            if not ids:
+                return
+            after = ids[-1]
+            report.batches += 1
+            if report.dry_run:
+                report.add(name, len(ids))
+            else:
+                report.add(name, s.execute(delete(key.class_).where(key.in_(ids), condition))
+                           .rowcount)
+        if len(ids) < batch:
+            return
+
+
+def purge(store: Store, now: datetime, older_than: timedelta, *, articles: bool = False,
+          batch: int = 1000, dry_run: bool = False,
+          progress: Callable[[str, int], None] | None = None) -> PurgeReport:
+    if batch < 1:
+        raise InvalidInput("batch must be at least 1", field="batch")
+    if older_than <= timedelta(0):
+        raise InvalidInput("older_than must be positive", field="older_than")
+    cut = now - older_than
+    report = PurgeReport(cut=cut, dry_run=dry_run)
+    steps: list[tuple[str, Callable[[], None]]] = [
+        ("runs", lambda: _purge_runs(store, cut, batch, report)),
+        ("feed_results", lambda: _purge_by_key(store, report, "feed_results", FeedResult.id,
+                                               FeedResult.created_at < cut, batch)),
+        ("events", lambda: _purge_by_key(store, report, "events", Event.id,
+                                         Event.created_at < cut, batch)),
+        ("deliveries", lambda: _purge_by_key(
+            store, report, "deliveries", Delivery.id,
+            and_(Delivery.status.in_((DELIVERY_DELIVERED, DELIVERY_DEAD)),
+                 Delivery.updated_at < cut), batch)),
+        ("nonces", lambda: _purge_by_key(store, report, "nonces", AuthNonce.nonce,
+                                         AuthNonce.expires_at < now, batch)),
+    ]
+    if articles:
+        steps.append(("articles", lambda: _purge_by_key(store, report, "articles", Article.id,
+                                                        Article.created_at < cut, batch)))
+    for name, step in steps:
+        report.counts.setdefault(name, 0)
+        step()
+        if progress:
+            progress(name, report.counts.get(name, 0))
+    return report
