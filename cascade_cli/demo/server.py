@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import json
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -67,12 +68,15 @@ class FeedHandler(BaseHTTPRequestHandler):
     server_version = "CascadeDemoFeeds/1"
     files: dict[str, tuple[bytes, str]] = {}
     synthetic = False
+    delay = 0.0  # seconds per request: the demo imitates a real network
     _cache: dict[int, bytes] = {}
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
         return
 
     def do_GET(self) -> None:  # noqa: N802 - http.server API
+        if self.delay:
+            time.sleep(self.delay)
         path = self.path.split("?", 1)[0]
         if path.startswith("/synthetic/") and self.synthetic:
             stem = path.rsplit("/", 1)[1].split(".", 1)[0]
@@ -111,13 +115,13 @@ class FeedServer:
     """The server on a daemon thread. ``url_for(file)`` gives a feed's URL."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *,
-                 synthetic: bool = False) -> None:
+                 synthetic: bool = False, delay: float = 0.0) -> None:
         files = {}
         for p in feeds_dir().iterdir():
             if p.suffix in CONTENT_TYPES:
                 files[p.name] = (p.read_bytes(), CONTENT_TYPES[p.suffix])
         handler = type("Handler", (FeedHandler,), {"files": files, "synthetic": synthetic,
-                                                   "_cache": {}})
+                                                   "delay": delay, "_cache": {}})
         self.httpd = ThreadingHTTPServer((host, port), handler)
         self.httpd.daemon_threads = True
         self.host, self.port = self.httpd.server_address[:2]
