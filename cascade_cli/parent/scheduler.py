@@ -41,6 +41,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
@@ -137,7 +138,11 @@ def next_runs(task: MessageTask, after: datetime, n: int, settings: Settings
 class Scheduler:
     """One ``tick()`` is one pass over the enabled tasks; ``run()`` repeats it."""
 
-    def __init__(self, store: Store, clock: Clock, settings: Settings) -> None:
+    def __init__(self, store: Store, clock: Clock, settings: Settings, *,
+                 on_dispatch: Callable[[], None] | None = None) -> None:
+        # on_dispatch: called (from the tick's thread) after a run was created, e.g.
+        # ``Waiters.notify_threadsafe`` so long-polling children wake at once.
+        self.on_dispatch = on_dispatch
         self.store = store
         self.clock = clock
         self.settings = settings
@@ -159,6 +164,11 @@ class Scheduler:
                 result = TickResult(task.id, ERROR, detail=f"{type(exc).__name__}: {exc}")
             if result is not None:
                 results.append(result)
+        if self.on_dispatch and any(r.action in (FIRED, CATCH_UP) for r in results):
+            try:
+                self.on_dispatch()
+            except Exception:
+                log.exception("scheduler: on_dispatch hook failed")
         live = {t.id for t in tasks}
         for gone in [k for k in self._considered if k not in live]:
             del self._considered[gone]  # deleted or disabled tasks: start afresh if back
