@@ -8,7 +8,7 @@ shows a traceback.
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -58,7 +58,7 @@ class CascadeGroup(TyperGroup):
     """The root group is the error boundary, so ``cascade``, ``python -m cascade_cli`` and
     typer's ``CliRunner`` all turn an expected error into the same line and exit code."""
 
-    def invoke(self, ctx: typer.Context) -> object:
+    def invoke(self, ctx: Any) -> Any:  # typer's vendored click.Context
         try:
             return super().invoke(ctx)
         except CascadeError as exc:
