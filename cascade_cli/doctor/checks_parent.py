@@ -461,7 +461,7 @@ def _notifications(s: Session, now: datetime, settings: Settings, name: str) -> 
               + f"; last error: {(last.last_error or '?')[:200]}"
               + (f" (HTTP {last.last_status_code})" if last.last_status_code else ""),
               "fix the task's web_hook_url ('cascade tasks update NAME --webhook URL'), then "
-              "'cascade deliveries list' and retry the dead ones")
+              "'cascade deliveries retry --dead' sends the dead ones again")
     pending = s.execute(select(func.count(), func.min(Delivery.created_at))
                         .where(Delivery.status == DELIVERY_PENDING)).one()
     n_pending, oldest = int(pending[0] or 0), pending[1]

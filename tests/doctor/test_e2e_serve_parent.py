@@ -70,7 +70,8 @@ def test_child_doctor_against_a_real_serve_parent(tmp_path: Path) -> None:
         assert r["child.credentials"]["status"] == "ok", r["child.credentials"]
         assert r["child.protocol"]["status"] == "ok"
         assert r["child.clock"]["status"] == "ok"
-        assert r["child.work"]["status"] in ("warning", "skipped")  # skipped: route not mounted
+        assert r["child.work"]["status"] == "warning"
+        assert "暂无任务" in r["child.work"]["summary"]
         assert code == 0
 
         # 3. node disabled on the parent
