@@ -80,6 +80,11 @@ _RESERVED = {"host", "content-length", "transfer-encoding", "connection", "x-cas
 _RATE_LIMIT_CODES = {45009, 130101, 9499, 11232}
 
 
+def _affected(result: Any) -> int:
+    """Rows changed by an UPDATE/DELETE (``CursorResult.rowcount``, loosely typed upstream)."""
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
 # --- queueing ------------------------------------------------------------------------------
 
 
@@ -316,11 +321,11 @@ class Notifier:
                 .order_by(Delivery.next_attempt_at, Delivery.created_at).limit(limit)))
         for delivery_id in due:
             with self.store.session() as s:
-                got = s.execute(update(Delivery).where(
+                got = _affected(s.execute(update(Delivery).where(
                     Delivery.id == delivery_id, Delivery.status == DELIVERY_PENDING,
                     or_(Delivery.locked_until.is_(None), Delivery.locked_until <= now))
                     .values(locked_until=lock).execution_options(
-                        synchronize_session=False)).rowcount
+                        synchronize_session=False)))
                 if got != 1:
                     continue  # another process claimed it first
                 d = s.get(Delivery, delivery_id)
@@ -432,10 +437,10 @@ class Notifier:
                 error = f"gave up after {attempts} attempts: {error}"
             values.update(status=DELIVERY_DEAD, last_error=error[:4000], next_attempt_at=None)
         with self.store.session() as s:
-            changed = s.execute(update(Delivery).where(
+            changed = _affected(s.execute(update(Delivery).where(
                 Delivery.id == job.id, Delivery.status == DELIVERY_PENDING,
                 Delivery.locked_until == job.lock).values(**values).execution_options(
-                    synchronize_session=False)).rowcount
+                    synchronize_session=False)))
             if not changed:
                 log.warning("notify: delivery %s lost its claim while sending (%s)", job.id,
                             outcome.kind)
@@ -519,6 +524,6 @@ def retry_dead(s: Session, now: datetime, *, task_id: str | None = None) -> int:
     q = update(Delivery).where(Delivery.status == DELIVERY_DEAD, Delivery.body != "")
     if task_id:
         q = q.where(Delivery.task_id == task_id)
-    return s.execute(q.values(status=DELIVERY_PENDING, attempts=0, next_attempt_at=now,
-                              locked_until=None, updated_at=now)
-                     .execution_options(synchronize_session=False)).rowcount or 0
+    return _affected(s.execute(q.values(status=DELIVERY_PENDING, attempts=0,
+                                        next_attempt_at=now, locked_until=None, updated_at=now)
+                               .execution_options(synchronize_session=False)))

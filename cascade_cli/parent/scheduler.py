@@ -100,6 +100,11 @@ class _TaskView:
     floor: datetime  # max(created_at, updated_at)
 
 
+def _affected(result: Any) -> int:
+    """Rows changed by an UPDATE/DELETE (``CursorResult.rowcount``, loosely typed upstream)."""
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
 def jitter_offset(task_id: str, tick: datetime, jitter: float) -> float:
     """Deterministic offset in [0, jitter) seconds for this (task, tick)."""
     if not jitter or jitter <= 0:
@@ -287,10 +292,10 @@ class Scheduler:
         text = (INVALID_CRON_PREFIX + message)[:4000]
         with self.store.session() as s:
             # Conditional: only the process that changes last_error logs the event, once.
-            changed = s.execute(update(MessageTask).where(
+            changed = _affected(s.execute(update(MessageTask).where(
                 MessageTask.id == task.id,
                 or_(MessageTask.last_error.is_(None), MessageTask.last_error != text))
-                .values(last_error=text)).rowcount
+                .values(last_error=text)))
             if changed:
                 log.warning("scheduler: task %s (%s) has an %s", task.name, task.id, text)
                 log_event(s, now, "schedule_invalid_cron", status="failed", task_id=task.id,

@@ -224,8 +224,8 @@ def _column_on_line(source: str, lineno: int, needle: str | None) -> int:
         idx = line.find(needle)
         if idx >= 0:
             return idx + 1
-    m = re.search(r"\{[{%]", line)
-    return m.start() + 1 if m else 1
+    first = re.search(r"\{[{%]", line)
+    return first.start() + 1 if first else 1
 
 
 def syntax_error_text(source: str, exc: TemplateSyntaxError) -> str:

@@ -81,6 +81,11 @@ class PurgeReport:
                 "deleted" if not self.dry_run else "would_delete": dict(self.counts)}
 
 
+def _affected(result: Any) -> int:
+    """Rows changed by an UPDATE/DELETE (``CursorResult.rowcount``, loosely typed upstream)."""
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
 def _run_candidates(s: Session, cut: datetime, after: str, batch: int) -> tuple[list[str], str]:
     """Ids of deletable runs with id > after; returns (ids, last id scanned)."""
     active = select(Allocation.id).where(Allocation.schedule_run_id == ScheduleRun.id,
@@ -117,16 +122,17 @@ def _purge_runs(store: Store, cut: datetime, batch: int, report: PurgeReport) ->
             report.batches += 1
             if report.dry_run:
                 report.add("allocations", s.scalar(select(func.count()).select_from(Allocation)
-                                                   .where(Allocation.schedule_run_id.in_(ids))))
+                                                   .where(Allocation.schedule_run_id.in_(ids)))
+                           or 0)
                 report.add("runs", len(ids))
                 continue
-            report.add("feed_results", s.execute(delete(FeedResult).where(
-                FeedResult.schedule_run_id.in_(ids))).rowcount)
-            report.add("allocations", s.execute(delete(Allocation).where(
+            report.add("feed_results", _affected(s.execute(delete(FeedResult).where(
+                FeedResult.schedule_run_id.in_(ids)))))
+            report.add("allocations", _affected(s.execute(delete(Allocation).where(
                 Allocation.schedule_run_id.in_(ids),
-                Allocation.status.not_in((PENDING, *ACTIVE_STATES)))).rowcount)
-            report.add("runs", s.execute(delete(ScheduleRun).where(
-                ScheduleRun.id.in_(ids), ScheduleRun.status != RUN_RUNNING)).rowcount)
+                Allocation.status.not_in((PENDING, *ACTIVE_STATES))))))
+            report.add("runs", _affected(s.execute(delete(ScheduleRun).where(
+                ScheduleRun.id.in_(ids), ScheduleRun.status != RUN_RUNNING))))
 
 
 def _purge_by_key(store: Store, report: PurgeReport, name: str, key: Any, condition: Any,
@@ -146,8 +152,8 @@ def _purge_by_key(store: Store, report: PurgeReport, name: str, key: Any, condit
             if report.dry_run:
                 report.add(name, len(ids))
             else:
-                report.add(name, s.execute(delete(key.class_).where(key.in_(ids), condition))
-                           .rowcount)
+                report.add(name, _affected(s.execute(
+                    delete(key.class_).where(key.in_(ids), condition))))
         if len(ids) < batch:
             return
 
