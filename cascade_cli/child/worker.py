@@ -458,7 +458,10 @@ class ChildWorker:
         lock = self._alloc_locks.setdefault(alloc_id, asyncio.Lock())
         try:
             async with lock:
-                return await self._flush_allocation_locked(alloc_id)
+                outcome = await self._flush_allocation_locked(alloc_id)
+            if outcome == "completed":
+                self._parent_up()
+            return outcome
         except LeaseLost as exc:
             self._lost(alloc_id, exc)
             return "lost"
