@@ -181,7 +181,12 @@ class Scheduler:
 
     def _load(self, now: datetime) -> tuple[list[_TaskView], dict[str, datetime]]:
         with self.store.session() as s:
-            rows = s.scalars(select(MessageTask).where(
+            # Only the columns needed (not templates) - this runs every tick_interval.
+            rows = s.execute(select(
+                MessageTask.id, MessageTask.name, MessageTask.cron_exp,
+                MessageTask.overlap_policy, MessageTask.misfire_policy,
+                MessageTask.misfire_grace, MessageTask.jitter, MessageTask.last_error,
+                MessageTask.created_at, MessageTask.updated_at).where(
                 MessageTask.status == 1, MessageTask.cron_exp.is_not(None),
                 MessageTask.cron_exp != "")).all()
             tasks = [_TaskView(t.id, t.name, t.cron_exp or "", t.overlap_policy or "skip",

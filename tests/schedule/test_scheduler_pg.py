@@ -66,3 +66,56 @@ def test_two_schedulers_fire_each_tick_exactly_once(pg_url: str, settings) -> No
     finally:
         for st in stores:
             st.dispose()
+
+
+_CHILD = r"""
+import sys
+from datetime import UTC, datetime, timedelta
+from cascade_cli.clock import FakeClock
+from cascade_cli.config import load_settings
+from cascade_cli.parent.scheduler import Scheduler
+from cascade_cli.store.engine import Store
+
+url, data_dir = sys.argv[1], sys.argv[2]
+settings = load_settings(environ={}, overrides={"data_dir": data_dir})
+start = datetime(2026, 3, 1, tzinfo=UTC)
+clock = FakeClock(start)
+store = Store.from_url(url, pool_size=2)
+s = Scheduler(store, clock, settings)
+fired = 0
+for i in range(1, 41):
+    clock.set(start + timedelta(seconds=i))
+    fired += sum(1 for r in s.tick() if r.action == "fired")
+    assert not [r for r in s.tick() if r.action == "error"]
+print(fired)
+"""
+
+
+@pytest.mark.slow
+def test_two_real_processes_fire_each_tick_once(pg_url: str, tmp_path) -> None:
+    import subprocess
+    import sys
+
+    start = datetime(2026, 3, 1, tzinfo=UTC)
+    store = Store.from_url(pg_url)
+    try:
+        migrate.upgrade(store)
+        add_feed(store, start)
+        task = add_task(store, start, cron="* * * * * *", overlap_policy="allow")
+    finally:
+        store.dispose()
+    procs = [subprocess.Popen([sys.executable, "-c", _CHILD, pg_url, str(tmp_path / f"d{i}")],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(2)]
+    outs = [p.communicate(timeout=90) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
+    fired = [int(o[0].strip()) for o in outs]
+    assert sum(fired) == 40
+    store = Store.from_url(pg_url)
+    try:
+        with store.session() as s:
+            ticks = sorted(s.scalars(select(ScheduleRun.scheduled_for).where(
+                ScheduleRun.task_id == task)))
+    finally:
+        store.dispose()
+    assert ticks == [start + timedelta(seconds=i) for i in range(1, 41)]
