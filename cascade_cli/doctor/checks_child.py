@@ -444,7 +444,7 @@ def check_work(ctx: DoctorContext) -> CheckResult:
         summary = f"no work for this node (暂无任务): {d.get('message', reason)}"
         if reason == "targeted_elsewhere" and d.get("reserved_for"):
             summary += f" ({', '.join(map(str, d['reserved_for']))})"
-    return CheckResult(name, status, summary, details, fix, d)  # type: ignore[arg-type]
+    return CheckResult(name, status, summary, details, fix, d)
 
 
 # --- spool ---------------------------------------------------------------------------------

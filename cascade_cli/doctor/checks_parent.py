@@ -368,8 +368,12 @@ def check_stuck(ctx: DoctorContext) -> CheckResult:
 
 def _stuck(s: Session, now: datetime, settings: Settings, name: str) -> CheckResult:
     limit = timedelta(seconds=STUCK_FACTOR * settings.parent.lease_ttl)
+
+    def held_since(a: Allocation) -> datetime:
+        return a.started_at or a.claimed_at or a.dispatched_at
+
     rows = [a for a in s.scalars(select(Allocation).where(Allocation.status.in_(ACTIVE_STATES)))
-            if (a.started_at or a.claimed_at) and now - (a.started_at or a.claimed_at) > limit
+            if now - held_since(a) > limit
             and (a.lease_expires_at is None or a.lease_expires_at >= now)]
     if not rows:
         return CheckResult(name, OK, "no allocation held far longer than its lease "
@@ -378,7 +382,7 @@ def _stuck(s: Session, now: datetime, settings: Settings, name: str) -> CheckRes
     holders = sorted({names.get(a.node_id or "", a.node_id or "?") for a in rows})
     details = [f"allocation {a.id} ({a.task_name}, {len(a.feed_ids or [])} feeds) "
                f"{a.status} on {names.get(a.node_id or '', a.node_id)} for "
-               f"{_human((now - (a.started_at or a.claimed_at)).total_seconds())}"  # type: ignore[operator]
+               f"{_human((now - held_since(a)).total_seconds())}"
                for a in rows[:10]]
     return CheckResult(name, WARNING, f"{len(rows)} allocation(s) held for more than "
                        f"{STUCK_FACTOR} lease TTLs while heartbeats keep renewing them "

@@ -63,7 +63,12 @@ class Findings:
                ) -> CheckResult:
         if self.status in (WARNING, FAILED):
             n = len(self.problems)
-            summary = self.problems[0] if n == 1 else f"{n} problems: {self.problems[0]}; ..."
-            return CheckResult(name, self.status, summary, self.details,
+            details = self.details
+            if n == 1:  # the summary says it already
+                summary = self.problems[0]
+                details = [d for d in details if not d.endswith(": " + summary)]
+            else:
+                summary = f"{n} problems: {self.problems[0]}; ..."
+            return CheckResult(name, self.status, summary, details,
                                "; ".join(self.fixes) or None, data or {})
         return CheckResult(name, self.status, ok_summary, self.details, None, data or {})
