@@ -337,3 +337,30 @@ def test_admin_secret_permissions_and_tokens_without_expiry(p: P) -> None:
     t = r["parent.admin_tokens"]
     assert t.status == "warning" and "'ci'" in t.summary and "ops" not in t.summary
     assert "cascade token revoke" in (t.fix or "")
+
+
+def test_parent_checks_run_on_every_database(any_db_url: str, tmp_path: Path,
+                                             clock: FakeClock) -> None:
+    from tests.doctor.conftest import write_config
+
+    store = Store.from_url(any_db_url)
+    migrate.upgrade(store)
+    now = clock.now()
+    try:
+        with store.session() as s:
+            n, _ = node_repo.create_node(s, now, "n1")
+            n.last_heartbeat_at = now
+            s.add(MessageTask(name="t", mps_id=["MP_WXS_404"], status=1, created_at=now,
+                              updated_at=now))
+            s.add(FeedResult(allocation_id="a", feed_id="MP_WXS_404", node_id=n.id,
+                             status="failed", error="boom", created_at=now))
+        cfg = write_config(tmp_path / "db.yaml", {"database": {"url": any_db_url},
+                                                  "data_dir": str(tmp_path / "d")})
+        r, report = diagnose(tmp_path, cfg, ["parent"], clock=clock)
+        assert report.internal_errors == []
+        assert r["parent.database"].status == "ok"
+        assert r["parent.schema"].status == "ok"
+        assert "公众号不存在" in r["parent.tasks"].summary
+        assert {x.status for x in r.values()} <= {"ok", "warning", "failed"}
+    finally:
+        store.dispose()
