@@ -178,9 +178,11 @@ def create_app(store: Store, clock: Clock, settings: Settings, *,
     if admin_secret is None:
         admin_secret = tokens.load_for_app(settings.admin_token_secret_file)
     pool = settings.model.database.pool_size
-    threads = pool if store.dialect == "sqlite" else pool * 2
+    # SQLite has one writer and every transaction takes the write lock (BEGIN IMMEDIATE):
+    # more threads only queue in its sleeping busy handler, which wrecks tail latency.
+    threads = 1 if store.dialect == "sqlite" else pool * 2
     state = AppState(store=store, clock=clock, settings=settings,
-                     db=Db(store, clock, max_threads=max(2, threads)), metrics=metrics,
+                     db=Db(store, clock, max_threads=threads), metrics=metrics,
                      throttle=Throttle(a.failed_attempts_limit, a.failed_attempts_window),
                      waiters=Waiters(), admin_secret=admin_secret)
 

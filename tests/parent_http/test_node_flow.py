@@ -261,7 +261,7 @@ async def test_long_poll_woken_at_once_by_api_dispatch(api):
     envelope_ok(await api.admin("POST", "/dispatch-task", tok, params={"task_id": task_id}))
     pkg, t_got = await asyncio.wait_for(task, 5)
     assert pkg is not None and pkg["task_id"] == task_id
-    assert t_got - t_dispatch < 0.3
+    assert t_got - t_dispatch < 0.5
 
 
 async def test_long_poll_sees_dispatch_written_elsewhere(api):
@@ -282,7 +282,7 @@ async def test_long_poll_sees_dispatch_written_elsewhere(api):
         dispatch(s, api.clock.now(), api.settings, task_id=task_id)
     t0 = time.monotonic()
     pkg, t_got = await asyncio.wait_for(task, 5)
-    assert pkg is not None and t_got - t0 < 1.0
+    assert pkg is not None and t_got - t0 < 1.5
 
 
 async def test_report_result_legacy_is_an_event(api):

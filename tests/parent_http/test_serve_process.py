@@ -132,7 +132,7 @@ def test_long_poll_wakes_for_cli_dispatch_and_api_dispatch(parent_home):
         t_dispatched = time.monotonic()
         t.join(15)
         assert out["body"]["data"]["task_name"] == "cli"
-        assert out["done_at"] - t_dispatched < 1.0
+        assert out["done_at"] - t_dispatched < 1.5  # 0.5 s re-check + slack for a busy CI
 
         # 2. dispatch through the API of the same process: at once
         out = {}
@@ -145,7 +145,7 @@ def test_long_poll_wakes_for_cli_dispatch_and_api_dispatch(parent_home):
         assert r.json()["code"] == 0, r.text
         t.join(15)
         assert out["body"]["data"] is not None
-        assert out["done_at"] - t0 < 0.3
+        assert out["done_at"] - t0 < 0.5
 
 
 def test_sigterm_ends_open_long_polls(parent_home):

@@ -1,0 +1,299 @@
+"""Parent benchmark; prints one JSON object.
+
+    python bench/bench_parent.py --db sqlite        # or --db postgres
+    python bench/bench_parent.py --db sqlite --only planning
+
+Parts:
+* ``cycle``: one real ``cascade serve-parent`` process; 16 concurrent clients (asyncio +
+  httpx, plain AK-SK, 16 nodes) each loop claim -> task-status executing -> upload 20 articles
+  -> report-completion until no work is left. Reports allocations/s and claim latency.
+* ``wake``: a client long-polls ``claim-task?wait=30``; an API ``dispatch-task`` creates one
+  allocation; latency from sending the dispatch to receiving the claim answer.
+* ``planning``: in-process ``dispatch`` of one task of 100,000 feeds over 1,000 online nodes:
+  wall time, then peak Python allocations (tracemalloc) on a second, forced dispatch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import time
+import tracemalloc
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import httpx  # noqa: E402
+from sqlalchemy import create_engine, insert, text  # noqa: E402
+
+from cascade_cli import auth  # noqa: E402
+from cascade_cli.clock import SystemClock  # noqa: E402
+from cascade_cli.config import load_settings  # noqa: E402
+from cascade_cli.protocol import MessageTaskIn  # noqa: E402
+from cascade_cli.store import migrate, tasks  # noqa: E402
+from cascade_cli.store.engine import Store  # noqa: E402
+from cascade_cli.store.models import Feed, Node  # noqa: E402
+from tests.parent_http.procs import ParentProc, cli, write_config  # noqa: E402
+
+PG_ADMIN = os.environ.get("CASCADE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+P = "/api/v1/cascade"
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    k = min(len(values) - 1, max(0, round(q / 100 * (len(values) - 1))))
+    return values[k]
+
+
+class Db:
+    def __init__(self, kind: str, folder: Path) -> None:
+        self.kind = kind
+        self.name = None
+        if kind == "sqlite":
+            self.url = f"sqlite:///{folder / 'bench.db'}"
+        else:
+            self.name = f"cascade_bench_{uuid.uuid4().hex[:10]}"
+            admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+            with admin.connect() as c:
+                c.execute(text(f'CREATE DATABASE "{self.name}"'))
+            admin.dispose()
+            self.url = PG_ADMIN.rsplit("/", 1)[0] + f"/{self.name}"
+
+    def drop(self) -> None:
+        if self.name:
+            admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+            with admin.connect() as c:
+                c.execute(text(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
+            admin.dispose()
+
+
+def _bulk_nodes(store: Store, n: int, capacity: int, now: Any,
+                online: bool = True) -> list[dict[str, str]]:
+    creds, rows = [], []
+    for i in range(n):
+        c = auth.generate_credentials()
+        stored = auth.stored_secret_for(c.api_secret) if n <= 100 else None
+        rows.append({"id": uuid.uuid4().hex, "name": f"bench-{i}", "description": "",
+                     "api_key": c.api_key,
+                     "secret_hash": stored.secret_hash if stored else auth.hash_secret(
+                         c.api_secret),
+                     "public_key": stored.public_key if stored else None,
+                     "enabled": True, "max_capacity": capacity,
+                     "last_heartbeat_at": now if online else None,
+                     "created_at": now, "updated_at": now})
+        creds.append({"api_key": c.api_key, "api_secret": c.api_secret})
+    with store.session() as s:
+        s.execute(insert(Node), rows)
+    return creds
+
+
+def _bulk_feeds(store: Store, n: int, now: Any, prefix: str = "B") -> list[str]:
+    ids = [f"{prefix}{i}" for i in range(n)]
+    with store.session() as s:
+        for start in range(0, n, 5000):
+            s.execute(insert(Feed), [{"id": f, "mp_name": f, "url": f"https://example.com/{f}",
+                                      "kind": "rss", "status": 1, "created_at": now,
+                                      "updated_at": now} for f in ids[start:start + 5000]])
+    return ids
+
+
+# --- full cycle ------------------------------------------------------------------------------
+
+
+async def _client(url: str, cred: dict[str, str], stats: dict[str, Any]) -> None:
+    headers = {"Authorization": f"AK-SK {cred['api_key']}:{cred['api_secret']}"}
+    limits = httpx.Limits(max_connections=2, max_keepalive_connections=2)
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60,
+                                 limits=limits) as c:
+        while True:
+            t0 = time.perf_counter()
+            r = await c.post(P + "/claim-task")
+            stats["claim_ms"].append((time.perf_counter() - t0) * 1000)
+            pkg = r.json()["data"]
+            if pkg is None:
+                return
+            aid, epoch = pkg["allocation_id"], pkg["epoch"]
+            feed = pkg["feeds"][0]["id"]
+            r = await c.put(P + "/task-status", json={"allocation_id": aid,
+                                                      "status": "executing", "epoch": epoch})
+            assert r.status_code == 200, r.text
+            arts = [{"feed_id": feed, "title": f"article {i}", "url": f"https://e/{aid}/{i}",
+                     "content": "x" * 500, "publish_time": 1700000000 + i} for i in range(20)]
+            r = await c.post(P + "/upload-articles", json={"allocation_id": aid,
+                                                           "articles": arts, "epoch": epoch})
+            assert r.status_code == 200, r.text
+            r = await c.post(P + "/report-completion", json={
+                "allocation_id": aid, "task_id": pkg["task_id"], "epoch": epoch,
+                "article_count": 20, "results": [{"feed_id": feed, "status": "success",
+                                                  "article_count": 20}]})
+            assert r.status_code == 200, r.text
+            stats["done"] += 1
+
+
+def bench_cycle(kind: str, n_allocs: int, clients: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        db = Db(kind, folder)
+        try:
+            config = write_config(folder, db.url, batch_size=1, lease_ttl=600,
+                                  scheduler={"enabled": False}, notify={"enabled": False})
+            cli(config, "init")
+            store = Store.from_url(db.url)
+            now = SystemClock().now()
+            creds = _bulk_nodes(store, clients, 4, now)
+            ids = _bulk_feeds(store, n_allocs, now)
+            with store.session() as s:
+                task = tasks.create_task(s, now, MessageTaskIn(name="bench", mps_id=ids))
+            from cascade_cli.parent.dispatch import dispatch
+
+            settings = load_settings(config, environ={})
+            with store.session() as s:
+                created = dispatch(s, now, settings, task_id=task.id).allocations_created
+            store.dispose()
+            with ParentProc(config, "--no-scheduler", "--no-notifier") as proc:
+                stats: dict[str, Any] = {"claim_ms": [], "done": 0}
+
+                async def main() -> float:
+                    t0 = time.perf_counter()
+                    await asyncio.gather(*[_client(proc.url, creds[i], stats)
+                                           for i in range(clients)])
+                    return time.perf_counter() - t0
+
+                elapsed = asyncio.run(main())
+        finally:
+            db.drop()
+    lat = stats["claim_ms"]
+    return {"allocations": created, "completed": stats["done"], "clients": clients,
+            "seconds": round(elapsed, 2),
+            "allocs_per_s": round(stats["done"] / elapsed, 1),
+            "requests_per_s": round(stats["done"] * 4 / elapsed, 1),
+            "claim_ms_p50": round(pct(lat, 50), 2), "claim_ms_p99": round(pct(lat, 99), 2)}
+
+
+# --- long-poll wake-up -------------------------------------------------------------------------
+
+
+def bench_wake(kind: str, rounds: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        db = Db(kind, folder)
+        try:
+            config = write_config(folder, db.url, scheduler={"enabled": False},
+                                  notify={"enabled": False})
+            cli(config, "init")
+            token = cli(config, "token", "create").stdout.strip()
+            store = Store.from_url(db.url)
+            now = SystemClock().now()
+            cred = _bulk_nodes(store, 1, 4, now)[0]
+            ids = _bulk_feeds(store, 1, now)
+            with store.session() as s:
+                task = tasks.create_task(s, now, MessageTaskIn(name="wake", mps_id=ids))
+            store.dispose()
+            with ParentProc(config, "--no-scheduler", "--no-notifier") as proc:
+                wake_from_send: list[float] = []
+                wake_from_ack: list[float] = []
+
+                async def main() -> None:
+                    node_h = {"Authorization": f"AK-SK {cred['api_key']}:{cred['api_secret']}"}
+                    admin_h = {"Authorization": f"Bearer {token}"}
+                    async with httpx.AsyncClient(base_url=proc.url, timeout=60) as c:
+                        for _ in range(rounds):
+                            waiter = asyncio.create_task(c.post(
+                                P + "/claim-task?wait=30", headers=node_h))
+                            await asyncio.sleep(0.2)
+                            t0 = time.perf_counter()
+                            r = await c.post(P + "/dispatch-task", headers=admin_h,
+                                             params={"task_id": task.id, "force": "true"})
+                            t_ack = time.perf_counter()
+                            assert r.json()["data"]["allocations_created"] == 1, r.text
+                            got = await waiter
+                            t_got = time.perf_counter()
+                            pkg = got.json()["data"]
+                            assert pkg is not None, got.text
+                            wake_from_send.append((t_got - t0) * 1000)
+                            wake_from_ack.append((t_got - t_ack) * 1000)
+                            await c.post(P + "/report-completion", headers=node_h, json={
+                                "allocation_id": pkg["allocation_id"], "results": []})
+
+                asyncio.run(main())
+        finally:
+            db.drop()
+    return {"rounds": rounds,
+            "wake_ms_p50_from_dispatch_sent": round(pct(wake_from_send, 50), 2),
+            "wake_ms_p50_after_dispatch_answered": round(pct(wake_from_ack, 50), 2),
+            "wake_ms_max_from_dispatch_sent": round(max(wake_from_send), 2)}
+
+
+# --- planning ---------------------------------------------------------------------------------
+
+
+def bench_planning(kind: str, n_feeds: int, n_nodes: int) -> dict[str, Any]:
+    from cascade_cli.parent.dispatch import dispatch
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        db = Db(kind, folder)
+        try:
+            store = Store.from_url(db.url)
+            migrate.upgrade(store)
+            settings = load_settings(environ={}, cwd=folder,
+                                     overrides={"data_dir": str(folder / "data")})
+            now = SystemClock().now()
+            _bulk_nodes(store, n_nodes, 4, now)
+            ids = _bulk_feeds(store, n_feeds, now)
+            with store.session() as s:
+                task = tasks.create_task(s, now, MessageTaskIn(name="plan", mps_id=ids))
+            t0 = time.perf_counter()
+            with store.session() as s:
+                res = dispatch(s, now, settings, task_id=task.id)
+                created = res.allocations_created
+            elapsed = time.perf_counter() - t0
+            tracemalloc.start()
+            with store.session() as s:
+                dispatch(s, now + timedelta(seconds=1), settings, task_id=task.id, force=True)
+            _cur, peak = tracemalloc.get_traced_memory()
+            tracemalloc.stop()
+            store.dispose()
+        finally:
+            db.drop()
+    import resource
+
+    return {"feeds": n_feeds, "online_nodes": res.online_nodes, "allocations": created,
+            "seconds": round(elapsed, 2), "peak_traced_mb": round(peak / 2**20, 1),
+            "process_max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+                                        / 1024, 1)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
+    ap.add_argument("--only", choices=["cycle", "wake", "planning"], action="append")
+    ap.add_argument("--allocations", type=int, default=3000)
+    ap.add_argument("--clients", type=int, default=16)
+    ap.add_argument("--wake-rounds", type=int, default=20)
+    ap.add_argument("--feeds", type=int, default=100_000)
+    ap.add_argument("--nodes", type=int, default=1000)
+    args = ap.parse_args(argv)
+    parts = args.only or ["cycle", "wake", "planning"]
+    out: dict[str, Any] = {"db": args.db, "cpus": os.cpu_count()}
+    if "cycle" in parts:
+        out["cycle"] = bench_cycle(args.db, args.allocations, args.clients)
+    if "wake" in parts:
+        out["wake"] = bench_wake(args.db, args.wake_rounds)
+    if "planning" in parts:
+        out["planning"] = bench_planning(args.db, args.feeds, args.nodes)
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
