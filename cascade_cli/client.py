@@ -61,6 +61,7 @@ class Call:
     route: str  # e.g. "/claim-task", relative to the prefix
     params: dict[str, Any] = field(default_factory=dict)
     body: Any = None  # JSON-serialisable, or None for no body
+    raw: bytes | None = None  # an already encoded JSON body (takes precedence over body)
     extra_timeout: float = 0.0  # long polls wait on the server side
     retry: bool = True
 
@@ -153,6 +154,8 @@ class _Core:
         return f"{self.base_url}{self.prefix}{route}"
 
     def _encode(self, call: Call) -> bytes:
+        if call.raw is not None:
+            return call.raw
         if call.body is None:
             return b""
         return json.dumps(call.body, ensure_ascii=False, separators=(",", ":"),
@@ -169,7 +172,7 @@ class _Core:
     def _build(self, client: httpx.Client | httpx.AsyncClient, call: Call) -> httpx.Request:
         content = self._encode(call)
         headers = {"Accept": "application/json", "User-Agent": self.user_agent}
-        if call.body is not None:
+        if call.body is not None or call.raw is not None:
             headers["Content-Type"] = "application/json"
         timeout = httpx.Timeout(self.timeout + call.extra_timeout, connect=min(self.timeout, 10))
         request = client.build_request(call.method, self.url_for(call.route),
@@ -361,6 +364,17 @@ class _Core:
         if feed_id:
             body["feed_id"] = feed_id
         return self._call(Call("POST", "/upload-articles", body=self._stamp(body, epoch)))
+
+    def upload_articles_json(self, allocation_id: str, articles_json: Sequence[str], *,
+                             feed_id: str | None = None, epoch: int | None = None) -> Any:
+        """Like ``upload_articles`` with each article already JSON text (from the spool)."""
+        head: dict[str, Any] = {"allocation_id": allocation_id}
+        if feed_id:
+            head["feed_id"] = feed_id
+        head = self._stamp(head, epoch)
+        prefix = json.dumps(head, ensure_ascii=False, separators=(",", ":"))[:-1]
+        raw = f'{prefix},"articles":[{",".join(articles_json)}]}}'.encode()
+        return self._call(Call("POST", "/upload-articles", raw=raw))
 
     def report_completion(self, allocation_id: str, task_id: str | None,
                           results: Sequence[dict[str, Any]], article_count: int, *,

@@ -492,8 +492,9 @@ def host_key(feed: FeedSpec) -> str:
 
 def make_http_client(settings: ChildSection) -> httpx.AsyncClient:
     """The feed-fetching client (separate from the parent client: different limits/timeouts)."""
-    limits = httpx.Limits(max_connections=max(settings.fetch_concurrency, 4) * 2,
-                          max_keepalive_connections=max(settings.fetch_concurrency, 4))
+    # No more connections than fetches in flight: httpcore scans its whole pool per request.
+    limits = httpx.Limits(max_connections=settings.fetch_concurrency + 2,
+                          max_keepalive_connections=settings.fetch_concurrency)
     return httpx.AsyncClient(follow_redirects=True, max_redirects=MAX_REDIRECTS, limits=limits,
                              timeout=settings.fetch_timeout, trust_env=True,
                              headers={"User-Agent": settings.user_agent})

@@ -52,7 +52,11 @@ class SpooledArticle:
     allocation_id: str
     epoch: int | None
     feed_id: str | None
-    article: dict[str, Any]
+    raw: str  # the article as JSON text, uploaded as is (no decode/encode round trip)
+
+    @property
+    def article(self) -> dict[str, Any]:
+        return dict(json.loads(self.raw))
 
 
 @dataclass(frozen=True)
@@ -162,7 +166,7 @@ class Spool:
         rows = self._db.execute(
             "SELECT seq, allocation_id, epoch, feed_id, article FROM spool_articles "
             "WHERE allocation_id = ? ORDER BY seq LIMIT ?", (allocation_id, limit)).fetchall()
-        return [SpooledArticle(r[0], r[1], r[2], r[3], json.loads(r[4])) for r in rows]
+        return [SpooledArticle(r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
     def completion(self, allocation_id: str) -> SpooledCompletion | None:
         r = self._db.execute(

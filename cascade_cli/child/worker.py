@@ -484,8 +484,8 @@ class ChildWorker:
             if not batch:
                 break
             try:
-                data = await self.client.upload_articles(
-                    alloc_id, [a.article for a in batch], epoch=batch[0].epoch)
+                data = await self.client.upload_articles_json(
+                    alloc_id, [a.raw for a in batch], epoch=batch[0].epoch)
             except ParentRejected as exc:
                 if exc.status == 413 and len(batch) > 1:
                     batch_size = max(1, len(batch) // 2)

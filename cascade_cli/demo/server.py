@@ -65,6 +65,9 @@ def synthetic_rss(n: int, items: int = 20) -> bytes:
 
 class FeedHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, like a real web server
+    # Headers and body go out in two writes: without TCP_NODELAY, Nagle plus the client's
+    # delayed ACK adds ~40 ms to every keep-alive response.
+    disable_nagle_algorithm = True
     server_version = "CascadeDemoFeeds/1"
     files: dict[str, tuple[bytes, str]] = {}
     synthetic = False

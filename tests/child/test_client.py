@@ -225,3 +225,20 @@ def test_async_client_same_behaviour() -> None:
                          f"{P}/report-completion":
                          lambda h: reply(h, 409, err(409, "lease_superseded"))}) as srv:
         asyncio.run(go(srv.url))
+
+
+def test_upload_articles_json_sends_spooled_text_verbatim() -> None:
+    with ScriptedServer({f"{P}/upload-articles":
+                         lambda h: reply(h, 200, ok({"received": 2, "new_count": 1}))}
+                        ) as srv, client(srv.url) as c:
+        raw = [json.dumps({"title": "文章", "url": "u1"}, ensure_ascii=False),
+               json.dumps({"title": "b", "url": "u2"})]
+        assert c.upload_articles_json("a1", raw, epoch=4)["new_count"] == 1
+        req = srv.requests[0]
+        body = json.loads(req["body"])
+        assert body["allocation_id"] == "a1" and body["epoch"] == 4 and "timestamp" in body
+        assert body["articles"] == [{"title": "文章", "url": "u1"}, {"title": "b", "url": "u2"}]
+        parsed = auth.parse_authorization(req["headers"]["Authorization"])
+        assert auth.verify_signature(auth.public_key_for(CREDS.api_secret), "POST", req["path"],
+                                     parsed.timestamp, parsed.nonce, req["body"],
+                                     parsed.signature)

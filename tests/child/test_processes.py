@@ -112,7 +112,9 @@ def test_sigterm_drains_held_work_then_exits_0(dep: Deployment) -> None:
         assert child.wait(20) == 0, dep.log("c1")
     assert dep.statuses(task_id) == ["completed"]
     assert "draining" in dep.log("c1")
-    assert Spool(dep.tmp / "c1-spool.db").is_empty()
+    spool = Spool(dep.tmp / "c1-spool.db")
+    assert spool.is_empty()
+    spool.close()
 
 
 def test_sigterm_past_drain_timeout_releases_and_second_signal_exits(

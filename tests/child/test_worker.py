@@ -78,7 +78,9 @@ def test_burst_fetches_everything_and_reports_per_feed(
     total = sum(a["article_count"] for a in allocs)
     assert total == 61 and worker.stats.feeds_failed == 1 and worker.stats.feeds_ok == 10
     assert parent.article_count() == (61, 61)
-    assert Spool(settings.spool_path).is_empty()
+    spool = Spool(settings.spool_path)
+    assert spool.is_empty()
+    spool.close()
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("allocation ")]
     assert len(lines) == len(allocs) and any("1 failed" in line for line in lines)
     assert creds.api_secret not in caplog.text
