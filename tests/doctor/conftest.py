@@ -186,11 +186,9 @@ def live_parent(tmp_path: Path) -> Iterator[LiveParent]:
     store = Store.from_url(settings.database_url)
     migrate.upgrade(store)
     app = create_app(store, SystemClock(), settings, admin_secret=ADMIN_SECRET)
-    if not any(getattr(r, "path", "").endswith("/claimable") for r in app.routes):
-        from cascade_cli.parent.routes_doctor import doctor_router
-
-        for prefix in (CANONICAL_PREFIX, LEGACY_PREFIX):
-            app.include_router(doctor_router(), prefix=prefix)
+    # create_app mounts parent/routes_doctor.py's GET /claimable under both prefixes
+    assert any(getattr(r, "path", "") == f"{CANONICAL_PREFIX}/claimable" for r in app.routes)
+    assert any(getattr(r, "path", "") == f"{LEGACY_PREFIX}/claimable" for r in app.routes)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error",
                                            lifespan="off"))
