@@ -7,6 +7,7 @@ state lives on ``app.state.cascade`` (no module globals), so several apps can li
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.responses import Response
 from fastapi.routing import APIRoute
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -32,6 +34,20 @@ from cascade_cli.protocol import CANONICAL_PREFIX, LEGACY_PREFIX
 from cascade_cli.store.engine import Store
 
 T = TypeVar("T")
+log = logging.getLogger("cascade.parent.http")
+
+
+_TX_ATTEMPTS = 4
+_TRANSIENT_SQLSTATES = {"40P01", "40001"}  # PostgreSQL deadlock, serialization failure
+_TRANSIENT_MYSQL = {1213, 1205}  # deadlock, lock wait timeout
+
+
+def is_transient(exc: DBAPIError) -> bool:
+    orig = exc.orig
+    if getattr(orig, "sqlstate", None) in _TRANSIENT_SQLSTATES:
+        return True
+    args = getattr(orig, "args", ())
+    return bool(args) and args[0] in _TRANSIENT_MYSQL
 
 
 class Db:
@@ -44,8 +60,19 @@ class Db:
         self._limiter: anyio.CapacityLimiter | None = None
 
     def call(self, fn: Callable[[Session, Any], T]) -> T:
-        with self.store.session() as s:
-            return fn(s, self.clock.now())
+        # A deadlock or serialization failure rolled the whole unit of work back: run it again
+        # (bounded) instead of answering 500 for something the client did right.
+        for attempt in range(_TX_ATTEMPTS):
+            try:
+                with self.store.session() as s:
+                    return fn(s, self.clock.now())
+            except DBAPIError as exc:
+                if attempt + 1 >= _TX_ATTEMPTS or not is_transient(exc):
+                    raise
+                log.warning("transient database conflict (%s), retrying the request's "
+                            "transaction", type(exc.orig).__name__)
+                time.sleep(0.005 * (attempt + 1))
+        raise AssertionError("unreachable")
 
     async def run(self, fn: Callable[[Session, Any], T]) -> T:
         if self._limiter is None:

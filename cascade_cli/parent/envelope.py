@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cascade_cli.errors import (
@@ -140,6 +141,14 @@ def install_handlers(app: FastAPI) -> None:
         log.error("database error on %s %s: %s", request.method, request.url.path, exc)
         return error_response(503, "database_unavailable", "database unavailable",
                               headers={"Retry-After": "5"})
+
+    @app.exception_handler(OperationalError)
+    async def _busy(request: Request, exc: OperationalError) -> Response:
+        # Lock timeouts and conflicts that outlived the retries: transient, not a client error.
+        log.warning("database busy on %s %s: %s", request.method, request.url.path,
+                    type(exc.orig).__name__)
+        return error_response(503, "database_busy", "database busy, retry shortly",
+                              headers={"Retry-After": "1"})
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, exc: Exception) -> Response:
