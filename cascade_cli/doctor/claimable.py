@@ -48,9 +48,9 @@ def claimable_report(s: Session, now: datetime, node: Node, settings: Settings) 
     is disabled, revoked, never seen or offline past ``offline_after + affinity_grace``; and the
     node is enabled and below its capacity.
     """
-    from cascade_cli.store.allocations import _orphaned_targets, running_count
+    from cascade_cli.store.allocations import orphaned_targets, running_count
 
-    orphans = _orphaned_targets(s, now, settings, node.id)
+    orphans = orphaned_targets(s, now, settings, node.id)
     pending = Allocation.status == PENDING
     total = _count(s, pending)
     shared = _count(s, pending, Allocation.target_node_id.is_(None))

@@ -80,7 +80,7 @@ def running_count(session: Session, node_id: str) -> int:
         Allocation.node_id == node_id, Allocation.status.in_(ACTIVE_STATES))) or 0)
 
 
-def _orphaned_targets(session: Session, now: datetime, settings: Settings,
+def orphaned_targets(session: Session, now: datetime, settings: Settings,
                       me: str) -> list[str]:
     """Nodes whose targeted allocations anybody may take: disabled, or offline past grace."""
     cutoff = now - timedelta(seconds=settings.parent.offline_after + settings.parent.affinity_grace)
@@ -119,7 +119,7 @@ def claim(session: Session, now: datetime, node: Node, settings: Settings, *,
         if len(claimed_ids) >= want:
             break
         if not targeted and orphans is None:
-            orphans = _orphaned_targets(session, now, settings, node.id)
+            orphans = orphaned_targets(session, now, settings, node.id)
         rows = session.execute(_candidate_query(session, node, want - len(claimed_ids),
                                                 targeted, orphans or [])).all()
         for alloc_id, seen_epoch in rows:
@@ -149,7 +149,7 @@ def has_claimable(session: Session, now: datetime, node: Node, settings: Setting
     """Cheap check for long-poll loops: would a claim by this node get something now?"""
     if running_count(session, node.id) >= node.max_capacity:
         return False
-    orphans = _orphaned_targets(session, now, settings, node.id)
+    orphans = orphaned_targets(session, now, settings, node.id)
     cond = or_(Allocation.target_node_id.is_(None), Allocation.target_node_id == node.id,
                Allocation.target_node_id.in_(orphans) if orphans else False)
     return session.scalar(select(Allocation.id).where(Allocation.status == PENDING, cond)
