@@ -180,15 +180,44 @@ def _datetime_filter(value: Any, fmt: str = "%Y-%m-%d %H:%M UTC") -> str:
     return ensure_utc(when).strftime(fmt)
 
 
+class _Sandbox(SandboxedEnvironment):
+    """Jinja's sandbox (no attribute escapes) plus guards against the cheapest ways to make
+    one render eat the parent's memory: huge powers, huge repetitions, huge size arguments.
+    Templates are written by admins; these guards are a seat belt, not a resource jail."""
+
+    intercepted_binops = frozenset({"**", "*"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**":
+            if isinstance(right, int | float) and abs(right) > 64:
+                raise SecurityError("exponent larger than 64 refused")
+            return left ** right
+        if operator == "*":
+            for seq, n in ((left, right), (right, left)):
+                if isinstance(seq, str | list | tuple) and isinstance(n, int) \
+                        and len(seq) * n > MAX_OUTPUT:
+                    raise SecurityError(f"repetition larger than {MAX_OUTPUT} refused")
+            return left * right
+        return super().call_binop(context, operator, left, right)
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
+        for value in (*args, *kwargs.values()):
+            if isinstance(value, int | float) and not isinstance(value, bool) \
+                    and abs(value) > MAX_OUTPUT:
+                raise SecurityError(f"argument {value} larger than {MAX_OUTPUT} refused")
+        return super().call(__context, __obj, *args, **kwargs)
+
+
 @functools.lru_cache(maxsize=2)
 def _environment(message_type: int) -> SandboxedEnvironment:
     json_mode = message_type == MESSAGE_JSON
-    env = SandboxedEnvironment(
+    env = _Sandbox(
         undefined=StrictUndefined, autoescape=False, trim_blocks=True, lstrip_blocks=True,
         finalize=_finalize_json if json_mode else _finalize_text)
     env.filters["tojson"] = _tojson
     env.filters["datetime"] = _datetime_filter
     env.filters["oneline"] = _oneline
+    env.globals.pop("lipsum", None)  # lipsum(n=10**9) would only waste memory
     return env
 
 
@@ -286,6 +315,8 @@ def validate_template(text: str | None, message_type: int = MESSAGE_TEXT) -> Non
         _compiled(text, message_type)
     except TemplateSyntaxError as exc:
         raise _invalid(syntax_error_text(text, exc)) from None
+    except (RecursionError, MemoryError):
+        raise _invalid("template is nested too deeply") from None
     unknown = sorted(meta.find_undeclared_variables(ast) - CONTEXT_NAMES - set(env.globals))
     if unknown:
         line, col = _undeclared_position(text, unknown[0])
@@ -306,8 +337,9 @@ def render_template(text: str | None, message_type: int, context: dict[str, Any]
     try:
         out = _compiled(source, message_type).render(**context)
     except SecurityError as exc:
-        raise RenderError(f"template refused by the sandbox: {exc} (templates may only read "
-                          "the feed, articles, task and now values)") from None
+        why = (" (templates may only read the feed, articles, task and now values)"
+               if "unsafe" in str(exc) else "")
+        raise RenderError(f"template refused by the sandbox: {exc}{why}") from None
     except UndefinedError as exc:
         line = _template_lineno(exc)
         name = re.findall(r"'([^']+)'", exc.message or "")
@@ -316,8 +348,10 @@ def render_template(text: str | None, message_type: int, context: dict[str, Any]
         raise RenderError(f"template error{where}: {exc.message}") from None
     except TemplateSyntaxError as exc:
         raise RenderError(syntax_error_text(source, exc)) from None
+    except RecursionError:
+        raise RenderError("template is nested too deeply") from None
     except (TemplateError, TypeError, ValueError, ArithmeticError, LookupError,
-            AttributeError, OverflowError, RecursionError) as exc:
+            AttributeError, OverflowError) as exc:
         line = _template_lineno(exc)
         where = f" at line {line}" if line else ""
         raise RenderError(f"template error{where}: {type(exc).__name__}: {exc}") from None

@@ -57,7 +57,7 @@ def test_sandbox_escape_at_render_time_is_a_clear_error():
 
 
 def test_huge_range_is_refused():
-    with pytest.raises(InvalidInput, match="range"):
+    with pytest.raises(InvalidInput, match="range|larger than"):
         t.validate_template("{% for i in range(10**9) %}x{% endfor %}", 0)
 
 
@@ -128,3 +128,16 @@ def test_invalid_webhook_urls(url, words):
 ])
 def test_channel_from_host(url, channel):
     assert t.channel_for_url(url) == channel
+
+
+@pytest.mark.parametrize("source,words", [
+    ("{{ 'a' * 1000000000 }}", "repetition"),
+    ("{{ articles * 10000000 }}", "repetition"),
+    ("{{ 'a'.center(1000000000) }}", "larger than"),
+    ("{{ 2 ** 100000 }}", "exponent"),
+    ("{{" + "(" * 3000 + "1" + ")" * 3000 + "}}", "nested too deeply"),
+    ("{{ lipsum(1000000) }}", "unknown name 'lipsum'"),
+])
+def test_resource_guards(source, words):
+    with pytest.raises(InvalidInput, match=words):
+        t.validate_template(source, 0)
