@@ -218,7 +218,7 @@ def write_script(tmp_path: Path, name: str, code: str) -> list[str]:
     return [sys.executable, str(path)]
 
 
-def cmd_cfg(argv: list[str], timeout: float = 5, **kw: Any) -> ChildSection:
+def cmd_cfg(argv: list[str], timeout: float = 30, **kw: Any) -> ChildSection:
     return ChildSection(commands={"wechat": CommandSpec(argv=argv, timeout=timeout)}, **kw)
 
 
