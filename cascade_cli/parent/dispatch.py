@@ -27,11 +27,11 @@ from cascade_cli.clock import isoformat_z
 from cascade_cli.config import Settings
 from cascade_cli.store import nodes as node_repo
 from cascade_cli.store.events import log_event
-from cascade_cli.store.feeds import feeds_for_ids
 from cascade_cli.store.models import (
     PENDING,
     RUN_RUNNING,
     Allocation,
+    Feed,
     MessageTask,
     Node,
     ScheduleRun,
@@ -100,6 +100,16 @@ def shared_batch_size(n_feeds: int, batch_size: int, capacity_slots: int) -> int
     return max(1, min(batch_size, math.ceil(n_feeds / capacity_slots)))
 
 
+def _feed_facts(session: Session, ids: list[str]) -> dict[str, tuple[int, str | None]]:
+    """(status, preferred_node) per existing feed id; columns only, in chunks."""
+    facts: dict[str, tuple[int, str | None]] = {}
+    for start in range(0, len(ids), 5000):
+        rows = session.execute(select(Feed.id, Feed.status, Feed.preferred_node)
+                               .where(Feed.id.in_(ids[start:start + 5000])))
+        facts.update({fid: (status, preferred) for fid, status, preferred in rows})
+    return facts
+
+
 def _has_unfinished_run(session: Session, task_id: str) -> str | None:
     return session.scalar(select(ScheduleRun.id).where(
         ScheduleRun.task_id == task_id, ScheduleRun.status == RUN_RUNNING).limit(1))
@@ -127,10 +137,10 @@ def _dispatch_task(session: Session, now: datetime, settings: Settings, task: Me
                                    "schedule_run_id": unfinished})
             return
 
-    found = feeds_for_ids(session, feed_ids)
+    found = _feed_facts(session, feed_ids)
     missing = [f for f in feed_ids if f not in found]
-    disabled = [f for f in feed_ids if f in found and found[f].status != 1]
-    usable = [found[f] for f in feed_ids if f in found and found[f].status == 1]
+    disabled = [f for f in feed_ids if f in found and found[f][0] != 1]
+    usable = [f for f in feed_ids if f in found and found[f][0] == 1]
     if missing or disabled:
         result.warnings.append({"task_id": task.id, "task_name": task.name,
                                 "missing_feeds": missing, "disabled_feeds": disabled})
@@ -155,11 +165,12 @@ def _dispatch_task(session: Session, now: datetime, settings: Settings, task: Me
 
     by_node: dict[str, list[str]] = {}
     shared: list[str] = []
-    for feed in usable:
-        if feed.preferred_node:
-            by_node.setdefault(feed.preferred_node, []).append(feed.id)
+    for feed_id in usable:
+        preferred = found[feed_id][1]
+        if preferred:
+            by_node.setdefault(preferred, []).append(feed_id)
         else:
-            shared.append(feed.id)
+            shared.append(feed_id)
 
     max_attempts = settings.parent.max_attempts
     batch = settings.parent.batch_size
@@ -186,9 +197,12 @@ def _dispatch_task(session: Session, now: datetime, settings: Settings, task: Me
     for chunk in _chunks(shared, size):
         add(chunk, None)
 
+    # Core executemany: planning 100,000 feeds must not build 10,000 ORM objects.
+    conn = session.connection()
     for start in range(0, len(rows), 2000):
-        session.execute(insert(Allocation), rows[start:start + 2000])
+        conn.execute(insert(Allocation.__table__), rows[start:start + 2000])
     run.allocation_count = len(rows)
+    run.open_allocations = len(rows)
     plan.allocations = len(rows)
     result.runs.append(plan)
     log_event(session, now, "dispatch", task_id=task.id, count=len(rows),

@@ -17,7 +17,7 @@ from cascade_cli.config import Settings
 from cascade_cli.store.events import log_event
 from cascade_cli.store.models import ACTIVE_STATES, PENDING, TIMEOUT, Allocation
 from cascade_cli.store.nodes import purge_nonces
-from cascade_cli.store.runs import finish_run_if_done, finish_stale_runs
+from cascade_cli.store.runs import allocation_finished, finish_stale_runs
 
 
 def reap_expired(session: Session, now: datetime, settings: Settings, *,
@@ -28,7 +28,6 @@ def reap_expired(session: Session, now: datetime, settings: Settings, *,
         .where(Allocation.status.in_(ACTIVE_STATES), Allocation.lease_expires_at < now)
         .order_by(Allocation.lease_expires_at).limit(batch)).all()
     requeued = timed_out = 0
-    finished_runs: set[str] = set()
     for alloc_id, epoch, attempt, max_attempts, node_id, task_id, run_id in expired:
         exhausted = attempt >= max_attempts
         values: dict[str, Any] = {"lease_expires_at": None, "updated_at": now}
@@ -45,15 +44,13 @@ def reap_expired(session: Session, now: datetime, settings: Settings, *,
             continue  # another parent process, or the owner, got there first
         if exhausted:
             timed_out += 1
-            finished_runs.add(run_id)
+            allocation_finished(session, now, run_id, settings)
         else:
             requeued += 1
         log_event(session, now, "lease_expired", node_id=node_id, status="warning",
                   task_id=task_id, allocation_id=alloc_id,
                   detail={"attempt": attempt, "max_attempts": max_attempts,
                           "outcome": "timeout" if exhausted else "requeued"})
-    for run_id in finished_runs:
-        finish_run_if_done(session, now, run_id, settings)
     stale = finish_stale_runs(session, now, settings)
     nonces = purge_nonces(session, now)
     return {"requeued": requeued, "timed_out": timed_out, "runs_finished": stale,

@@ -40,7 +40,7 @@ from cascade_cli.protocol import (
 from cascade_cli.store import nodes as node_repo
 from cascade_cli.store.articles import merge_articles
 from cascade_cli.store.events import log_event
-from cascade_cli.store.feeds import feeds_for_ids, package_feed
+from cascade_cli.store.feeds import feeds_for_ids, package_feeds
 from cascade_cli.store.models import (
     ACTIVE_STATES,
     CLAIMED,
@@ -56,7 +56,7 @@ from cascade_cli.store.models import (
     MessageTask,
     Node,
 )
-from cascade_cli.store.runs import finish_run_if_done
+from cascade_cli.store.runs import allocation_finished
 
 
 class AllocationNotFound(ProtocolError):
@@ -81,28 +81,26 @@ def running_count(session: Session, node_id: str) -> int:
 
 
 def orphaned_targets(session: Session, now: datetime, settings: Settings,
-                      me: str) -> list[str]:
+                     me: str) -> list[str]:
     """Nodes whose targeted allocations anybody may take: disabled, or offline past grace."""
+    return list(session.scalars(_orphans_query(now, settings, me)))
+
+
+def _orphans_query(now: datetime, settings: Settings, me: str) -> Any:
     cutoff = now - timedelta(seconds=settings.parent.offline_after + settings.parent.affinity_grace)
-    return list(session.scalars(select(Node.id).where(Node.id != me, or_(
+    return select(Node.id).where(Node.id != me, or_(
         Node.enabled.is_(False), Node.revoked_at.is_not(None),
-        Node.last_heartbeat_at.is_(None), Node.last_heartbeat_at < cutoff))))
+        Node.last_heartbeat_at.is_(None), Node.last_heartbeat_at < cutoff))
 
 
-def _candidate_query(session: Session, node: Node, limit: int, targeted: bool,
-                     orphans: list[str]) -> Any:
-    q = select(Allocation.id, Allocation.epoch).where(Allocation.status == PENDING)
-    if targeted:
-        q = q.where(Allocation.target_node_id == node.id)
-    elif orphans:
-        q = q.where(or_(Allocation.target_node_id.is_(None),
-                        Allocation.target_node_id.in_(orphans)))
-    else:
-        q = q.where(Allocation.target_node_id.is_(None))
-    q = q.order_by(Allocation.created_at, Allocation.id).limit(limit)
-    if session.get_bind().dialect.name in ("postgresql", "mysql", "mariadb"):
-        q = q.with_for_update(skip_locked=True)
-    return q
+def _claimable(node: Node, now: datetime, settings: Settings) -> Any:
+    """Pending work this node may take: the shared pool, work targeted at it, and work
+    targeted at nodes that are gone (disabled, or offline past ``affinity_grace``).
+    Targeted work can only be taken by its node while that node lives, so it goes there
+    first without any ordering trick."""
+    return and_(Allocation.status == PENDING, or_(
+        Allocation.target_node_id.is_(None), Allocation.target_node_id == node.id,
+        Allocation.target_node_id.in_(_orphans_query(now, settings, node.id))))
 
 
 def claim(session: Session, now: datetime, node: Node, settings: Settings, *,
@@ -113,35 +111,29 @@ def claim(session: Session, now: datetime, node: Node, settings: Settings, *,
     if want <= 0:
         return []
     expires = now + timedelta(seconds=lease_ttl(settings))
+    q = (select(Allocation.id, Allocation.epoch).where(_claimable(node, now, settings))
+         .order_by(Allocation.created_at, Allocation.id).limit(want))
+    if session.get_bind().dialect.name in ("postgresql", "mysql", "mariadb"):
+        q = q.with_for_update(skip_locked=True, of=Allocation)
     claimed_ids: list[str] = []
-    orphans: list[str] | None = None
-    for targeted in (True, False):
-        if len(claimed_ids) >= want:
-            break
-        if not targeted and orphans is None:
-            orphans = orphaned_targets(session, now, settings, node.id)
-        rows = session.execute(_candidate_query(session, node, want - len(claimed_ids),
-                                                targeted, orphans or [])).all()
-        for alloc_id, seen_epoch in rows:
-            result = session.execute(
-                update(Allocation)
-                .where(Allocation.id == alloc_id, Allocation.status == PENDING,
-                       Allocation.epoch == seen_epoch)
-                .values(status=CLAIMED, node_id=node.id, epoch=seen_epoch + 1,
-                        attempt=Allocation.attempt + 1, lease_expires_at=expires,
-                        claimed_at=now, started_at=None, updated_at=now)
-                .execution_options(synchronize_session=False))
-            if result.rowcount == 1:  # type: ignore[attr-defined]
-                claimed_ids.append(alloc_id)
+    for alloc_id, seen_epoch in session.execute(q).all():
+        result = session.execute(
+            update(Allocation)
+            .where(Allocation.id == alloc_id, Allocation.status == PENDING,
+                   Allocation.epoch == seen_epoch)
+            .values(status=CLAIMED, node_id=node.id, epoch=seen_epoch + 1,
+                    attempt=Allocation.attempt + 1, lease_expires_at=expires,
+                    claimed_at=now, started_at=None, updated_at=now)
+            .execution_options(synchronize_session=False))
+        if result.rowcount == 1:  # type: ignore[attr-defined]
+            claimed_ids.append(alloc_id)
     if not claimed_ids:
         return []
+    # Claims are counted by metrics and visible on the allocation (node, claimed_at, epoch);
+    # an event row per claim would only grow the log.
     allocs = list(session.scalars(select(Allocation).where(Allocation.id.in_(claimed_ids))
                                   .execution_options(populate_existing=True)))
     allocs.sort(key=lambda a: claimed_ids.index(a.id))
-    for a in allocs:
-        log_event(session, now, "claim", node_id=node.id, direction="inbound",
-                  task_id=a.task_id, allocation_id=a.id, count=len(a.feed_ids or []),
-                  detail={"epoch": a.epoch, "attempt": a.attempt})
     return allocs
 
 
@@ -149,17 +141,15 @@ def has_claimable(session: Session, now: datetime, node: Node, settings: Setting
     """Cheap check for long-poll loops: would a claim by this node get something now?"""
     if running_count(session, node.id) >= node.max_capacity:
         return False
-    orphans = orphaned_targets(session, now, settings, node.id)
-    cond = or_(Allocation.target_node_id.is_(None), Allocation.target_node_id == node.id,
-               Allocation.target_node_id.in_(orphans) if orphans else False)
-    return session.scalar(select(Allocation.id).where(Allocation.status == PENDING, cond)
+    return session.scalar(select(Allocation.id).where(_claimable(node, now, settings))
                           .limit(1)) is not None
 
 
 def package(session: Session, alloc: Allocation, now: datetime) -> dict[str, Any]:
     """The task package of PROTOCOL.md for a claimed allocation."""
-    feeds = feeds_for_ids(session, list(alloc.feed_ids or []))
-    task = session.get(MessageTask, alloc.task_id)
+    feeds = package_feeds(session, list(alloc.feed_ids or []))
+    task = session.execute(select(MessageTask.message_type, MessageTask.cron_exp)
+                           .where(MessageTask.id == alloc.task_id)).first()
     ttl = 0
     if alloc.lease_expires_at:
         ttl = max(0, int((alloc.lease_expires_at - now).total_seconds()))
@@ -169,7 +159,7 @@ def package(session: Session, alloc: Allocation, now: datetime) -> dict[str, Any
         "lease": {"expires_at": isoformat_z(alloc.lease_expires_at), "ttl": ttl},
         "message_type": task.message_type if task else 0,
         "cron_exp": task.cron_exp if task else None,
-        "feeds": [package_feed(feeds[f]) for f in alloc.feed_ids or [] if f in feeds],
+        "feeds": [feeds[f] for f in alloc.feed_ids or [] if f in feeds],
         "dispatched_at": isoformat_z(alloc.dispatched_at),
         "protocol": PROTOCOL_VERSION,
     }
@@ -232,11 +222,12 @@ def _owned(session: Session, now: datetime, node: Node, alloc_id: str, epoch: in
 
 
 def _terminal(session: Session, now: datetime, alloc: Allocation, settings: Settings) -> None:
+    """Called exactly once per allocation, on its move from an active to a terminal state."""
     alloc.completed_at = now
     alloc.lease_expires_at = None
     alloc.updated_at = now
     session.flush()
-    finish_run_if_done(session, now, alloc.schedule_run_id, settings)
+    allocation_finished(session, now, alloc.schedule_run_id, settings)
 
 
 def set_status(session: Session, now: datetime, node: Node, body: TaskStatusIn,

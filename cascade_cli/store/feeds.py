@@ -115,6 +115,20 @@ def package_feed(feed: Feed) -> dict[str, Any]:
             "last_modified": feed.last_modified}
 
 
+_PACKAGE_COLUMNS = (Feed.id, Feed.faker_id, Feed.mp_name, Feed.mp_cover, Feed.mp_intro,
+                    Feed.status, Feed.url, Feed.kind, Feed.etag, Feed.last_modified)
+
+
+def package_feeds(session: Session, ids: list[str]) -> dict[str, dict[str, Any]]:
+    """Feeds as a child sees them in a task package, by id (columns only: on the claim path)."""
+    out: dict[str, dict[str, Any]] = {}
+    for start in range(0, len(ids), 5000):
+        rows = session.execute(select(*_PACKAGE_COLUMNS).where(
+            Feed.id.in_(ids[start:start + 5000]))).mappings()
+        out.update({r["id"]: dict(r) for r in rows})
+    return out
+
+
 def feed_status(session: Session, now: datetime, settings: Settings, *, limit: int = 100,
                 offset: int = 0) -> list[dict[str, Any]]:
     """Per feed: article count, latest article time, freshness, last allocation outcome."""

@@ -1,19 +1,31 @@
-"""Run completion: a run is finished when all of its allocations are terminal."""
+"""Run completion: a run is finished when all of its allocations are terminal.
+
+``schedule_runs.open_allocations`` counts the allocations that are not terminal yet. Every
+terminal transition (completed, failed, timeout) happens exactly once per allocation (the
+state machine guards it), and decrements the counter with one atomic UPDATE. The transition
+that brings it to zero finishes the run and queues its notifications, exactly once.
+
+Why an UPDATE and not ``SELECT ... FOR UPDATE`` on the run: on PostgreSQL the allocations'
+foreign key leaves ``FOR KEY SHARE`` locks on the run row, and two transactions upgrading
+those to ``FOR UPDATE`` deadlock. A plain UPDATE of a non-key column takes ``FOR NO KEY
+UPDATE``, which does not conflict with them; it also makes completion O(1) per allocation
+instead of counting the run's open allocations every time.
+"""
 
 from __future__ import annotations
 
 import logging
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from cascade_cli.config import Settings
 from cascade_cli.store.events import log_event
 from cascade_cli.store.models import (
+    NON_TERMINAL_STATES,
     RUN_FINISHED,
     RUN_RUNNING,
-    TERMINAL_STATES,
     Allocation,
     ScheduleRun,
 )
@@ -21,42 +33,59 @@ from cascade_cli.store.models import (
 log = logging.getLogger(__name__)
 
 
-def finish_run_if_done(session: Session, now: datetime, run_id: str, settings: Settings) -> bool:
-    """Mark the run finished and queue its notifications, exactly once.
+def _finish(session: Session, now: datetime, run_id: str, settings: Settings) -> bool:
+    result = session.execute(
+        update(ScheduleRun).where(ScheduleRun.id == run_id, ScheduleRun.status == RUN_RUNNING)
+        .values(status=RUN_FINISHED, finished_at=now, open_allocations=0)
+        .execution_options(synchronize_session=False))
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return False  # already finished by someone else
+    from cascade_cli.parent.notify import queue_run_notifications
 
-    The run row is locked first (FOR UPDATE where the database has it; SQLite serialises
-    writers anyway), so two nodes completing the last two allocations at the same moment
-    cannot both miss, or both see, the end of the run.
-    """
-    q = select(ScheduleRun).where(ScheduleRun.id == run_id)
-    if session.get_bind().dialect.name != "sqlite":
-        q = q.with_for_update()
-    run = session.scalar(q)
-    if run is None or run.status != RUN_RUNNING:
-        return False
-    open_count = session.scalar(select(func.count()).select_from(Allocation).where(
-        Allocation.schedule_run_id == run_id, Allocation.status.not_in(TERMINAL_STATES)))
-    if open_count:
-        return False
-    run.status = RUN_FINISHED
-    run.finished_at = now
-    queued = 0
-    try:
-        from cascade_cli.parent.notify import queue_run_notifications
-    except ImportError:  # pragma: no cover - notify lands separately
-        queue_run_notifications = None  # type: ignore[assignment]
-    if queue_run_notifications is not None:
-        queued = queue_run_notifications(session, now, run_id, settings)
-    log_event(session, now, "run_finished", task_id=run.task_id, count=queued,
+    queued = queue_run_notifications(session, now, run_id, settings)
+    task_id = session.scalar(select(ScheduleRun.task_id).where(ScheduleRun.id == run_id))
+    log_event(session, now, "run_finished", task_id=task_id, count=queued,
               detail={"schedule_run_id": run_id, "notifications": queued})
     return True
 
 
+def allocation_finished(session: Session, now: datetime, run_id: str,
+                        settings: Settings) -> bool:
+    """Record one allocation of ``run_id`` becoming terminal; finish the run at zero.
+
+    Call exactly once per terminal transition, in the transition's own transaction.
+    """
+    stmt = (update(ScheduleRun).where(ScheduleRun.id == run_id)
+            .values(open_allocations=ScheduleRun.open_allocations - 1)
+            .execution_options(synchronize_session=False))
+    if session.get_bind().dialect.name in ("postgresql", "sqlite"):
+        remaining = session.execute(stmt.returning(ScheduleRun.open_allocations)).scalar()
+    else:  # MySQL/MariaDB: no RETURNING; our UPDATE holds the row lock, so this read is ours
+        session.execute(stmt)
+        remaining = session.scalar(select(ScheduleRun.open_allocations)
+                                   .where(ScheduleRun.id == run_id))
+    if remaining is None or remaining > 0:
+        return False
+    if remaining < 0:  # counter not maintained for this run (made outside dispatch): count
+        return finish_run_if_done(session, now, run_id, settings)
+    return _finish(session, now, run_id, settings)
+
+
+def finish_run_if_done(session: Session, now: datetime, run_id: str, settings: Settings) -> bool:
+    """Finish the run if none of its allocations is open (the reaper's safety net)."""
+    open_count = session.scalar(select(func.count()).select_from(Allocation).where(
+        Allocation.schedule_run_id == run_id, Allocation.status.in_(NON_TERMINAL_STATES)))
+    if open_count:
+        return False
+    return _finish(session, now, run_id, settings)
+
+
 def finish_stale_runs(session: Session, now: datetime, settings: Settings, *,
                       limit: int = 100) -> int:
-    """Safety net for the reaper: finish running runs whose allocations are all terminal."""
+    """Finish running runs whose allocations are all terminal (e.g. a run left with no
+    allocation at all, or a counter disturbed by a manual database edit)."""
     open_runs = select(Allocation.schedule_run_id).where(
-        Allocation.status.not_in(TERMINAL_STATES))
+        Allocation.status.in_(NON_TERMINAL_STATES))
     ids = list(session.scalars(select(ScheduleRun.id).where(
         ScheduleRun.status == RUN_RUNNING, ScheduleRun.id.not_in(open_runs)).limit(limit)))
     return sum(1 for run_id in ids if finish_run_if_done(session, now, run_id, settings))

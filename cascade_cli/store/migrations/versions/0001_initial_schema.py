@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-27 23:22:43.126882
+Create Date: 2026-11-27 23:52:40.006296
 """
 from __future__ import annotations
 
@@ -47,6 +47,7 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_articles'))
     )
     with op.batch_alter_table('articles', schema=None) as batch_op:
+        batch_op.create_index('ix_article_allocation', ['allocation_id'], unique=False)
         batch_op.create_index('ix_article_feed_published', ['feed_id', 'publish_time'], unique=False)
         batch_op.create_index(batch_op.f('ix_articles_feed_id'), ['feed_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_articles_schedule_run_id'), ['schedule_run_id'], unique=False)
@@ -202,6 +203,7 @@ def upgrade() -> None:
     sa.Column('trigger', sa.String(length=16), nullable=False),
     sa.Column('status', sa.String(length=16), nullable=False),
     sa.Column('allocation_count', sa.Integer(), nullable=False),
+    sa.Column('open_allocations', sa.Integer(), nullable=False),
     sa.Column('created_at', cascade_cli.store.types.UTCDateTime(), nullable=False),
     sa.Column('finished_at', cascade_cli.store.types.UTCDateTime(), nullable=True),
     sa.Column('notified_at', cascade_cli.store.types.UTCDateTime(), nullable=True),
@@ -298,6 +300,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_articles_schedule_run_id'))
         batch_op.drop_index(batch_op.f('ix_articles_feed_id'))
         batch_op.drop_index('ix_article_feed_published')
+        batch_op.drop_index('ix_article_allocation')
 
     op.drop_table('articles')
     op.drop_table('admin_tokens')
