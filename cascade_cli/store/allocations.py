@@ -137,14 +137,6 @@ def claim(session: Session, now: datetime, node: Node, settings: Settings, *,
     return allocs
 
 
-def has_claimable(session: Session, now: datetime, node: Node, settings: Settings) -> bool:
-    """Cheap check for long-poll loops: would a claim by this node get something now?"""
-    if running_count(session, node.id) >= node.max_capacity:
-        return False
-    return session.scalar(select(Allocation.id).where(_claimable(node, now, settings))
-                          .limit(1)) is not None
-
-
 def package(session: Session, alloc: Allocation, now: datetime) -> dict[str, Any]:
     """The task package of PROTOCOL.md for a claimed allocation."""
     feeds = package_feeds(session, list(alloc.feed_ids or []))
