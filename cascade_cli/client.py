@@ -233,11 +233,15 @@ class _Core:
             from urllib.parse import urlsplit
 
             extra_path = urlsplit(self.base_url).path
-            hint = (f"remove '{extra_path}' from cascade.parent_api_url: it must be the "
-                    f"parent's base URL (e.g. http://parent-server:8001) without a path; the "
-                    f"client adds {self.prefix}{call.route} itself") if extra_path else (
-                f"is cascade.parent_api_url the Cascade parent (e.g. http://parent-server:8001, "
-                f"without a path)? it should serve {self.prefix}{call.route}")
+            hint: str | None
+            if extra_path:
+                hint = (f"remove '{extra_path}' from cascade.parent_api_url: it must be the "
+                        f"parent's base URL (e.g. http://parent-server:8001) without a path; "
+                        f"the client adds {self.prefix}{call.route} itself")
+            else:
+                hint = (f"is cascade.parent_api_url the Cascade parent (e.g. "
+                        f"http://parent-server:8001, without a path)? it should serve "
+                        f"{self.prefix}{call.route}")
             raise WrongEndpoint(
                 f"404 Not Found: the parent does not serve {call.method} "
                 f"{self.url_for(call.route)} (请求父节点失败: 404 - Not Found)"
@@ -254,8 +258,8 @@ class _Core:
                                                                  else ""), code=c, hint=hint)
         if status == 403:
             c = str(err_code or "forbidden")
-            hint = "enable the node on the parent: 'cascade nodes enable NAME'" \
-                if c == "node_disabled" else None
+            hint = ("enable the node on the parent: 'cascade nodes enable NAME'"
+                                if c == "node_disabled" else None)
             raise NodeDisabled(f"403 from the parent ({c})" + (f": {message}" if message
                                                                else ""), code=c, hint=hint)
         if status == 409:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -354,7 +355,10 @@ class ChildWorker:
                   package.get("task_name") or package.get("task_id"),
                   len(package.get("feeds") or []))
         held.task = asyncio.create_task(self._execute(held), name=f"alloc-{alloc_id}")
-        held.task.add_done_callback(lambda _t, a=alloc_id: self._finished(a))
+        held.task.add_done_callback(functools.partial(self._drop_finished, alloc_id))
+
+    def _drop_finished(self, alloc_id: str, _task: asyncio.Task[None] | None = None) -> None:
+        self._finished(alloc_id)
 
     def _finished(self, alloc_id: str) -> None:
         self.held.pop(alloc_id, None)

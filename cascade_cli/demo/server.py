@@ -127,7 +127,10 @@ class FeedServer:
                                                    "delay": delay, "_cache": {}})
         self.httpd = ThreadingHTTPServer((host, port), handler)
         self.httpd.daemon_threads = True
-        self.host, self.port = self.httpd.server_address[:2]
+        bound_host, bound_port = self.httpd.server_address[:2]
+        self.host = bound_host.decode() if isinstance(bound_host, bytes | bytearray) \
+            else str(bound_host)
+        self.port = int(bound_port)
         self._thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True,
                                         name="feed-server")
 

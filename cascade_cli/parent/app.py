@@ -46,7 +46,7 @@ def is_transient(exc: DBAPIError) -> bool:
     orig = exc.orig
     if getattr(orig, "sqlstate", None) in _TRANSIENT_SQLSTATES:
         return True
-    args = getattr(orig, "args", ())
+    args: tuple[Any, ...] = tuple(getattr(orig, "args", ()) or ())
     return bool(args) and args[0] in _TRANSIENT_MYSQL
 
 

@@ -93,11 +93,14 @@ async def serve(store: Store, clock: Clock, settings: Settings, opts: DaemonOpti
     state: AppState = app.state.cascade
     config = uvicorn.Config(app, host=opts.host, port=opts.port, log_config=None,
                             access_log=False, lifespan="off", server_header=False,
-                            timeout_graceful_shutdown=opts.graceful_timeout,
+                            timeout_graceful_shutdown=max(1, round(opts.graceful_timeout)),
                             limit_concurrency=None, backlog=2048)
     server = _Server(config)
     loop = asyncio.get_running_loop()
-    server.on_exit = lambda: loop.call_soon_threadsafe(state.waiters.shutdown)
+    def on_exit() -> None:
+        loop.call_soon_threadsafe(state.waiters.shutdown)
+
+    server.on_exit = on_exit
 
     stop = asyncio.Event()
     tasks: list[asyncio.Task[None]] = [asyncio.create_task(reaper_loop(state, stop))]

@@ -200,7 +200,7 @@ def _dispatch_task(session: Session, now: datetime, settings: Settings, task: Me
     # Core executemany: planning 100,000 feeds must not build 10,000 ORM objects.
     conn = session.connection()
     for start in range(0, len(rows), 2000):
-        conn.execute(insert(Allocation.__table__), rows[start:start + 2000])
+        conn.execute(insert(Allocation.__table__), rows[start:start + 2000])  # type: ignore[arg-type]
     run.allocation_count = len(rows)
     run.open_allocations = len(rows)
     plan.allocations = len(rows)

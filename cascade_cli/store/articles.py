@@ -60,5 +60,6 @@ def merge_articles(session: Session, now: datetime, rows: Sequence[tuple[str, Ar
         return 0
     # Core execution on the session's connection: the ORM result of a bulk insert has no
     # rowcount, and the rowcount is what tells how many were really new.
-    result = session.connection().execute(insert(Article.__table__).prefix_with("IGNORE"), fresh)
+    table = Article.__table__
+    result = session.connection().execute(insert(table).prefix_with("IGNORE"), fresh)  # type: ignore[arg-type]
     return int(result.rowcount or 0)

@@ -147,7 +147,7 @@ def feed_status(session: Session, now: datetime, settings: Settings, *, limit: i
     out = []
     for f in feeds:
         newest = latest.get(f.id)
-        r = last_result.get(f.id)
+        last = last_result.get(f.id)
         age = (now - newest).total_seconds() if newest else None
         out.append({
             "feed_id": f.id, "mp_name": f.mp_name, "status": f.status,
@@ -156,8 +156,8 @@ def feed_status(session: Session, now: datetime, settings: Settings, *, limit: i
             "freshness_seconds": int(age) if age is not None else None,
             "last_fetched_at": isoformat_z(f.last_fetched_at),
             "last_status": f.last_status, "last_error": f.last_error,
-            "last_allocation_id": r.allocation_id if r else None,
-            "last_node_id": r.node_id if r else None,
+            "last_allocation_id": last.allocation_id if last else None,
+            "last_node_id": last.node_id if last else None,
         })
     return out
 

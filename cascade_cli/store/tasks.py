@@ -68,11 +68,11 @@ def update_task(session: Session, now: datetime, ident: str,
     task = get_task(session, ident)
     changes = data.model_dump(exclude_unset=True)
     changes.pop("id", None)
-    merged = {"cron_exp": task.cron_exp, "web_hook_url": task.web_hook_url,
-              "message_template": task.message_template, "message_type": task.message_type}
-    merged.update({k: v for k, v in changes.items() if k in merged})
-    validate_task_fields(merged["cron_exp"], merged["web_hook_url"],
-                         merged["message_template"], merged["message_type"] or 0)
+    # Validate the task as it will be after the change, not only the changed fields.
+    new_type = data.message_type if data.message_type is not None else task.message_type
+    validate_task_fields(
+        changes.get("cron_exp", task.cron_exp), changes.get("web_hook_url", task.web_hook_url),
+        changes.get("message_template", task.message_template), new_type)
     for key, value in changes.items():
         if value is None and key in ("name", "mps_id", "message_type", "status",
                                      "overlap_policy", "misfire_policy", "jitter"):

@@ -98,10 +98,9 @@ def test_full_cycle_and_state_machine(world, clock, settings):
         again = alloc_repo.report_completion(s, now, s.merge(a), ReportCompletionIn(
             allocation_id=alloc_id, results=[], article_count=0, epoch=epoch), settings)
         assert again.status == "completed" and again.article_count == 3
-    with store.session() as s:  # terminal never changes
-        with pytest.raises(errors.InvalidTransition):
-            alloc_repo.set_status(s, now, s.merge(a), TaskStatusIn(
-                allocation_id=alloc_id, status="executing"), settings)
+    with store.session() as s, pytest.raises(errors.InvalidTransition):  # terminal stays
+        alloc_repo.set_status(s, now, s.merge(a), TaskStatusIn(
+            allocation_id=alloc_id, status="executing"), settings)
     with store.session() as s:
         assert s.query(Article).count() == 3
 
@@ -193,7 +192,7 @@ def test_missing_and_disabled_feeds_are_reported(any_store, clock, settings):
 
 def test_affinity_targets_node_then_returns_to_pool(any_store, clock, settings):
     now = clock.now()
-    a = make_node(any_store, now, "pref")
+    make_node(any_store, now, "pref")
     b = make_node(any_store, now, "other")
     feeds = make_feeds(any_store, now, 2, prefix="AFF_", preferred="pref")
     task_id = make_task(any_store, now, feeds)
