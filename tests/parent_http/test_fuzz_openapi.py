@@ -8,6 +8,7 @@ authentication and reach validation and the store. Sized to run in well under a 
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import schemathesis
@@ -46,7 +47,7 @@ def test_no_server_errors(fuzz_env):
 
     for operation in operations:
         @given(case=operation.as_strategy())
-        @settings(max_examples=25, deadline=None, database=None,
+        @settings(max_examples=int(os.environ.get("CASCADE_FUZZ_EXAMPLES", "25")), deadline=None, database=None,
                   suppress_health_check=list(HealthCheck))
         def check(case):
             for headers in fuzz_env["headers"]:
