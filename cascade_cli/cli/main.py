@@ -54,9 +54,42 @@ def report_error(exc: CascadeError) -> None:
         err.print(f"[dim]fix:[/dim] {escape(exc.hint)}", highlight=False)
 
 
+EXIT_CODES = "Exit codes: 0 success, 1 operation failed, 2 usage or configuration error."
+# Help for options that mean the same everywhere, when a command gives none.
+COMMON_HELP = {"--json": "Print JSON alone on standard output (for scripts).",
+               "--limit": "Show at most this many rows.",
+               "--offset": "Skip this many rows first (paging)."}
+# Commands whose exit codes mean something more specific than EXIT_CODES.
+SPECIFIC_EXIT_CODES = {
+    "serve-parent": "Exit codes: 0 stopped by SIGTERM/SIGINT, 1 could not start (address in "
+                    "use, database unreachable or without schema), 2 configuration error.",
+}
+
+
+def _document(cmd: Any, name: str) -> None:
+    """Every command's --help states its exit codes and what --json does (one place, so a new
+    command cannot forget it)."""
+    for sub_name, sub in (getattr(cmd, "commands", None) or {}).items():
+        _document(sub, sub_name)
+    if getattr(cmd, "commands", None) is not None:
+        return
+    text = f"{cmd.help or ''} {cmd.epilog or ''}"
+    if "Exit code" not in text:
+        cmd.epilog = SPECIFIC_EXIT_CODES.get(name, EXIT_CODES)
+    for param in cmd.params:
+        for opt in getattr(param, "opts", ()):
+            if opt in COMMON_HELP and not getattr(param, "help", None):
+                param.help = COMMON_HELP[opt]
+
+
 class CascadeGroup(TyperGroup):
     """The root group is the error boundary, so ``cascade``, ``python -m cascade_cli`` and
     typer's ``CliRunner`` all turn an expected error into the same line and exit code."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for name, sub in self.commands.items():
+            _document(sub, name)
 
     def invoke(self, ctx: Any) -> Any:  # typer's vendored click.Context
         try:

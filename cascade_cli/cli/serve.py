@@ -3,11 +3,37 @@
 from __future__ import annotations
 
 import contextlib
+import socket
 from typing import Annotated
 
 import typer
 
 from cascade_cli.cli.context import get_ctx
+from cascade_cli.errors import CascadeError
+
+
+def check_bindable(host: str, port: int) -> None:
+    """Refuse an address another process holds with one line (uvicorn would log an ERROR
+    after the loops started and exit 3, a code the CLI does not document)."""
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise CascadeError(f"cannot listen on {host}:{port}: {exc.strerror}",
+                           hint="set parent.host (or --host) to an address of this machine"
+                           ) from None
+    family, kind, proto, _, addr = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            sock.bind(addr)
+        except OSError as exc:
+            raise CascadeError(
+                f"cannot listen on {host}:{port}: {exc.strerror or exc}",
+                hint="stop the process that holds the port (is a parent already running?), "
+                     "or choose another with --port / parent.port") from None
 
 
 def register(app: typer.Typer) -> None:
@@ -33,6 +59,8 @@ def register(app: typer.Typer) -> None:
         settings = app_ctx.settings
         setup_logging(settings.log.level, settings.log.format)
         store = app_ctx.ready_store()  # refuses a database without the current schema
+        check_bindable(host or settings.parent.host,
+                       settings.parent.port if port is None else port)
         opts = DaemonOptions(host=host or settings.parent.host,
                              port=settings.parent.port if port is None else port,
                              scheduler=not no_scheduler, notifier=not no_notifier)

@@ -128,10 +128,14 @@ def register(app: typer.Typer) -> None:
 
     @tasks_app.command("update")
     def update_(ctx: typer.Context, task: Annotated[str, typer.Argument(help="Task id or name.")],
-                feeds: Annotated[str | None, typer.Option("--feeds")] = None,
-                cron: Annotated[str | None, typer.Option("--cron")] = None,
-                webhook: Annotated[str | None, typer.Option("--webhook")] = None,
-                template_file: Annotated[Path | None, typer.Option("--template-file")] = None,
+                feeds: Annotated[str | None, typer.Option(
+                    "--feeds", help="New feed ids, comma separated (or a JSON list).")] = None,
+                cron: Annotated[str | None, typer.Option(
+                    "--cron", help="New cron: 5 fields, or 6 with seconds first.")] = None,
+                webhook: Annotated[str | None, typer.Option(
+                    "--webhook", help="New webhook URL (http or https).")] = None,
+                template_file: Annotated[Path | None, typer.Option(
+                    "--template-file", help="Read the new template from a file.")] = None,
                 as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
         """Change a task's feeds, cron, webhook or template."""
         app_ctx = get_ctx(ctx)
