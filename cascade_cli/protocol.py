@@ -233,7 +233,29 @@ class MessageTaskIn(WireModel):
             except json.JSONDecodeError:
                 raise ValueError("must be a JSON object of header names to values") from None
         if isinstance(v, dict):
-            return {str(k): str(val) for k, val in v.items()}
+            out = {str(k): str(val) for k, val in v.items()}
+            for name, value in out.items():
+                if not name.strip() or any(c in name + value for c in "\r\n\0"):
+                    raise ValueError(f"header {name!r}: names must be non-empty and names and "
+                                     "values must not contain line breaks")
+            return out
+        return v
+
+    @field_validator("cookies", mode="before")
+    @classmethod
+    def _cookies(cls, v: Any) -> Any:
+        """``k=v; k2=v2`` (newlines may separate pairs too); a part without ``=`` is refused
+        rather than silently dropped when the webhook is sent."""
+        if not isinstance(v, str):
+            return v
+        if not v.strip():
+            return None
+        for part in v.replace("\n", ";").split(";"):
+            part = part.strip()
+            if part and (not part.partition("=")[1] or not part.partition("=")[0].strip()):
+                raise ValueError(f"expected 'name=value; name2=value2', got {part!r}")
+            if "\r" in part or "\0" in part:
+                raise ValueError("cookies must not contain control characters")
         return v
 
     @field_validator("cron_exp", "web_hook_url", mode="before")

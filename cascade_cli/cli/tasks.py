@@ -8,12 +8,14 @@ from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
+from sqlalchemy import select
 
 from cascade_cli.cli.context import get_ctx
 from cascade_cli.console import print_json, table
-from cascade_cli.errors import InvalidInput, UsageError
+from cascade_cli.errors import Conflict, InvalidInput, UsageError
 from cascade_cli.protocol import MessageTaskIn, MessageTaskUpdate
 from cascade_cli.store import tasks as task_repo
+from cascade_cli.store.models import Feed, MessageTask
 
 
 def _validated(model: type[MessageTaskIn], data: dict[str, Any]) -> MessageTaskIn:
@@ -22,7 +24,8 @@ def _validated(model: type[MessageTaskIn], data: dict[str, Any]) -> MessageTaskI
     except ValidationError as exc:
         err = exc.errors()[0]
         field = ".".join(str(p) for p in err.get("loc", ()))
-        raise InvalidInput(f"{field}: {err.get('msg')}", field=field) from None
+        msg = str(err.get("msg", "")).removeprefix("Value error, ")
+        raise InvalidInput(f"{field}: {msg}", field=field) from None
 
 
 def _read_template(path: Path | None, text: str | None) -> str | None:
@@ -68,8 +71,23 @@ def register(app: typer.Typer) -> None:
             "headers": headers, "cookies": cookies, "status": 0 if disabled else 1,
             "overlap_policy": overlap, "misfire_policy": misfire})
         with app_ctx.ready_store().session() as s:
+            # A second task of the same name would make every name lookup ambiguous.
+            same = s.scalar(select(MessageTask.id).where(MessageTask.name == data.name))
+            if same is not None:
+                raise Conflict(f"a task named {data.name!r} already exists (id {same})",
+                               hint=f"change it with 'cascade tasks update {data.name}', or "
+                                    "choose another name")
             task = task_repo.create_task(s, app_ctx.clock.now(), data)
             out = task_repo.task_dict(task, include_secrets=True)
+            feed_state = {fid: st for fid, st in s.execute(select(Feed.id, Feed.status).where(
+                Feed.id.in_(out["mps_id"])))}
+        missing = [f for f in out["mps_id"] if f not in feed_state]
+        off = [f for f, st in feed_state.items() if st != 1]
+        for what, ids in (("do not exist", missing), ("are disabled", off)):
+            if ids:  # the original's problem 4 ("公众号不存在"), said now rather than at run time
+                app_ctx.err.print(f"[yellow]warning:[/yellow] feeds {', '.join(ids)} {what}: "
+                                  "runs skip them ('cascade feeds add' / 'cascade feeds list')",
+                                  highlight=False)
         if as_json:
             print_json(out)
         else:

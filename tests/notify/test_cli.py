@@ -42,6 +42,24 @@ def test_tasks_add_rejects_bad_template_cron_and_webhook(cfg):
     r = cli("tasks", "add", "t", "--feeds", "F1", "--template", "{{ feed.__class__ }}")
     assert r.exit_code == 2 and "sandbox" in r.output
 
+    # Cookies without '=' and header values with line breaks: refused now, not dropped or
+    # turned into a dead delivery at send time.
+    r = cli("tasks", "add", "t", "--feeds", "F1", "--cookies", "novalue")
+    assert r.exit_code == 2 and "name=value" in r.output and "Value error" not in r.output
+    r = cli("tasks", "add", "t", "--feeds", "F1", "--headers", '{"X-A": "1\\r\\nEvil: 1"}')
+    assert r.exit_code == 2 and "line breaks" in r.output
+    assert json.loads(cli("tasks", "list", "--json").stdout) == []  # nothing half-made
+
+
+def test_tasks_add_duplicate_name_and_missing_feed(cfg):
+    r = cli("tasks", "add", "t", "--feeds", "F1,NOPE", "--cookies", "a=1; b=2")
+    assert r.exit_code == 0, r.output
+    assert "warning: feeds NOPE do not exist" in r.stderr
+    r = cli("tasks", "add", "t", "--feeds", "F1")
+    assert r.exit_code == 1 and "a task named 't' already exists" in r.stderr, r.output
+    [task] = json.loads(cli("tasks", "list", "--json").stdout)
+    assert task["mps_id"] == ["F1", "NOPE"] and task["cookies"] == "a=1; b=2"
+
 
 def test_tasks_next(cfg):
     r = cli("tasks", "add", "daily", "--feeds", "F1", "--cron", "0 0 9 * * *", "--json")
