@@ -66,8 +66,14 @@ def test_cron_in_serve_parent_then_pending_delivery_survives_a_crash(tmp_path):
                     assert r.status_code == 200, r.text
                 r = c.post("/message-tasks", headers=admin, json={
                     "name": "news", "mps_id": ["F1", "F2"], "cron_exp": "* * * * * *",
-                    "web_hook_url": rec.url + "/hook"})
+                    "web_hook_url": rec.url + "/hook", "headers": {"X-Hook-Token": "tok-123"},
+                    "cookies": "sid=cookie-456", "webhook_secret": "sig-789"})
                 assert r.status_code == 200, r.text
+                # Children never see where or how the parent notifies (LESSONS: webhook URLs,
+                # headers and cookies were handed to every child).
+                secrets = (rec.url, "tok-123", "cookie-456", "sig-789")
+                listed = c.get("/message-tasks").text
+                assert "news" in listed and not any(x in listed for x in secrets)
                 done: list[str] = []
                 deadline = time.monotonic() + 30
                 while sorted(done) != ["F1", "F2"] and time.monotonic() < deadline:
@@ -76,6 +82,7 @@ def test_cron_in_serve_parent_then_pending_delivery_survives_a_crash(tmp_path):
                     pkg = r.json()["data"]
                     if pkg is None:
                         continue
+                    assert not any(x in r.text for x in secrets)
                     feeds = [f["id"] for f in pkg["feeds"]]
                     done += feeds
                     base = {"allocation_id": pkg["allocation_id"], "epoch": pkg["epoch"]}
@@ -114,5 +121,8 @@ def test_cron_in_serve_parent_then_pending_delivery_survives_a_crash(tmp_path):
         body = rec.requests[-1].json()
         assert body["feed"]["id"] == "F1"
         assert sorted(a["title"] for a in body["articles"]) == ["News 0", "News 1"]
+        sent = rec.requests[-1].headers
+        assert sent["x-hook-token"] == "tok-123" and sent["cookie"] == "sid=cookie-456"
+        assert sent["x-cascade-signature"].startswith("sha256=")
     finally:
         rec.stop()
