@@ -109,6 +109,25 @@ class SchedulerSection(_Section):
     enabled: bool = True
     tick_interval: float = Field(default=1.0, gt=0)
     misfire_grace: float = Field(default=60, ge=0)
+    timezone: str = "UTC"  # cron expressions are read in this zone ("0 9 * * *" = 9 am here)
+
+    @field_validator("timezone", mode="before")
+    @classmethod
+    def _zone(cls, v: Any) -> Any:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        if v is None or (isinstance(v, str) and not v.strip()):
+            return "UTC"
+        if not isinstance(v, str):
+            return v
+        name = v.strip()
+        if name.upper() != "UTC":
+            try:
+                ZoneInfo(name)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError("must be an IANA time zone name such as 'Asia/Shanghai' or "
+                                 f"'UTC', got {name!r}") from None
+        return name
 
 
 class NotifySection(_Section):

@@ -124,6 +124,8 @@ BAD_VALUES = [
     ("child:\n  commands:\n    x: {timeout: 1}\n", "child.commands.x.argv: is required"),
     ("log:\n  level: loud\n", "log.level: must be one of"),
     ("database:\n  pool_size: 0\n", "database.pool_size: must be at least 1, got 0"),
+    ("parent:\n  scheduler:\n    timezone: Mars/Base\n",
+     "parent.scheduler.timezone: must be an IANA time zone name such as 'Asia/Shanghai'"),
     ("parent: 5\n", "parent: must be a mapping (indented key: value lines), got 5"),
     ("- a\n- b\n", "the top level must be a mapping of sections"),
 ]

@@ -246,3 +246,26 @@ def test_next_runs_and_session_next_runs(env) -> None:
         "2026-01-01T09:00:00Z", "2026-01-02T09:00:00Z", "2026-01-03T09:00:00Z"]
     assert by_name["broken"]["error"].startswith("invalid cron expression")
     assert len(one) == 1 and len(one[0]["next"]) == 2
+
+
+def test_configured_time_zone_reads_cron_in_local_time(store: Store, clock: FakeClock,
+                                                       tmp_path) -> None:
+    from cascade_cli.config import load_settings
+
+    settings = load_settings(environ={}, cwd=tmp_path, overrides={
+        "data_dir": str(tmp_path / "data"), "parent.scheduler.timezone": "Asia/Shanghai"})
+    add_feed(store, clock.now())
+    tid = add_task(store, clock.now(), cron="0 9 * * *")
+    s = Scheduler(store, clock, settings)
+    assert sched.next_runs(_task(store, tid), T0, 1, settings)[0]["scheduled_for"] \
+        == "2026-01-01T01:00:00Z"  # 09:00 in Beijing
+    clock.set(datetime(2026, 1, 1, 1, 0, 0, 200000, tzinfo=UTC))
+    assert actions(s.tick()) == [sched.FIRED]
+    assert [r.scheduled_for for r in runs(store, tid)] == [datetime(2026, 1, 1, 1, tzinfo=UTC)]
+
+
+def _task(store: Store, tid: str) -> MessageTask:
+    with store.session() as s:
+        task = s.get(MessageTask, tid)
+        s.expunge(task)
+        return task
