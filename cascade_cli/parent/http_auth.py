@@ -24,6 +24,7 @@ from cascade_cli import auth
 from cascade_cli.errors import AuthError, ForbiddenError, ProtocolError, RateLimited
 from cascade_cli.parent import tokens
 from cascade_cli.store import nodes
+from cascade_cli.store.models import Node
 
 if TYPE_CHECKING:
     from cascade_cli.parent.app import AppState
@@ -103,9 +104,10 @@ def _invalid() -> AuthError:
                      code="invalid_credentials")
 
 
-def verify_node(s: Session, now: datetime, settings: Any, parsed: auth.PlainAuth |
-                auth.SignedAuth, method: str, pwq: str, body: bytes) -> Principal:
-    """Check a node credential in one unit of work (the nonce is remembered in it)."""
+def check_node(s: Session, now: datetime, settings: Any, parsed: auth.PlainAuth |
+               auth.SignedAuth, method: str, pwq: str, body: bytes) -> Node:
+    """Check a node credential in the caller's unit of work (a nonce is remembered in it);
+    the node row, for the work that follows in the same transaction."""
     a = settings.parent.auth
     node = nodes.find_by_key(s, parsed.api_key)
     if isinstance(parsed, auth.PlainAuth):
@@ -136,13 +138,77 @@ def verify_node(s: Session, now: datetime, settings: Any, parsed: auth.PlainAuth
             raise AuthError(f"request timestamp is {int(skew)} s away from the parent's clock "
                             f"(allowed {int(a.clock_skew)} s); synchronise the child's clock "
                             "(NTP)", code="clock_skew")
-        ttl = max(a.nonce_ttl, 2 * a.clock_skew)
-        if not nodes.remember_nonce(s, node.id, parsed.nonce, now + timedelta(seconds=ttl)):
+        if not nodes.remember_nonce(s, node.id, parsed.nonce, nonce_expiry(settings, now)):
             raise AuthError("request replayed: this nonce was already used", code="replayed")
+    _check_enabled(node)
+    return node
+
+
+def nonce_expiry(settings: Any, now: datetime) -> datetime:
+    a = settings.parent.auth
+    return now + timedelta(seconds=max(a.nonce_ttl, 2 * a.clock_skew))
+
+
+def _check_enabled(node: Node) -> None:
     if not node.enabled:
         raise ForbiddenError(f"node '{node.name}' is disabled on the parent",
                              code="node_disabled")
+
+
+def verify_node(s: Session, now: datetime, settings: Any, parsed: auth.PlainAuth |
+                auth.SignedAuth, method: str, pwq: str, body: bytes) -> Principal:
+    """Check a node credential in one unit of work (the nonce is remembered in it)."""
+    node = check_node(s, now, settings, parsed, method, pwq, body)
     return Principal("node", node.id, node.name)
+
+
+class NodeAuth:
+    """A node route's credential, checked inside the route's own unit of work.
+
+    A node request is then one transaction (credential, node row and the work together)
+    instead of two. The first check verifies the credential (remembering a signed request's
+    nonce); later checks in the same request (the rounds of a long poll) only re-read the node
+    so that disabling or revoking it still ends the poll's claims at once.
+    """
+
+    def __init__(self, state: AppState, parsed: auth.PlainAuth | auth.SignedAuth, method: str,
+                 pwq: str, body: bytes, addr: str) -> None:
+        self.state = state
+        self.parsed = parsed
+        self.method = method
+        self.pwq = pwq
+        self.body = body
+        self.addr = addr
+        self.node_id: str | None = None
+        self.node_name: str | None = None
+
+    @property
+    def signed(self) -> bool:
+        return isinstance(self.parsed, auth.SignedAuth)
+
+    def node(self, s: Session, now: datetime) -> Node:
+        """The caller's node, checked; raises the protocol's 401/403 otherwise."""
+        if self.node_id is not None:
+            node = s.get(Node, self.node_id)
+            if node is None or (node.secret_hash is None and node.revoked_at is not None):
+                raise _invalid()
+            _check_enabled(node)
+            return node
+        try:
+            node = check_node(s, now, self.state.settings, self.parsed, self.method, self.pwq,
+                              self.body)
+        except (AuthError, ForbiddenError) as exc:
+            self.refused(exc)
+            raise
+        self.node_id, self.node_name = node.id, node.name
+        return node
+
+    def refused(self, exc: AuthError | ForbiddenError) -> None:
+        state = self.state
+        state.metrics.auth_failures.labels(exc.code).inc()
+        if isinstance(exc, AuthError):
+            state.throttle.fail(self.addr)
+            log.info("authentication refused from %s: %s", self.addr, exc.code)
 
 
 async def authenticate(request: Request) -> Principal:
@@ -181,12 +247,20 @@ async def authenticate(request: Request) -> Principal:
         raise
 
 
-async def require_node(request: Request) -> Principal:
-    p = await authenticate(request)
-    if p.role != "node":
-        raise ForbiddenError("this route is for child nodes (AK-SK or signed credentials), "
-                             "not admin tokens", code="node_required")
-    return p
+async def require_node(request: Request) -> NodeAuth:
+    """A node credential, checked later in the route's unit of work (``NodeAuth.node``);
+    an admin token is verified here and refused with 403 ``node_required``."""
+    state: AppState = request.app.state.cascade
+    header = request.headers.get("authorization")
+    parsed = auth.parse_authorization(header) if header else None
+    if isinstance(parsed, auth.PlainAuth | auth.SignedAuth):
+        addr = _client_addr(request)
+        state.throttle.check(addr)
+        body = await request.body() if isinstance(parsed, auth.SignedAuth) else b""
+        return NodeAuth(state, parsed, request.method, path_with_query(request), body, addr)
+    await authenticate(request)  # missing, malformed or a bearer token: 401/429, or ...
+    raise ForbiddenError("this route is for child nodes (AK-SK or signed credentials), "
+                         "not admin tokens", code="node_required")
 
 
 async def require_admin(request: Request) -> Principal:

@@ -19,7 +19,7 @@ from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
 from cascade_cli.parent.envelope import ok
-from cascade_cli.parent.http_auth import Principal, require_node
+from cascade_cli.parent.http_auth import NodeAuth, require_node
 from cascade_cli.store.models import Node
 
 
@@ -29,7 +29,7 @@ def doctor_router() -> APIRouter:
     @router.get("/claimable", summary="Could this node claim work now, and if not why "
                 "(read-only; used by cascade doctor)")
     async def claimable(request: Request,
-                        p: Annotated[Principal, Depends(require_node)]) -> Response:
+                        p: Annotated[NodeAuth, Depends(require_node)]) -> Response:
         from cascade_cli.doctor.claimable import claimable_report
         from cascade_cli.parent.routes_node import node_op
 

@@ -17,9 +17,15 @@ from sqlalchemy.orm import Session
 
 from cascade_cli import PROTOCOL_VERSION
 from cascade_cli.clock import isoformat_z
-from cascade_cli.errors import AuthError, ForbiddenError, PayloadTooLarge
+from cascade_cli.errors import ForbiddenError, PayloadTooLarge, ProtocolError
 from cascade_cli.parent.envelope import no_work, ok
-from cascade_cli.parent.http_auth import Principal, require_any, require_node
+from cascade_cli.parent.http_auth import (
+    NodeAuth,
+    Principal,
+    nonce_expiry,
+    require_any,
+    require_node,
+)
 from cascade_cli.protocol import (
     HeartbeatIn,
     ReportCompletionIn,
@@ -28,11 +34,12 @@ from cascade_cli.protocol import (
     UploadArticlesIn,
 )
 from cascade_cli.store.models import Node
+from cascade_cli.store.nodes import remember_nonce
 
 router = APIRouter(tags=["node"])
 T = TypeVar("T")
 
-NodeP = Annotated[Principal, Depends(require_node)]
+NodeP = Annotated[NodeAuth, Depends(require_node)]
 AnyP = Annotated[Principal, Depends(require_any)]
 
 
@@ -40,18 +47,28 @@ def _state(request: Request) -> Any:
     return request.app.state.cascade
 
 
-async def node_op(request: Request, p: Principal,
+async def node_op(request: Request, p: NodeAuth,
                   fn: Callable[[Session, datetime, Node], T]) -> T:
-    """Run ``fn(s, now, node)`` with the caller's node loaded in the same unit of work."""
+    """Run ``fn(s, now, node)`` in one unit of work with the caller's credential checked and
+    its node loaded in it: one transaction per request."""
+    state = _state(request)
+    first = p.node_id is None
+
     def work(s: Session, now: datetime) -> T:
-        node = s.get(Node, p.node_id)
-        if node is None:
-            raise AuthError("invalid credentials: unknown api_key or wrong api_secret")
-        if not node.enabled:
-            raise ForbiddenError(f"node '{node.name}' is disabled on the parent",
-                                 code="node_disabled")
-        return fn(s, now, node)
-    return await _state(request).db.run(work)
+        if first:
+            p.node_id = None  # a retried transaction checks the credential (and nonce) again
+        return fn(s, now, p.node(s, now))
+
+    try:
+        return await state.db.run(work)
+    except ProtocolError:
+        if first and p.signed and p.node_id is not None:
+            # The work was refused and rolled back with the nonce it recorded: remember
+            # the nonce on its own so the refused request cannot be replayed either.
+            node_id, nonce = p.node_id, p.parsed.nonce  # type: ignore[union-attr]
+            await state.db.run(lambda s, now: remember_nonce(
+                s, node_id, nonce, nonce_expiry(state.settings, now)))
+        raise
 
 
 @router.get("/heartbeat", summary="Connection check (read-only; node or admin)")
@@ -73,13 +90,16 @@ async def heartbeat_post(request: Request, p: NodeP,
     return ok(data)
 
 
-async def _claim(request: Request, p: Principal, max_count: int, wait: float) -> list[Any]:
+async def _claim(request: Request, p: NodeAuth, max_count: int, wait: float,
+                 node_id: str | None = None) -> list[Any]:
     from cascade_cli.store import allocations
 
     state = _state(request)
     settings = state.settings
 
     def attempt(s: Session, now: datetime, node: Node) -> list[dict[str, Any]] | None:
+        if node_id and node_id not in (node.id, node.name):
+            raise ForbiddenError("node_id is not the caller's own node", code="node_mismatch")
         # claim() itself answers "nothing" with the same two reads a has_claimable()
         # pre-check would cost, so calling both only doubled the work on every poll.
         n = max(1, min(max_count, node.max_capacity))
@@ -110,9 +130,7 @@ async def claim_task(request: Request, p: NodeP,
 async def pending_tasks(request: Request, p: NodeP,
                         node_id: Annotated[str | None, Query(max_length=100)] = None
                         ) -> Response:
-    if node_id and node_id not in (p.node_id, p.node_name):
-        raise ForbiddenError("node_id is not the caller's own node", code="node_mismatch")
-    packages = await _claim(request, p, 1, 0)
+    packages = await _claim(request, p, 1, 0, node_id)
     return ok(packages[0]) if packages else no_work()
 
 
