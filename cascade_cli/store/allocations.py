@@ -15,9 +15,9 @@ superseded holder fail with 409 ``lease_superseded``.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import Table, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from cascade_cli import PROTOCOL_VERSION
@@ -40,7 +40,7 @@ from cascade_cli.protocol import (
 from cascade_cli.store import nodes as node_repo
 from cascade_cli.store.articles import merge_articles
 from cascade_cli.store.events import log_event
-from cascade_cli.store.feeds import feeds_for_ids, package_feeds
+from cascade_cli.store.feeds import package_feeds
 from cascade_cli.store.models import (
     ACTIVE_STATES,
     CLAIMED,
@@ -111,20 +111,39 @@ def claim(session: Session, now: datetime, node: Node, settings: Settings, *,
     if want <= 0:
         return []
     expires = now + timedelta(seconds=lease_ttl(settings))
+    dialect = session.get_bind().dialect
     q = (select(Allocation.id, Allocation.epoch).where(_claimable(node, now, settings))
          .order_by(Allocation.created_at, Allocation.id).limit(want))
-    if session.get_bind().dialect.name in ("postgresql", "mysql", "mariadb"):
+    if dialect.name in ("postgresql", "mysql", "mariadb"):
         q = q.with_for_update(skip_locked=True, of=Allocation)
+    claimed = dict(status=CLAIMED, node_id=node.id, epoch=Allocation.epoch + 1,
+                   attempt=Allocation.attempt + 1, lease_expires_at=expires, claimed_at=now,
+                   started_at=None, updated_at=now)
+    if dialect.update_returning:  # PostgreSQL, SQLite >= 3.35
+        # One statement: the candidates (locked, skipping rows other claims hold) are moved
+        # and returned at once. ``status = 'pending'`` is checked again on the locked rows.
+        # On PostgreSQL the candidates are a CTE: it runs exactly once (an ``IN (SELECT ...
+        # LIMIT n)`` may be re-run by the planner and move more than n rows).
+        picked = q.with_only_columns(Allocation.id)
+        if dialect.name == "postgresql":
+            target = Allocation.id == picked.cte("picked").c.id
+        else:
+            target = Allocation.id.in_(picked.scalar_subquery())
+        allocs = list(session.scalars(
+            update(Allocation).where(target, Allocation.status == PENDING).values(**claimed)
+            .returning(Allocation),
+            execution_options={"synchronize_session": False, "populate_existing": True}))
+        allocs.sort(key=lambda a: (a.created_at, a.id))
+        return allocs
+    # MySQL/MariaDB have no UPDATE ... RETURNING: a conditional UPDATE per candidate,
+    # checked by row count, then the claimed rows are read back.
     claimed_ids: list[str] = []
     for alloc_id, seen_epoch in session.execute(q).all():
         result = session.execute(
             update(Allocation)
             .where(Allocation.id == alloc_id, Allocation.status == PENDING,
                    Allocation.epoch == seen_epoch)
-            .values(status=CLAIMED, node_id=node.id, epoch=seen_epoch + 1,
-                    attempt=Allocation.attempt + 1, lease_expires_at=expires,
-                    claimed_at=now, started_at=None, updated_at=now)
-            .execution_options(synchronize_session=False))
+            .values(claimed).execution_options(synchronize_session=False))
         if result.rowcount == 1:  # type: ignore[attr-defined]
             claimed_ids.append(alloc_id)
     if not claimed_ids:
@@ -291,6 +310,15 @@ def upload_articles(session: Session, now: datetime, node: Node, body: UploadArt
     return len(rows), new
 
 
+# A feed's fetch outcome; a failed fetch or a result without validators keeps the old ones.
+_FEEDS = cast(Table, Feed.__table__)
+_FEED_FETCHED = (
+    update(_FEEDS).where(_FEEDS.c.id == bindparam("b_id"))
+    .values(last_status=bindparam("b_status"), last_error=bindparam("b_error"),
+            etag=func.coalesce(bindparam("b_etag"), _FEEDS.c.etag),
+            last_modified=func.coalesce(bindparam("b_last_modified"), _FEEDS.c.last_modified)))
+
+
 def _summary(body: ReportCompletionIn) -> dict[str, Any]:
     counts = {"success": 0, "failed": 0, "not_modified": 0}
     for r in body.results:
@@ -312,31 +340,30 @@ def report_completion(session: Session, now: datetime, node: Node, body: ReportC
         select(Article.feed_id, func.count()).where(Article.allocation_id == alloc.id)
         .group_by(Article.feed_id)).all())
     errors = []
-    feed_rows = feeds_for_ids(session, [r.source_feed_id for r in body.results
-                                        if r.source_feed_id in feeds])
+    results: list[dict[str, Any]] = []
+    fetched: list[dict[str, Any]] = []
     seen: set[str] = set()
     for r in body.results:
         fid = r.source_feed_id
         if fid not in feeds or fid in seen:
             continue  # results for feeds outside the allocation are ignored, not stored
         seen.add(fid)
-        session.add(FeedResult(
-            allocation_id=alloc.id, schedule_run_id=alloc.schedule_run_id, feed_id=fid,
-            node_id=node.id, status=r.status, article_count=r.article_count,
-            new_article_count=int(new_by_feed.get(fid, 0)), error=r.error,
-            duration_ms=r.duration_ms, created_at=now))
-        feed: Feed | None = feed_rows.get(fid)
-        if feed is not None:
-            feed.last_fetched_at = now
-            feed.last_status = r.status
-            feed.last_error = r.error if r.status == "failed" else None
-            if r.status != "failed":
-                if r.etag is not None:
-                    feed.etag = r.etag
-                if r.last_modified is not None:
-                    feed.last_modified = r.last_modified
-        if r.status == "failed":
+        results.append({"allocation_id": alloc.id, "schedule_run_id": alloc.schedule_run_id,
+                        "feed_id": fid, "node_id": node.id, "status": r.status,
+                        "article_count": r.article_count,
+                        "new_article_count": int(new_by_feed.get(fid, 0)), "error": r.error,
+                        "duration_ms": r.duration_ms, "created_at": now})
+        ok_ = r.status != "failed"
+        fetched.append({"b_id": fid, "b_status": r.status,
+                        "b_error": None if ok_ else r.error,
+                        "b_etag": r.etag if ok_ else None,
+                        "b_last_modified": r.last_modified if ok_ else None})
+        if not ok_:
             errors.append(f"{fid}: {r.error or 'failed'}")
+    if results:
+        # Core statements: one executemany each instead of an ORM object per feed.
+        session.execute(insert(cast(Table, FeedResult.__table__)), results)
+        session.execute(_FEED_FETCHED.values(last_fetched_at=now), fetched)
     alloc.status = COMPLETED
     alloc.result_summary = _summary(body)
     # Counters only grow: a completion never zeroes what uploads counted.

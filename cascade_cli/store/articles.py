@@ -6,9 +6,9 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import insert, select
+from sqlalchemy import Table, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -45,12 +45,13 @@ def merge_articles(session: Session, now: datetime, rows: Sequence[tuple[str, Ar
     if not values:
         return 0
     batch = list(values.values())
+    table = cast(Table, Article.__table__)  # Core, not the ORM bulk path: runs on every upload
     dialect = session.get_bind().dialect.name
     if dialect in ("postgresql", "sqlite"):
-        ins = postgresql.insert(Article) if dialect == "postgresql" else sqlite.insert(Article)
+        ins = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
         new = 0
         for start in range(0, len(batch), 500):
-            stmt = ins.on_conflict_do_nothing(index_elements=["id"]).returning(Article.id)
+            stmt = ins.on_conflict_do_nothing(index_elements=["id"]).returning(table.c.id)
             new += len(session.execute(stmt, batch[start:start + 500]).all())
         return new
     # MySQL/MariaDB: no RETURNING; skip known ids, INSERT IGNORE absorbs a concurrent insert.
@@ -60,6 +61,5 @@ def merge_articles(session: Session, now: datetime, rows: Sequence[tuple[str, Ar
         return 0
     # Core execution on the session's connection: the ORM result of a bulk insert has no
     # rowcount, and the rowcount is what tells how many were really new.
-    table = Article.__table__
-    result = session.connection().execute(insert(table).prefix_with("IGNORE"), fresh)  # type: ignore[arg-type]
+    result = session.connection().execute(insert(table).prefix_with("IGNORE"), fresh)
     return int(result.rowcount or 0)
