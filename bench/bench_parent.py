@@ -47,6 +47,16 @@ PG_ADMIN = os.environ.get("CASCADE_TEST_PG", "postgresql+psycopg://postgres@127.
 P = "/api/v1/cascade"
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User+system CPU time of a process (Linux): a figure that other load on the machine
+    disturbs much less than wall-clock throughput."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -169,7 +179,9 @@ def bench_cycle(kind: str, n_allocs: int, clients: int) -> dict[str, Any]:
                                            for i in range(clients)])
                     return time.perf_counter() - t0
 
+                cpu0 = cpu_seconds(proc.proc.pid)
                 elapsed = asyncio.run(main())
+                cpu1 = cpu_seconds(proc.proc.pid)
         finally:
             db.drop()
     lat = stats["claim_ms"]
@@ -177,7 +189,10 @@ def bench_cycle(kind: str, n_allocs: int, clients: int) -> dict[str, Any]:
             "seconds": round(elapsed, 2),
             "allocs_per_s": round(stats["done"] / elapsed, 1),
             "requests_per_s": round(stats["done"] * 4 / elapsed, 1),
-            "claim_ms_p50": round(pct(lat, 50), 2), "claim_ms_p99": round(pct(lat, 99), 2)}
+            "claim_ms_p50": round(pct(lat, 50), 2), "claim_ms_p99": round(pct(lat, 99), 2),
+            "server_cpu_ms_per_alloc": (round((cpu1 - cpu0) * 1000 / max(1, stats["done"]), 2)
+                                        if cpu0 is not None and cpu1 is not None else None),
+            "load_avg_1m": round(os.getloadavg()[0], 2)}
 
 
 # --- long-poll wake-up -------------------------------------------------------------------------
