@@ -74,6 +74,7 @@ def register(app: typer.Typer) -> None:
                     offset: Annotated[int, typer.Option(min=0)] = 0,
                     watch: Annotated[bool, typer.Option("--watch", help="Refresh live until Ctrl-C.")] = False,
                     interval: Annotated[float, typer.Option(min=0.2, help="Seconds between refreshes with --watch.")] = 2.0,
+                    count: Annotated[int, typer.Option("--count", min=0, help="With --watch: stop after N refreshes (0: until Ctrl-C).")] = 0,
                     as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
         """List allocations, newest first, with counts by status."""
         app_ctx = get_ctx(ctx)
@@ -105,8 +106,10 @@ def register(app: typer.Typer) -> None:
             return
         try:
             with Live(render(), console=app_ctx.out, refresh_per_second=4) as live:
-                while True:
+                done = 0
+                while not count or done < count:
                     time.sleep(interval)
                     live.update(render())
+                    done += 1
         except KeyboardInterrupt:
             pass

@@ -80,3 +80,12 @@ def test_bad_input_is_one_line_and_changes_nothing(cfg, tmp_path):
     r = cli("feeds", "import", str(bad))
     assert r.exit_code == 2 and "entit" in r.output
     assert json.loads(cli("feeds", "list", "--json").stdout)["total"] == 0
+
+
+def test_allocations_watch_refreshes_and_has_a_finite_mode(cfg, tmp_path):
+    cli("feeds", "add", "http://127.0.0.1:9/w.xml", "--id", "MP_WXS_W", "--name", "watched")
+    assert cli("tasks", "add", "watched", "--feeds", "MP_WXS_W").exit_code == 0
+    assert cli("dispatch").exit_code == 0
+    r = cli("allocations", "--watch", "--interval", "0.2", "--count", "2")
+    assert r.exit_code == 0, r.output
+    assert "pending" in r.output and "online nodes 0" in r.output
