@@ -1,10 +1,14 @@
 """The child's durable spool: fetched articles and completions, kept until the parent acked them.
 
-A SQLite file (``child.spool_path``, default ``<data_dir>/spool.db``). The worker writes a feed's
-articles as soon as it is fetched and the allocation's completion (per-feed results) when every
-feed is done; it deletes rows only after the parent answered 2xx for them, or answered that the
-work is no longer ours (409). A crash, a SIGKILL or a parent outage therefore loses nothing: the
-next start (or reconnect) flushes the spool before claiming anything new.
+A SQLite file (``child.spool_path``, default ``<data_dir>/spool.db``). The worker marks an
+allocation as started when it claims it, and writes the allocation's articles together with its
+completion (per-feed results) in one transaction when every feed is done (or earlier, in chunks,
+when the fetched articles grow large); nothing is uploaded before it is in the spool. Rows are
+deleted only after the parent answered 2xx for them, or answered that the work is no longer ours
+(409). A crash, a SIGKILL or a parent outage therefore loses nothing that was fetched and
+spooled; an allocation that was only started (the child died while fetching) is found by the
+next start and handed back at once. The next start (or reconnect) flushes the spool before
+claiming anything new.
 
 One connection, used from the event-loop thread only; every write is its own transaction.
 """
@@ -43,6 +47,11 @@ CREATE TABLE IF NOT EXISTS spool_completions (
     created REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS spool_meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS spool_started (
+    allocation_id TEXT PRIMARY KEY,
+    epoch INTEGER,
+    created REAL NOT NULL
+);
 """
 
 
@@ -117,26 +126,54 @@ class Spool:
 
     # --- writes ----------------------------------------------------------------------------
 
+    def mark_started(self, allocation_id: str, epoch: int | None) -> None:
+        """Remember a claimed allocation until its completion is spooled or it is dropped, so a
+        child that dies while fetching can hand it back on its next start."""
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO spool_started (allocation_id, epoch, created) "
+                       "VALUES (?, ?, ?)", (allocation_id, epoch, time.time()))
+
+    @staticmethod
+    def encode_article(article: dict[str, Any]) -> str:
+        """The JSON text stored and later uploaded verbatim (encoded once)."""
+        return json.dumps(article, ensure_ascii=False, default=str)
+
     def add_articles(self, allocation_id: str, epoch: int | None, feed_id: str | None,
                      articles: Iterable[dict[str, Any]]) -> int:
-        now = time.time()
-        rows = [(allocation_id, epoch, feed_id, json.dumps(a, ensure_ascii=False, default=str),
-                 now) for a in articles]
-        if rows:
+        return self.add_encoded(allocation_id, epoch,
+                                [(feed_id, self.encode_article(a)) for a in articles])
+
+    def add_encoded(self, allocation_id: str, epoch: int | None,
+                    articles: list[tuple[str | None, str]]) -> int:
+        """Articles already encoded with ``encode_article``, as (feed_id, json) pairs."""
+        if articles:
             with self._tx() as db:
-                db.executemany("INSERT INTO spool_articles (allocation_id, epoch, feed_id, "
-                               "article, created) VALUES (?, ?, ?, ?, ?)", rows)
-        return len(rows)
+                self._insert_encoded(db, allocation_id, epoch, articles)
+        return len(articles)
+
+    @staticmethod
+    def _insert_encoded(db: sqlite3.Connection, allocation_id: str, epoch: int | None,
+                        articles: list[tuple[str | None, str]]) -> None:
+        now = time.time()
+        db.executemany("INSERT INTO spool_articles (allocation_id, epoch, feed_id, article, "
+                       "created) VALUES (?, ?, ?, ?, ?)",
+                       [(allocation_id, epoch, f, raw, now) for f, raw in articles])
 
     def add_completion(self, allocation_id: str, task_id: str | None, epoch: int | None,
-                       results: list[dict[str, Any]], article_count: int) -> None:
+                       results: list[dict[str, Any]], article_count: int, *,
+                       articles: list[tuple[str | None, str]] | None = None) -> None:
+        """Spool the per-feed results, plus (optionally) the last encoded articles of the
+        allocation, in one transaction: the allocation is then complete in the spool."""
         with self._tx() as db:
+            if articles:
+                self._insert_encoded(db, allocation_id, epoch, articles)
             db.execute("INSERT OR REPLACE INTO spool_completions (allocation_id, task_id, epoch, "
                        "results, article_count, new_count, created) VALUES (?, ?, ?, ?, ?, "
                        "COALESCE((SELECT new_count FROM spool_completions WHERE allocation_id "
                        "= ?), 0), ?)",
                        (allocation_id, task_id, epoch, json.dumps(results, ensure_ascii=False),
                         article_count, allocation_id, time.time()))
+            db.execute("DELETE FROM spool_started WHERE allocation_id = ?", (allocation_id,))
 
     def ack_articles(self, seqs: Iterable[int], *, allocation_id: str | None = None,
                      new_count: int = 0) -> None:
@@ -158,6 +195,7 @@ class Spool:
                            (allocation_id,)).rowcount
             n += db.execute("DELETE FROM spool_completions WHERE allocation_id = ?",
                             (allocation_id,)).rowcount
+            db.execute("DELETE FROM spool_started WHERE allocation_id = ?", (allocation_id,))
         return n
 
     # --- reads -----------------------------------------------------------------------------
@@ -181,7 +219,8 @@ class Spool:
         rows = self._db.execute(
             "SELECT allocation_id, MIN(created) FROM ("
             " SELECT allocation_id, created FROM spool_articles"
-            " UNION ALL SELECT allocation_id, created FROM spool_completions)"
+            " UNION ALL SELECT allocation_id, created FROM spool_completions"
+            " UNION ALL SELECT allocation_id, created FROM spool_started)"
             " GROUP BY allocation_id ORDER BY 2").fetchall()
         return [r[0] for r in rows]
 
@@ -194,6 +233,11 @@ class Spool:
         c = self._db.execute("SELECT COUNT(*) FROM spool_completions").fetchone()[0]
         return {"articles": int(a), "completions": int(c)}
 
+    def started_count(self) -> int:
+        """Allocations marked started whose completion is not spooled yet."""
+        return int(self._db.execute("SELECT COUNT(*) FROM spool_started").fetchone()[0])
+
     def is_empty(self) -> bool:
         counts = self.counts()
-        return counts["articles"] == 0 and counts["completions"] == 0
+        return counts["articles"] == 0 and counts["completions"] == 0 and \
+            self.started_count() == 0

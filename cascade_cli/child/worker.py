@@ -26,6 +26,7 @@ import signal
 import socket
 import time
 from collections.abc import Awaitable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -58,6 +59,9 @@ T = TypeVar("T")
 
 FATAL_AT_START = (BadCredentials, WrongEndpoint, NodeDisabled)
 MAX_BACKOFF = 30.0
+# Fetched articles wait in memory (already JSON-encoded) and reach the spool in one transaction
+# with the completion; an allocation with more than this spools in chunks, bounding memory.
+SPOOL_CHUNK_CHARS = 4 * 1024 * 1024
 
 
 @dataclass
@@ -71,6 +75,8 @@ class Held:
     task: asyncio.Task[None] | None = None
     spooled: bool = False  # fetching finished; the completion is in the spool
     stats: dict[str, int] = field(default_factory=dict)
+    pending: list[tuple[str | None, str]] = field(default_factory=list)  # (feed_id, json)
+    pending_chars: int = 0
 
 
 @dataclass
@@ -123,7 +129,10 @@ class ChildWorker:
         self._flush_wakeup = asyncio.Event()
         self._fetch_sem = asyncio.Semaphore(self.cfg.fetch_concurrency)
         http = make_http_client(self.cfg)
-        self._ctx = FetchContext(http=http, settings=self.cfg)
+        # One parse thread: the loop never waits on feedparser, and parses stay one at a time
+        # (no extra memory or GIL fights; the loop keeps heartbeating and doing I/O meanwhile).
+        parse_pool = ThreadPoolExecutor(1, thread_name_prefix="cascade-parse")
+        self._ctx = FetchContext(http=http, settings=self.cfg, parse_executor=parse_pool)
         loop = asyncio.get_running_loop()
         if self.install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -150,6 +159,7 @@ class ChildWorker:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)
             await http.aclose()
+            parse_pool.shutdown(wait=False, cancel_futures=True)
         s = self.stats
         log.info("child stopped: %d allocations claimed, %d completed, %d lost, %d released; "
                  "%d articles (%d new); spool %s", s.claimed, s.completed, s.lost, s.released,
@@ -351,6 +361,7 @@ class ChildWorker:
                     started=time.monotonic())
         self.held[alloc_id] = held
         self.stats.claimed += 1
+        self.spool.mark_started(alloc_id, held.epoch)
         log.debug("claimed allocation %s (task %s, %d feeds)", alloc_id,
                   package.get("task_name") or package.get("task_id"),
                   len(package.get("feeds") or []))
@@ -382,7 +393,9 @@ class ChildWorker:
             log.exception("allocation %s: unexpected error while fetching", alloc_id)
             raise
         total = sum(r.get("article_count", 0) for r in results)
-        self.spool.add_completion(alloc_id, pkg.get("task_id"), epoch, list(results), total)
+        self.spool.add_completion(alloc_id, pkg.get("task_id"), epoch, list(results), total,
+                                  articles=held.pending)
+        held.pending, held.pending_chars = [], 0
         held.spooled = True
         ok = sum(1 for r in results if r["status"] == "success")
         nm = sum(1 for r in results if r["status"] == "not_modified")
@@ -433,8 +446,7 @@ class ChildWorker:
                 if outcome.not_modified:
                     result["status"] = "not_modified"
                 else:
-                    self.spool.add_articles(held.allocation_id, held.epoch, feed.id,
-                                            outcome.articles)
+                    self._keep(held, feed.id, outcome.articles)
                     result["status"] = "success"
                     result["article_count"] = len(outcome.articles)
                 if outcome.etag:
@@ -446,6 +458,17 @@ class ChildWorker:
             log.warning("feed %s (%s) failed (处理公众号失败): %s", feed.id,
                         feed.mp_name or feed.url, result.get("error"))
         return result
+
+    def _keep(self, held: Held, feed_id: str, articles: list[dict[str, Any]]) -> None:
+        """Encode a feed's articles once; spool them with the completion (or in chunks)."""
+        encode = self.spool.encode_article
+        for article in articles:
+            raw = encode(article)
+            held.pending.append((feed_id, raw))
+            held.pending_chars += len(raw)
+        if held.pending_chars > SPOOL_CHUNK_CHARS:
+            self.spool.add_encoded(held.allocation_id, held.epoch, held.pending)
+            held.pending, held.pending_chars = [], 0
 
     def _lost(self, alloc_id: str, exc: BaseException) -> None:
         log.warning("allocation %s: %s; the work was handed on, dropping it", alloc_id, exc)
