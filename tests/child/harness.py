@@ -27,7 +27,7 @@ CHILD_DEFAULTS = {"claim_wait": 1, "fetch_timeout": 3, "drain_timeout": 5}
 
 
 def child_settings(tmp_path: Path, parent_url: str, creds: NodeCredentials, name: str = "c1",
-                   **child: Any) -> Settings:
+                   heartbeat_interval: float = 1, **child: Any) -> Settings:
     cfg = dict(CHILD_DEFAULTS)
     cfg.update(child)
     cfg["spool_path"] = str(tmp_path / f"spool-{name}.db")
@@ -35,7 +35,7 @@ def child_settings(tmp_path: Path, parent_url: str, creds: NodeCredentials, name
         "data_dir": str(tmp_path / f"data-{name}"),
         "cascade": {"enabled": True, "node_type": "child", "parent_api_url": parent_url,
                     "api_key": creds.api_key, "api_secret": creds.api_secret,
-                    "heartbeat_interval": 1},
+                    "heartbeat_interval": heartbeat_interval},
         "child": cfg})
 
 

@@ -45,13 +45,20 @@ def test_burst_child_against_real_parent(dep: Deployment) -> None:
         task_id = dep.task(feeds_of(srv))
         cfg = dep.child_config("c1")
         dep.dispatch(task_id)
-        proc = dep.start_child("c1", "--burst", config=cfg)
+        proc = dep.start_child("c1", "--burst", "--log-format", "json", config=cfg)
         assert proc.wait(60) == 0, dep.log("c1")
     assert set(dep.statuses(task_id)) == {"completed"}
     assert dep.article_count() == (TOTAL_ARTICLES, TOTAL_ARTICLES)
     log = dep.log("c1")
     assert "no work left (--burst)" in log and log.count("; reported") == 5
     assert "CS" not in log.replace("CS***", "")  # no secret in the log
+    # --log-format json: one object per line; allocation lines carry the facts as fields
+    records = [json.loads(line) for line in log.splitlines() if line.strip()]
+    allocs = [r for r in records if r.get("outcome")]
+    assert len(allocs) == 5 and {r["outcome"] for r in allocs} == {"completed"}
+    assert sum(r["articles"] for r in allocs) == TOTAL_ARTICLES
+    assert all({"allocation_id", "feeds_ok", "feeds_failed", "duration_s"} <= r.keys()
+               for r in allocs)
 
 
 def test_parent_down_20s_while_child_holds_work(dep: Deployment) -> None:

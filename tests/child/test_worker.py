@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -103,3 +104,132 @@ def test_max_allocations_and_second_run_not_modified(
     worker = run_worker(settings, burst=True)
     assert worker.stats.feeds_ok == 10 and worker.stats.articles == 0
     assert parent.article_count() == (61, 61)
+
+
+def test_heartbeat_not_starved_by_slow_cpu_heavy_work_and_parent_interval_honoured(
+        tmp_path: Path) -> None:
+    """The child asks for a 60 s heartbeat, the parent for 1 s; while every fetch is slow (1.5 s
+    server delay) and parsing keeps the CPU busy (64 synthetic 20-item documents), heartbeats
+    keep coming about every second and renew the 3 s leases: no lease is lost, every allocation
+    completes on its first attempt."""
+    parent = Parent(tmp_path, lease_ttl=3, heartbeat_interval=1, batch_size=32).start()
+    beats: list[float] = []
+    try:
+        with FeedServer(synthetic=True, delay=1.5) as srv:
+            creds = parent.node("c1", capacity=2)
+            settings = child_settings(tmp_path, parent.url, creds, heartbeat_interval=60,
+                                      fetch_concurrency=16, per_host_concurrency=16,
+                                      fetch_timeout=20)
+            task_id = parent.task([{"id": f"S{i}", "url": f"{srv.base_url}/synthetic/{i}.xml",
+                                    "mp_name": f"s{i}"} for i in range(64)])
+            online(parent, settings)
+            parent.dispatch(task_id)
+            c = settings.cascade
+
+            class Counting(AsyncParentClient):
+                async def _once(self, call: Any) -> Any:
+                    if call.route == "/heartbeat" and call.method == "POST":
+                        beats.append(time.monotonic())
+                    return await super()._once(call)
+
+            async def go() -> ChildWorker:
+                async with Counting(c.parent_api_url, c.api_key, c.api_secret,
+                                    retries=2, backoff_base=0.05) as client:
+                    spool = Spool(settings.spool_path)
+                    try:
+                        worker = ChildWorker(settings, client, spool, install_signals=False,
+                                             burst=True)
+                        await asyncio.wait_for(worker.run(), 90)
+                    finally:
+                        spool.close()
+                    return worker
+
+            start = time.monotonic()
+            worker = asyncio.run(go())
+            took = time.monotonic() - start
+        allocs = parent.allocations(task_id)
+    finally:
+        parent.stop()
+    assert {a["status"] for a in allocs} == {"completed"}
+    assert {a["attempt"] for a in allocs} == {1} and worker.stats.lost == 0
+    assert worker.stats.articles == 64 * 20
+    assert took > 5  # the work really took several lease periods
+    gaps = [b - a for a, b in zip(beats, beats[1:], strict=False)]
+    assert len(beats) >= took / 2, (len(beats), took)  # the parent's 1 s, not the child's 60 s
+    assert max(gaps) < 2.5, gaps  # never starved: well inside the 3 s lease
+
+
+def test_spool_flushed_first_on_restart_and_interrupted_work_handed_back(
+        tmp_path: Path, parent: Parent, feeds: FeedServer,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A previous run left one allocation fully spooled (articles + completion) and one only
+    started (it died while fetching). The next start delivers the first before claiming, and
+    hands the second back at once (released, not left to its lease), then does it itself."""
+    creds = parent.node("c1")
+    settings = child_settings(tmp_path, parent.url, creds)
+    task_id = parent.task(demo_feeds(feeds)[:4])
+    c = settings.cascade
+    with ParentClient(c.parent_api_url, c.api_key, c.api_secret) as client:
+        client.heartbeat()
+        parent.dispatch(task_id)
+        done, interrupted = client.claim(max=2)
+    spool = Spool(settings.spool_path)
+    spool.mark_started(done["allocation_id"], done["epoch"])
+    spool.mark_started(interrupted["allocation_id"], interrupted["epoch"])
+    arts = [{"title": "spooled", "url": f"https://example.com/s/{i}", "feed_id": f["id"]}
+            for i, f in enumerate(done["feeds"])]
+    spool.add_completion(done["allocation_id"], done["task_id"], done["epoch"],
+                         [{"feed_id": f["id"], "status": "success", "article_count": 1}
+                          for f in done["feeds"]], len(arts),
+                         articles=[(a["feed_id"], Spool.encode_article(a)) for a in arts])
+    spool.close()
+    caplog.set_level(logging.INFO, logger="cascade")
+    worker = run_worker(settings, burst=True)
+    allocs = {a["id"]: a for a in parent.allocations(task_id)}
+    assert {a["status"] for a in allocs.values()} == {"completed"}
+    assert allocs[done["allocation_id"]]["attempt"] == 1
+    assert allocs[done["allocation_id"]]["article_count"] == len(arts)
+    # released (a release is not a failed attempt), then claimed again under a new epoch
+    assert allocs[interrupted["allocation_id"]]["epoch"] > interrupted["epoch"]
+    assert worker.stats.released == 1 and worker.stats.claimed == 1
+    text = caplog.text
+    assert text.index("flushing first") < text.index("spooled completion delivered")
+    assert text.index("spooled completion delivered") < text.index("no work left")
+
+
+def test_per_host_and_global_fetch_limits(tmp_path: Path, parent: Parent) -> None:
+    """child.per_host_concurrency caps one host; other hosts still run; the global cap holds."""
+    from cascade_cli.child.fetchers import FetcherRegistry, FetchOutcome, host_key
+
+    class Probe:
+        def __init__(self) -> None:
+            self.now: dict[str, int] = {}
+            self.peak: dict[str, int] = {}
+            self.total = self.peak_total = 0
+
+        async def fetch(self, feed: Any, ctx: Any) -> FetchOutcome:
+            key = host_key(feed)
+            self.now[key] = self.now.get(key, 0) + 1
+            self.total += 1
+            self.peak[key] = max(self.peak.get(key, 0), self.now[key])
+            self.peak_total = max(self.peak_total, self.total)
+            await asyncio.sleep(0.15)
+            self.now[key] -= 1
+            self.total -= 1
+            return FetchOutcome()
+
+    creds = parent.node("c1", capacity=4)
+    settings = child_settings(tmp_path, parent.url, creds, capacity=4, fetch_concurrency=5,
+                              per_host_concurrency=2)
+    probe = Probe()
+    registry = FetcherRegistry(settings.child, load_plugins=False)
+    registry.register("probe", probe)
+    task_id = parent.task([{"id": f"P{h}{i}", "url": f"http://{h}.example/{i}.xml",
+                            "kind": "probe", "mp_name": "p"}
+                           for h in "abc" for i in range(4)])
+    online(parent, settings)
+    parent.dispatch(task_id)
+    run_worker(settings, burst=True, registry=registry)
+    assert {a["status"] for a in parent.allocations(task_id)} == {"completed"}
+    assert probe.peak == {"a.example": 2, "b.example": 2, "c.example": 2}
+    assert probe.peak_total == 5
