@@ -8,11 +8,19 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from cascade_cli import PROTOCOL_VERSION
+from cascade_cli.errors import InvalidInput
 
 NO_TASK_MESSAGE = "暂无待处理任务"  # fixed string: "no pending task"
 CANONICAL_PREFIX = "/api/v1/cascade"
@@ -24,6 +32,22 @@ __all__ = ["PROTOCOL_VERSION", "NO_TASK_MESSAGE", "CANONICAL_PREFIX", "LEGACY_PR
 
 class WireModel(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_model(model: type[M], data: Any, *, where: str | None = None) -> M:
+    """Validate input outside HTTP (CLI, files): the first problem as one ``InvalidInput``
+    naming the field, instead of pydantic's multi-line report."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err.get("loc", ()))
+        msg = str(err.get("msg", "is invalid")).removeprefix("Value error, ")
+        prefix = f"{where}: " if where else ""
+        raise InvalidInput(f"{prefix}{field}: {msg}", field=field) from None
 
 
 def parse_time(value: Any) -> datetime | None:

@@ -8,24 +8,14 @@ from typing import Annotated, Any
 
 import typer
 import yaml
-from pydantic import ValidationError
 
 from cascade_cli.cli.context import get_ctx
 from cascade_cli.console import print_json, table
 from cascade_cli.errors import InvalidInput, UsageError
-from cascade_cli.protocol import FeedIn
+from cascade_cli.protocol import FeedIn, parse_model
 from cascade_cli.store import feeds as feed_repo
 
 MAX_IMPORT_BYTES = 20 * 1024 * 1024
-
-
-def _feed_in(data: dict[str, Any], where: str) -> FeedIn:
-    try:
-        return FeedIn.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(p) for p in err.get("loc", ()))
-        raise InvalidInput(f"{where}: {field}: {err.get('msg')}", field=field) from None
 
 
 def parse_opml(text: str) -> list[dict[str, Any]]:
@@ -83,9 +73,9 @@ def register(app: typer.Typer) -> None:
             as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
         """Add one feed."""
         app_ctx = get_ctx(ctx)
-        data = _feed_in({"id": feed_id, "mp_name": name, "url": url, "kind": kind,
-                         "preferred_node": preferred_node, "status": 0 if disabled else 1},
-                        "feed")
+        data = parse_model(FeedIn, {"id": feed_id, "mp_name": name, "url": url, "kind": kind,
+                                    "preferred_node": preferred_node,
+                                    "status": 0 if disabled else 1}, where="feed")
         with app_ctx.ready_store().session() as s:
             feed = feed_repo.create_feed(s, app_ctx.clock.now(), data)
             out = feed_repo.feed_dict(feed, 0)
@@ -134,7 +124,7 @@ def register(app: typer.Typer) -> None:
         """Import feeds from YAML (list of feed objects) or OPML. All or nothing."""
         app_ctx = get_ctx(ctx)
         entries = parse_feed_file(path)
-        parsed = [_feed_in(e, f"{path.name} entry {i + 1}") for i, e in enumerate(entries)]
+        parsed = [parse_model(FeedIn, e, where=f"{path.name} entry {i + 1}") for i, e in enumerate(entries)]
         added, skipped = [], []
         with app_ctx.ready_store().session() as s:
             now = app_ctx.clock.now()

@@ -7,25 +7,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from pydantic import ValidationError
 from sqlalchemy import select
 
 from cascade_cli.cli.context import get_ctx
 from cascade_cli.console import print_json, table
-from cascade_cli.errors import Conflict, InvalidInput, UsageError
-from cascade_cli.protocol import MessageTaskIn, MessageTaskUpdate
+from cascade_cli.errors import Conflict, UsageError
+from cascade_cli.protocol import MessageTaskIn, MessageTaskUpdate, parse_model
 from cascade_cli.store import tasks as task_repo
 from cascade_cli.store.models import Feed, MessageTask
-
-
-def _validated(model: type[MessageTaskIn], data: dict[str, Any]) -> MessageTaskIn:
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(p) for p in err.get("loc", ()))
-        msg = str(err.get("msg", "")).removeprefix("Value error, ")
-        raise InvalidInput(f"{field}: {msg}", field=field) from None
 
 
 def _read_template(path: Path | None, text: str | None) -> str | None:
@@ -65,7 +54,7 @@ def register(app: typer.Typer) -> None:
             as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
         """Create a message task. Cron, webhook URL and template are checked now, not at 9 am."""
         app_ctx = get_ctx(ctx)
-        data = _validated(MessageTaskIn, {
+        data = parse_model(MessageTaskIn, {
             "id": task_id, "name": name, "mps_id": feeds, "cron_exp": cron, "web_hook_url": webhook,
             "message_type": message_type, "message_template": _read_template(template_file, template),
             "headers": headers, "cookies": cookies, "status": 0 if disabled else 1,
@@ -166,7 +155,7 @@ def register(app: typer.Typer) -> None:
             changes["web_hook_url"] = webhook
         if template_file is not None:
             changes["message_template"] = _read_template(template_file, None)
-        data = _validated(MessageTaskUpdate, changes)
+        data = parse_model(MessageTaskUpdate, changes)
         with app_ctx.ready_store().session() as s:
             t = task_repo.update_task(s, app_ctx.clock.now(), task, data)  # type: ignore[arg-type]
             out = task_repo.task_dict(t, include_secrets=True)
