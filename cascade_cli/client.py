@@ -15,7 +15,6 @@ Each route method returns the envelope's ``data``; the async client's methods re
 
 from __future__ import annotations
 
-import email.utils
 import errno
 import json
 import logging
@@ -45,6 +44,7 @@ from cascade_cli.errors import (
     ParentUnreachable,
     WrongEndpoint,
 )
+from cascade_cli.httpdates import retry_after_seconds
 from cascade_cli.protocol import CANONICAL_PREFIX
 
 log = logging.getLogger("cascade.client")
@@ -83,20 +83,7 @@ def retry_after_of(exc: BaseException) -> float | None:
 
 def parse_retry_after(value: str | None, clock: Clock) -> float | None:
     """Seconds from a ``Retry-After`` header (delta seconds or an HTTP date)."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        return None
-    return max(0.0, (when - clock.now()).total_seconds())
+    return retry_after_seconds(value, clock.now())
 
 
 def _connect_reason(exc: BaseException) -> str:

@@ -42,7 +42,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
@@ -51,9 +50,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from cascade_cli import __version__
-from cascade_cli.clock import Clock, ensure_utc, isoformat_z
+from cascade_cli.clock import Clock, isoformat_z
 from cascade_cli.config import Settings
 from cascade_cli.errors import Conflict, InvalidInput, NotFound
+from cascade_cli.httpdates import retry_after_seconds
 from cascade_cli.parent import templates
 from cascade_cli.store.engine import Store
 from cascade_cli.store.events import log_event
@@ -233,20 +233,6 @@ def build_headers(job: _Job, timestamp: str) -> dict[str, str]:
     return headers
 
 
-def _retry_after(value: str | None, now: datetime) -> float | None:
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, (ensure_utc(parsedate_to_datetime(value)) - now).total_seconds())
-    except (TypeError, ValueError, IndexError):
-        return None
-
-
 def _channel_error(channel: str, body: bytes) -> tuple[int, str] | None:
     """WeCom, DingTalk and Feishu answer HTTP 200 with an error code inside."""
     if channel not in ("wecom", "dingtalk", "feishu"):
@@ -404,10 +390,10 @@ class Notifier:
                                  f"code {err[0]} {err[1]}", code)
         if code == 429:
             return Outcome("retry", f"HTTP 429 rate limited: {snippet}", code,
-                           _retry_after(headers.get("retry-after"), self.clock.now()))
+                           retry_after_seconds(headers.get("retry-after"), self.clock.now()))
         if code >= 500 or code == 408:
             return Outcome("retry", f"HTTP {code}: {snippet}", code,
-                           _retry_after(headers.get("retry-after"), self.clock.now()))
+                           retry_after_seconds(headers.get("retry-after"), self.clock.now()))
         return Outcome("dead", f"HTTP {code} (not retried: the receiver refused the request): "
                                f"{snippet}", code)
 
