@@ -588,10 +588,22 @@ def child_config_problems(settings: Settings) -> list[tuple[str, str]]:
     elif not re.fullmatch(r"CN[A-Za-z0-9]{32}", c.api_key):
         problems.append(("cascade.api_key", "an api_key is 'CN' followed by 32 letters/digits; "
                          "copy it again from 'cascade init --child NAME'"))
+    elif _is_placeholder(c.api_key):
+        problems.append(("cascade.api_key", "this is the sample placeholder (CNxxx...), not a "
+                         "key: paste the api_key printed by 'cascade init --child NAME'"))
     if not c.api_secret:
         problems.append(("cascade.api_secret", "paste the api_secret printed once by "
                          "'cascade init --child NAME' (or set CASCADE_API_SECRET)"))
     elif not re.fullmatch(r"CS[A-Za-z0-9_\-]{20,}", c.api_secret):
         problems.append(("cascade.api_secret", "an api_secret starts with 'CS'; copy it again, "
                          "or rotate it with 'cascade nodes rotate NAME' on the parent"))
+    elif _is_placeholder(c.api_secret):
+        problems.append(("cascade.api_secret", "this is the sample placeholder (CSxxx...), not "
+                         "a secret: paste the api_secret printed once by 'cascade init --child "
+                         "NAME', or rotate it with 'cascade nodes rotate NAME'"))
     return problems
+
+
+def _is_placeholder(credential: str) -> bool:
+    """The troubleshooting guide's sample values (``CNxxxx...``, ``CSxxxx...``)."""
+    return len(set(credential[2:].lower())) == 1 and credential[2:3].lower() == "x"
