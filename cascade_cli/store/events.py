@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, insert, select
 from sqlalchemy.orm import Session
 
 from cascade_cli.store.models import Event
@@ -20,6 +20,22 @@ def log_event(session: Session, now: datetime, operation: str, *, node_id: str |
                   error=(error[:4000] if error else None), detail=detail, created_at=now)
     session.add(event)
     return event
+
+
+_EVENTS = cast(Table, Event.__table__)
+_INSERT_EVENT = insert(_EVENTS)
+
+
+def insert_event(session: Session, now: datetime, operation: str, *,
+                 node_id: str | None = None, direction: str = "internal", status: str = "ok",
+                 task_id: str | None = None, allocation_id: str | None = None, count: int = 0,
+                 error: str | None = None, detail: dict[str, Any] | None = None) -> None:
+    """``log_event`` as one Core INSERT, for the parent's per-request hot paths: no ORM
+    object, no unit-of-work flush at commit. Same row, same truncation; returns nothing."""
+    session.connection().execute(_INSERT_EVENT, {
+        "node_id": node_id, "operation": operation, "direction": direction, "status": status,
+        "task_id": task_id, "allocation_id": allocation_id, "count": count,
+        "error": error[:4000] if error else None, "detail": detail, "created_at": now})
 
 
 def list_events(session: Session, *, node_id: str | None = None, operation: str | None = None,
