@@ -16,11 +16,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
     Row,
+    Select,
     Table,
     Update,
     and_,
@@ -89,88 +91,110 @@ def heartbeat_interval(settings: Settings) -> float:
     return max(1.0, min(configured, lease_ttl(settings) / 3))
 
 
+_ALLOC = cast(Table, Allocation.__table__)
+_A = _ALLOC.c
+_N = cast(Table, Node.__table__).c
+# An allocation as a Core ``Row``: the model's column names as attributes, no ORM object.
+# The claim and the owner writes return these (the ORM's identity map and unit of work were
+# most of the parent's CPU per request).
+AllocationRow = Row[Any]
+# Typed explicitly: a bind inside a CASE gets no type from its column.
+_NOW = bindparam("b_now", type_=_A.updated_at.type)
+_LEASE = bindparam("b_lease", type_=_A.lease_expires_at.type)
+
+_RUNNING = select(func.count()).select_from(_ALLOC).where(
+    _A.node_id == bindparam("b_node"), _A.status.in_(ACTIVE_STATES))
+
+
 def running_count(session: Session, node_id: str) -> int:
-    return int(session.scalar(select(func.count()).select_from(Allocation).where(
-        Allocation.node_id == node_id, Allocation.status.in_(ACTIVE_STATES))) or 0)
+    return int(session.connection().execute(_RUNNING, {"b_node": node_id}).scalar() or 0)
 
 
 def orphaned_targets(session: Session, now: datetime, settings: Settings,
                      me: str) -> list[str]:
     """Nodes whose targeted allocations anybody may take: disabled, or offline past grace."""
-    return list(session.scalars(_orphans_query(now, settings, me)))
+    return list(session.scalars(_ORPHANS, {"b_node": me, "b_cutoff": _cutoff(now, settings)}))
 
 
-def _orphans_query(now: datetime, settings: Settings, me: str) -> Any:
-    cutoff = now - timedelta(seconds=settings.parent.offline_after + settings.parent.affinity_grace)
-    return select(Node.id).where(Node.id != me, or_(
-        Node.enabled.is_(False), Node.revoked_at.is_not(None),
-        Node.last_heartbeat_at.is_(None), Node.last_heartbeat_at < cutoff))
+def _cutoff(now: datetime, settings: Settings) -> datetime:
+    return now - timedelta(seconds=settings.parent.offline_after + settings.parent.affinity_grace)
 
 
-def _claimable(node: Node, now: datetime, settings: Settings) -> Any:
-    """Pending work this node may take: the shared pool, work targeted at it, and work
-    targeted at nodes that are gone (disabled, or offline past ``affinity_grace``).
-    Targeted work can only be taken by its node while that node lives, so it goes there
-    first without any ordering trick."""
-    return and_(Allocation.status == PENDING, or_(
-        Allocation.target_node_id.is_(None), Allocation.target_node_id == node.id,
-        Allocation.target_node_id.in_(_orphans_query(now, settings, node.id))))
+# Parameters b_node (the claiming node) and b_cutoff (``_cutoff``).
+_ORPHANS = select(_N.id).where(_N.id != bindparam("b_node"), or_(
+    _N.enabled.is_(False), _N.revoked_at.is_not(None),
+    _N.last_heartbeat_at.is_(None),
+    _N.last_heartbeat_at < bindparam("b_cutoff", type_=_N.last_heartbeat_at.type)))
+
+# Pending work a node may take: the shared pool, work targeted at it, and work targeted at
+# nodes that are gone (disabled, or offline past ``affinity_grace``). Targeted work can only
+# be taken by its node while that node lives, so it goes there first without any ordering
+# trick.
+_CLAIMABLE = and_(_A.status == PENDING, or_(
+    _A.target_node_id.is_(None), _A.target_node_id == bindparam("b_node"),
+    _A.target_node_id.in_(_ORPHANS)))
+_CANDIDATES = (select(_A.id, _A.epoch).where(_CLAIMABLE).order_by(_A.created_at, _A.id)
+               .limit(bindparam("b_want")))
+_CLAIMED = {_A.status: CLAIMED, _A.node_id: bindparam("b_node"), _A.epoch: _A.epoch + 1,
+            _A.attempt: _A.attempt + 1, _A.lease_expires_at: _LEASE, _A.claimed_at: _NOW,
+            _A.started_at: None, _A.updated_at: _NOW}
+
+
+@lru_cache(maxsize=8)
+def _claim_statements(dialect: str, returning: bool) -> tuple[Select[Any], Update]:
+    """The candidate query and the claiming UPDATE for a database, built once."""
+    q = _CANDIDATES
+    if dialect in ("postgresql", "mysql", "mariadb"):
+        q = q.with_for_update(skip_locked=True, of=_ALLOC)
+    if not returning:  # MySQL/MariaDB: one UPDATE per candidate, checked by row count
+        return q, (update(_ALLOC).where(_A.id == bindparam("b_id"), _A.status == PENDING,
+                                        _A.epoch == bindparam("b_epoch")).values(_CLAIMED))
+    # One statement: the candidates (locked, skipping rows other claims hold) are moved
+    # and returned at once. ``status = 'pending'`` is checked again on the locked rows.
+    # On PostgreSQL the candidates are a CTE: it runs exactly once (an ``IN (SELECT ...
+    # LIMIT n)`` may be re-run by the planner and move more than n rows).
+    picked = q.with_only_columns(_A.id)
+    if dialect == "postgresql":
+        target = _A.id == picked.cte("picked").c.id
+    else:
+        target = _A.id.in_(picked.scalar_subquery())
+    return q, (update(_ALLOC).where(target, _A.status == PENDING).values(_CLAIMED)
+               .returning(*_ALLOC.c))
 
 
 def claim(session: Session, now: datetime, node: Node, settings: Settings, *,
-          max_count: int = 1) -> list[Allocation]:
+          max_count: int = 1) -> list[AllocationRow]:
     """Claim up to ``max_count`` allocations within the node's free capacity."""
     free = node.max_capacity - running_count(session, node.id)
     want = min(max_count, free)
     if want <= 0:
         return []
-    expires = now + timedelta(seconds=lease_ttl(settings))
-    dialect = session.get_bind().dialect
-    q = (select(Allocation.id, Allocation.epoch).where(_claimable(node, now, settings))
-         .order_by(Allocation.created_at, Allocation.id).limit(want))
-    if dialect.name in ("postgresql", "mysql", "mariadb"):
-        q = q.with_for_update(skip_locked=True, of=Allocation)
-    claimed = dict(status=CLAIMED, node_id=node.id, epoch=Allocation.epoch + 1,
-                   attempt=Allocation.attempt + 1, lease_expires_at=expires, claimed_at=now,
-                   started_at=None, updated_at=now)
+    conn = session.connection()
+    dialect = conn.dialect
+    candidates, claiming = _claim_statements(dialect.name, bool(dialect.update_returning))
+    params = {"b_node": node.id, "b_cutoff": _cutoff(now, settings), "b_want": want,
+              "b_now": now, "b_lease": now + timedelta(seconds=lease_ttl(settings))}
     if dialect.update_returning:  # PostgreSQL, SQLite >= 3.35
-        # One statement: the candidates (locked, skipping rows other claims hold) are moved
-        # and returned at once. ``status = 'pending'`` is checked again on the locked rows.
-        # On PostgreSQL the candidates are a CTE: it runs exactly once (an ``IN (SELECT ...
-        # LIMIT n)`` may be re-run by the planner and move more than n rows).
-        picked = q.with_only_columns(Allocation.id)
-        if dialect.name == "postgresql":
-            target = Allocation.id == picked.cte("picked").c.id
-        else:
-            target = Allocation.id.in_(picked.scalar_subquery())
-        allocs = list(session.scalars(
-            update(Allocation).where(target, Allocation.status == PENDING).values(**claimed)
-            .returning(Allocation),
-            execution_options={"synchronize_session": False, "populate_existing": True}))
+        allocs = list(conn.execute(claiming, params).all())
         allocs.sort(key=lambda a: (a.created_at, a.id))
         return allocs
     # MySQL/MariaDB have no UPDATE ... RETURNING: a conditional UPDATE per candidate,
     # checked by row count, then the claimed rows are read back.
     claimed_ids: list[str] = []
-    for alloc_id, seen_epoch in session.execute(q).all():
-        result = session.execute(
-            update(Allocation)
-            .where(Allocation.id == alloc_id, Allocation.status == PENDING,
-                   Allocation.epoch == seen_epoch)
-            .values(claimed).execution_options(synchronize_session=False))
-        if result.rowcount == 1:  # type: ignore[attr-defined]
+    for alloc_id, seen_epoch in conn.execute(candidates, params).all():
+        result = conn.execute(claiming, {**params, "b_id": alloc_id, "b_epoch": seen_epoch})
+        if result.rowcount == 1:
             claimed_ids.append(alloc_id)
     if not claimed_ids:
         return []
     # Claims are counted by metrics and visible on the allocation (node, claimed_at, epoch);
     # an event row per claim would only grow the log.
-    allocs = list(session.scalars(select(Allocation).where(Allocation.id.in_(claimed_ids))
-                                  .execution_options(populate_existing=True)))
+    allocs = list(conn.execute(select(*_ALLOC.c).where(_A.id.in_(claimed_ids))).all())
     allocs.sort(key=lambda a: claimed_ids.index(a.id))
     return allocs
 
 
-def package(session: Session, alloc: Allocation, now: datetime) -> dict[str, Any]:
+def package(session: Session, alloc: AllocationRow, now: datetime) -> dict[str, Any]:
     """The task package of PROTOCOL.md for a claimed allocation."""
     feeds = package_feeds(session, list(alloc.feed_ids or []))
     task = session.execute(select(MessageTask.message_type, MessageTask.cron_exp)
@@ -231,15 +255,8 @@ def heartbeat(session: Session, now: datetime, node: Node, body: HeartbeatIn,
 # server CPU). The UPDATE takes the row lock, so concurrent writers (reaper, another claim)
 # are serialised exactly as the former ``SELECT ... FOR UPDATE`` did. Only when it matches
 # nothing does a second SELECT (``_diagnose``) find which protocol answer applies.
-# The functions return the row (a SQLAlchemy ``Row`` with the Allocation's column names as
-# attributes), not an ORM object.
+# The functions return an ``AllocationRow``, not an ORM object.
 
-_ALLOC = cast(Table, Allocation.__table__)
-_A = _ALLOC.c
-AllocationRow = Row[Any]
-# Typed explicitly: a bind inside a CASE gets no type from its column.
-_NOW = bindparam("b_now", type_=_A.updated_at.type)
-_LEASE = bindparam("b_lease", type_=_A.lease_expires_at.type)
 
 
 def _owner_update(values: dict[Any, Any], *, with_epoch: bool,
