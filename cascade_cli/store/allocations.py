@@ -194,11 +194,14 @@ def claim(session: Session, now: datetime, node: Node, settings: Settings, *,
     return allocs
 
 
+_MT = cast(Table, MessageTask.__table__).c
+_TASK_SCHEDULE = select(_MT.message_type, _MT.cron_exp).where(_MT.id == bindparam("b_id"))
+
+
 def package(session: Session, alloc: AllocationRow, now: datetime) -> dict[str, Any]:
     """The task package of PROTOCOL.md for a claimed allocation."""
     feeds = package_feeds(session, list(alloc.feed_ids or []))
-    task = session.execute(select(MessageTask.message_type, MessageTask.cron_exp)
-                           .where(MessageTask.id == alloc.task_id)).first()
+    task = session.connection().execute(_TASK_SCHEDULE, {"b_id": alloc.task_id}).first()
     ttl = 0
     if alloc.lease_expires_at:
         ttl = max(0, int((alloc.lease_expires_at - now).total_seconds()))
@@ -306,11 +309,19 @@ _SET_ERROR = (update(_ALLOC).where(_A.id == bindparam("b_id"))
               .values(error_message=bindparam("b_error")))
 
 
+# The largest value of an INTEGER column on every supported database. Client numbers are
+# bound into the owner writes (not compared in Python after a load): out-of-range ones must
+# not reach the driver, which would fail (500) before the protocol answer (e.g. 404).
+_INT_MAX = 2**31 - 1
+
+
 def _owner_write(session: Session, now: datetime, node: Node, alloc_id: str,
                  epoch: int | None, settings: Settings, stmts: dict[bool, Update],
                  returning: Sequence[Any] = tuple(_A), **params: Any) -> AllocationRow | None:
     """Run an owner write; the returned columns of the changed row, or None if the node may
     not write to this allocation now (then ``_diagnose`` tells why)."""
+    if epoch is not None and epoch > _INT_MAX:
+        return None  # no stored epoch is that large (and the driver could not bind it)
     conn = session.connection()
     params.update(b_id=alloc_id, b_node=node.id, b_epoch=epoch, b_now=now,
                   b_lease=now + timedelta(seconds=lease_ttl(settings)))
@@ -443,7 +454,8 @@ def _summary(body: ReportCompletionIn) -> dict[str, Any]:
 def report_completion(session: Session, now: datetime, node: Node, body: ReportCompletionIn,
                       settings: Settings) -> AllocationRow:
     alloc = _owner_write(session, now, node, body.allocation_id, body.epoch, settings,
-                         _COMPLETED, b_summary=_summary(body), b_count=body.article_count)
+                         _COMPLETED, b_summary=_summary(body),
+                         b_count=min(body.article_count, _INT_MAX))
     if alloc is None:
         alloc = _diagnose(session, body.allocation_id, body.epoch, node, allow_terminal=True)
         if alloc.status == COMPLETED:

@@ -49,10 +49,11 @@ def merge_articles(session: Session, now: datetime, rows: Sequence[tuple[str, Ar
     dialect = session.get_bind().dialect.name
     if dialect in ("postgresql", "sqlite"):
         ins = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+        stmt = ins.on_conflict_do_nothing(index_elements=["id"]).returning(table.c.id)
+        conn = session.connection()  # Core on the connection: no ORM execution layer
         new = 0
         for start in range(0, len(batch), 500):
-            stmt = ins.on_conflict_do_nothing(index_elements=["id"]).returning(table.c.id)
-            new += len(session.execute(stmt, batch[start:start + 500]).all())
+            new += len(conn.execute(stmt, batch[start:start + 500]).all())
         return new
     # MySQL/MariaDB: no RETURNING; skip known ids, INSERT IGNORE absorbs a concurrent insert.
     existing = set(session.scalars(select(Article.id).where(Article.id.in_(list(values)))))

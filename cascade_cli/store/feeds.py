@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, select
+from sqlalchemy import Table, func, select
 from sqlalchemy.orm import Session
 
 from cascade_cli.clock import isoformat_z
@@ -115,16 +115,18 @@ def package_feed(feed: Feed) -> dict[str, Any]:
             "last_modified": feed.last_modified}
 
 
-_PACKAGE_COLUMNS = (Feed.id, Feed.faker_id, Feed.mp_name, Feed.mp_cover, Feed.mp_intro,
-                    Feed.status, Feed.url, Feed.kind, Feed.etag, Feed.last_modified)
+# Table columns, not ORM attributes: a plain Core select skips the ORM execution layer.
+_FC = cast(Table, Feed.__table__).c
+_PACKAGE_COLUMNS = (_FC.id, _FC.faker_id, _FC.mp_name, _FC.mp_cover, _FC.mp_intro,
+                    _FC.status, _FC.url, _FC.kind, _FC.etag, _FC.last_modified)
 
 
 def package_feeds(session: Session, ids: list[str]) -> dict[str, dict[str, Any]]:
     """Feeds as a child sees them in a task package, by id (columns only: on the claim path)."""
     out: dict[str, dict[str, Any]] = {}
     for start in range(0, len(ids), 5000):
-        rows = session.execute(select(*_PACKAGE_COLUMNS).where(
-            Feed.id.in_(ids[start:start + 5000]))).mappings()
+        rows = session.connection().execute(select(*_PACKAGE_COLUMNS).where(
+            _FC.id.in_(ids[start:start + 5000]))).mappings()
         out.update({r["id"]: dict(r) for r in rows})
     return out
 

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from cascade_cli.config import Settings
@@ -49,21 +50,27 @@ def _finish(session: Session, now: datetime, run_id: str, settings: Settings) ->
     return True
 
 
+_RUNS = cast(Table, ScheduleRun.__table__)
+_DECREMENT = (update(_RUNS).where(_RUNS.c.id == bindparam("b_id"))
+              .values(open_allocations=_RUNS.c.open_allocations - 1))
+
+
 def allocation_finished(session: Session, now: datetime, run_id: str,
                         settings: Settings) -> bool:
     """Record one allocation of ``run_id`` becoming terminal; finish the run at zero.
 
     Call exactly once per terminal transition, in the transition's own transaction.
     """
-    stmt = (update(ScheduleRun).where(ScheduleRun.id == run_id)
-            .values(open_allocations=ScheduleRun.open_allocations - 1)
-            .execution_options(synchronize_session=False))
-    if session.get_bind().dialect.name in ("postgresql", "sqlite"):
-        remaining = session.execute(stmt.returning(ScheduleRun.open_allocations)).scalar()
+    # Core statements on the connection (not ORM-enabled ones): this runs on every terminal
+    # transition, on the parent's hot path.
+    conn = session.connection()
+    if conn.dialect.name in ("postgresql", "sqlite"):
+        remaining = conn.execute(_DECREMENT.returning(_RUNS.c.open_allocations),
+                                 {"b_id": run_id}).scalar()
     else:  # MySQL/MariaDB: no RETURNING; our UPDATE holds the row lock, so this read is ours
-        session.execute(stmt)
-        remaining = session.scalar(select(ScheduleRun.open_allocations)
-                                   .where(ScheduleRun.id == run_id))
+        conn.execute(_DECREMENT, {"b_id": run_id})
+        remaining = conn.execute(select(_RUNS.c.open_allocations)
+                                 .where(_RUNS.c.id == run_id)).scalar()
     if remaining is None or remaining > 0:
         return False
     if remaining < 0:  # counter not maintained for this run (made outside dispatch): count

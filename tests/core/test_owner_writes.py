@@ -62,6 +62,11 @@ def test_answers_leases_and_counters(world, clock, settings):
         _status(store, clock.now(), b, alloc_id, "executing", settings)
     with pytest.raises(errors.LeaseSuperseded):
         _status(store, clock.now(), a, alloc_id, "executing", settings, epoch=epoch - 1)
+    # numbers no database column holds still get the protocol's answers, not a driver error
+    with pytest.raises(errors.LeaseSuperseded):
+        _status(store, clock.now(), a, alloc_id, "executing", settings, epoch=2**63)
+    with pytest.raises(alloc_repo.AllocationNotFound):
+        _complete(store, clock.now(), a, "nope", feed, settings, count=2**63)
     assert _status(store, clock.now(), a, alloc_id, "executing", settings, epoch) == "executing"
     with store.session() as s:
         started = s.get(Allocation, alloc_id).started_at
