@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from cascade_cli.clock import isoformat_z
 from cascade_cli.config import Settings
 from cascade_cli.store.models import ACTIVE_STATES, PENDING, Allocation, Node
+from cascade_cli.store.nodes import NodeRow
 
 AVAILABLE = "available"
 NOTHING_DISPATCHED = "nothing_dispatched"
@@ -40,7 +41,8 @@ def _count(s: Session, *where: Any) -> int:
     return int(s.scalar(select(func.count()).select_from(Allocation).where(*where)) or 0)
 
 
-def claimable_report(s: Session, now: datetime, node: Node, settings: Settings) -> dict[str, Any]:
+def claimable_report(s: Session, now: datetime, node: Node | NodeRow,
+                     settings: Settings) -> dict[str, Any]:
     """Counts and the first reason that explains them. ``claimable`` > 0 iff reason is available.
 
     Uses the claim rule of ``store.allocations`` itself: a pending allocation can go to a node

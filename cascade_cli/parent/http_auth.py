@@ -24,7 +24,7 @@ from cascade_cli import auth
 from cascade_cli.errors import AuthError, ForbiddenError, ProtocolError, RateLimited
 from cascade_cli.parent import tokens
 from cascade_cli.store import nodes
-from cascade_cli.store.models import Node
+from cascade_cli.store.nodes import NodeRow
 
 if TYPE_CHECKING:
     from cascade_cli.parent.app import AppState
@@ -105,11 +105,11 @@ def _invalid() -> AuthError:
 
 
 def check_node(s: Session, now: datetime, settings: Any, parsed: auth.PlainAuth |
-               auth.SignedAuth, method: str, pwq: str, body: bytes) -> Node:
+               auth.SignedAuth, method: str, pwq: str, body: bytes) -> NodeRow:
     """Check a node credential in the caller's unit of work (a nonce is remembered in it);
     the node row, for the work that follows in the same transaction."""
     a = settings.parent.auth
-    node = nodes.find_by_key(s, parsed.api_key)
+    node = nodes.find_row_by_key(s, parsed.api_key)
     if isinstance(parsed, auth.PlainAuth):
         if not a.allow_plain_secret:
             raise AuthError("plain AK-SK authentication is disabled on this parent; "
@@ -149,7 +149,7 @@ def nonce_expiry(settings: Any, now: datetime) -> datetime:
     return now + timedelta(seconds=max(a.nonce_ttl, 2 * a.clock_skew))
 
 
-def _check_enabled(node: Node) -> None:
+def _check_enabled(node: NodeRow) -> None:
     if not node.enabled:
         raise ForbiddenError(f"node '{node.name}' is disabled on the parent",
                              code="node_disabled")
@@ -186,10 +186,10 @@ class NodeAuth:
     def signed(self) -> bool:
         return isinstance(self.parsed, auth.SignedAuth)
 
-    def node(self, s: Session, now: datetime) -> Node:
+    def node(self, s: Session, now: datetime) -> NodeRow:
         """The caller's node, checked; raises the protocol's 401/403 otherwise."""
         if self.node_id is not None:
-            node = s.get(Node, self.node_id)
+            node = nodes.get_row(s, self.node_id)
             if node is None or (node.secret_hash is None and node.revoked_at is not None):
                 raise _invalid()
             _check_enabled(node)

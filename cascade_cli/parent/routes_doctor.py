@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from cascade_cli.parent.envelope import ok
 from cascade_cli.parent.http_auth import NodeAuth, require_node
-from cascade_cli.store.models import Node
+from cascade_cli.store.nodes import NodeRow
 
 
 def doctor_router() -> APIRouter:
@@ -35,7 +35,7 @@ def doctor_router() -> APIRouter:
 
         settings = request.app.state.cascade.settings
 
-        def work(s: Session, now: datetime, node: Node) -> dict[str, Any]:
+        def work(s: Session, now: datetime, node: NodeRow) -> dict[str, Any]:
             return claimable_report(s, now, node, settings)
 
         data = await node_op(request, p, work)

@@ -33,8 +33,7 @@ from cascade_cli.protocol import (
     TaskStatusIn,
     UploadArticlesIn,
 )
-from cascade_cli.store.models import Node
-from cascade_cli.store.nodes import remember_nonce
+from cascade_cli.store.nodes import NodeRow, remember_nonce
 
 router = APIRouter(tags=["node"])
 T = TypeVar("T")
@@ -48,7 +47,7 @@ def _state(request: Request) -> Any:
 
 
 async def node_op(request: Request, p: NodeAuth,
-                  fn: Callable[[Session, datetime, Node], T]) -> T:
+                  fn: Callable[[Session, datetime, NodeRow], T]) -> T:
     """Run ``fn(s, now, node)`` in one unit of work with the caller's credential checked and
     its node loaded in it: one transaction per request."""
     state = _state(request)
@@ -97,7 +96,7 @@ async def _claim(request: Request, p: NodeAuth, max_count: int, wait: float,
     state = _state(request)
     settings = state.settings
 
-    def attempt(s: Session, now: datetime, node: Node) -> list[dict[str, Any]] | None:
+    def attempt(s: Session, now: datetime, node: NodeRow) -> list[dict[str, Any]] | None:
         if node_id and node_id not in (node.id, node.name):
             raise ForbiddenError("node_id is not the caller's own node", code="node_mismatch")
         # claim() itself answers "nothing" with the same two reads a has_claimable()
@@ -179,7 +178,7 @@ async def report_completion(request: Request, p: NodeP, body: ReportCompletionIn
 async def report_result(request: Request, p: NodeP, body: ReportResultIn) -> Response:
     from cascade_cli.store.events import log_event
 
-    def work(s: Session, now: datetime, node: Node) -> dict[str, Any]:
+    def work(s: Session, now: datetime, node: NodeRow) -> dict[str, Any]:
         ev = log_event(s, now, "report_result", node_id=node.id, direction="inbound",
                        task_id=body.task_id, count=len(body.results),
                        detail={"results": len(body.results)})

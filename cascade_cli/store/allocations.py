@@ -72,6 +72,7 @@ from cascade_cli.store.models import (
     MessageTask,
     Node,
 )
+from cascade_cli.store.nodes import NodeRow
 from cascade_cli.store.runs import allocation_finished
 
 
@@ -93,7 +94,8 @@ def heartbeat_interval(settings: Settings) -> float:
 
 _ALLOC = cast(Table, Allocation.__table__)
 _A = _ALLOC.c
-_N = cast(Table, Node.__table__).c
+_NODES = cast(Table, Node.__table__)
+_N = _NODES.c
 # An allocation as a Core ``Row``: the model's column names as attributes, no ORM object.
 # The claim and the owner writes return these (the ORM's identity map and unit of work were
 # most of the parent's CPU per request).
@@ -162,7 +164,7 @@ def _claim_statements(dialect: str, returning: bool) -> tuple[Select[Any], Updat
                .returning(*_ALLOC.c))
 
 
-def claim(session: Session, now: datetime, node: Node, settings: Settings, *,
+def claim(session: Session, now: datetime, node: Node | NodeRow, settings: Settings, *,
           max_count: int = 1) -> list[AllocationRow]:
     """Claim up to ``max_count`` allocations within the node's free capacity."""
     free = node.max_capacity - running_count(session, node.id)
@@ -217,21 +219,19 @@ def package(session: Session, alloc: AllocationRow, now: datetime) -> dict[str, 
     }
 
 
-def heartbeat(session: Session, now: datetime, node: Node, body: HeartbeatIn,
+def heartbeat(session: Session, now: datetime, node: Node | NodeRow, body: HeartbeatIn,
               settings: Settings) -> dict[str, Any]:
     """Mark the node alive and renew the leases of the allocations it still holds.
 
     ``cancel`` lists the ids it reported running that it no longer holds (lease expired and
     handed on, or finished elsewhere): the child must drop that work.
     """
-    node.last_heartbeat_at = now
-    if body.hostname is not None:
-        node.hostname = body.hostname
-    if body.version is not None:
-        node.version = body.version
-    if body.callback_url is not None:
-        node.callback_url = body.callback_url
-    node.updated_at = now
+    # A Core UPDATE, not attribute changes: the node is a row here (see nodes.NodeRow).
+    seen: dict[str, Any] = {"last_heartbeat_at": now, "updated_at": now}
+    for name in ("hostname", "version", "callback_url"):
+        if getattr(body, name) is not None:
+            seen[name] = getattr(body, name)
+    session.connection().execute(update(_NODES).where(_N.id == node.id).values(seen))
     running = list(dict.fromkeys(body.running))
     cancel: list[str] = []
     if running:
@@ -315,7 +315,7 @@ _SET_ERROR = (update(_ALLOC).where(_A.id == bindparam("b_id"))
 _INT_MAX = 2**31 - 1
 
 
-def _owner_write(session: Session, now: datetime, node: Node, alloc_id: str,
+def _owner_write(session: Session, now: datetime, node: Node | NodeRow, alloc_id: str,
                  epoch: int | None, settings: Settings, stmts: dict[bool, Update],
                  returning: Sequence[Any] = tuple(_A), **params: Any) -> AllocationRow | None:
     """Run an owner write; the returned columns of the changed row, or None if the node may
@@ -335,7 +335,7 @@ def _owner_write(session: Session, now: datetime, node: Node, alloc_id: str,
     return conn.execute(select(*returning).where(_A.id == alloc_id)).first()
 
 
-def _diagnose(session: Session, alloc_id: str, epoch: int | None, node: Node, *,
+def _diagnose(session: Session, alloc_id: str, epoch: int | None, node: Node | NodeRow, *,
               allow_terminal: bool = False) -> AllocationRow:
     """Failure path of an owner write: the protocol's error for why it matched nothing, in
     the order the protocol checks it. Returns the row only for a terminal allocation the
@@ -363,7 +363,7 @@ def _diagnose(session: Session, alloc_id: str, epoch: int | None, node: Node, *,
     raise InvalidTransition(f"allocation {alloc_id} is in an unexpected state {alloc.status}")
 
 
-def set_status(session: Session, now: datetime, node: Node, body: TaskStatusIn,
+def set_status(session: Session, now: datetime, node: Node | NodeRow, body: TaskStatusIn,
                settings: Settings) -> AllocationRow:
     args = (session, now, node, body.allocation_id, body.epoch, settings)
     if body.status == "executing":
@@ -390,8 +390,8 @@ def set_status(session: Session, now: datetime, node: Node, body: TaskStatusIn,
                             f"it cannot become {body.status}")
 
 
-def upload_articles(session: Session, now: datetime, node: Node, body: UploadArticlesIn,
-                    settings: Settings) -> tuple[int, int]:
+def upload_articles(session: Session, now: datetime, node: Node | NodeRow,
+                    body: UploadArticlesIn, settings: Settings) -> tuple[int, int]:
     limits = settings.parent.limits
     if len(body.articles) > limits.max_articles_per_request:
         raise PayloadTooLarge(f"{len(body.articles)} articles in one request; the limit is "
@@ -451,8 +451,8 @@ def _summary(body: ReportCompletionIn) -> dict[str, Any]:
     return {"feeds": len(body.results), **counts}
 
 
-def report_completion(session: Session, now: datetime, node: Node, body: ReportCompletionIn,
-                      settings: Settings) -> AllocationRow:
+def report_completion(session: Session, now: datetime, node: Node | NodeRow,
+                      body: ReportCompletionIn, settings: Settings) -> AllocationRow:
     alloc = _owner_write(session, now, node, body.allocation_id, body.epoch, settings,
                          _COMPLETED, b_summary=_summary(body),
                          b_count=min(body.article_count, _INT_MAX))

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import Row, Table, bindparam, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -60,6 +60,26 @@ def find_by_key(session: Session, api_key: str) -> Node | None:
     if not auth.API_KEY_RE.match(api_key or ""):
         return None
     return session.scalar(select(Node).where(Node.api_key == api_key))
+
+
+# A node as a Core ``Row`` (the model's column names as attributes): how the parent's request
+# path sees the caller's node. Every node request looks it up, so the lookup skips the ORM
+# (object loading and identity map); nothing on that path modifies the node object itself.
+NodeRow = Row[Any]
+_NODES = cast(Table, Node.__table__)
+_ROW_BY_KEY = select(*_NODES.c).where(_NODES.c.api_key == bindparam("b_key"))
+_ROW_BY_ID = select(*_NODES.c).where(_NODES.c.id == bindparam("b_id"))
+
+
+def find_row_by_key(session: Session, api_key: str) -> NodeRow | None:
+    """``find_by_key`` as a Core row."""
+    if not auth.API_KEY_RE.match(api_key or ""):
+        return None
+    return session.connection().execute(_ROW_BY_KEY, {"b_key": api_key}).first()
+
+
+def get_row(session: Session, node_id: str) -> NodeRow | None:
+    return session.connection().execute(_ROW_BY_ID, {"b_id": node_id}).first()
 
 
 def list_nodes(session: Session) -> list[Node]:
@@ -139,7 +159,7 @@ def delete_node(session: Session, ident: str) -> Node:
     return node
 
 
-def secret_matches(node: Node, api_secret: str, now: datetime) -> bool:
+def secret_matches(node: Node | NodeRow, api_secret: str, now: datetime) -> bool:
     """Constant-time check against the current and, within overlap, the previous secret."""
     current = auth.verify_secret(api_secret, node.secret_hash)
     previous = False
@@ -148,7 +168,7 @@ def secret_matches(node: Node, api_secret: str, now: datetime) -> bool:
     return current or previous
 
 
-def public_keys(node: Node, now: datetime) -> list[str]:
+def public_keys(node: Node | NodeRow, now: datetime) -> list[str]:
     keys = [node.public_key] if node.public_key else []
     if node.prev_public_key and node.prev_valid_until and now < node.prev_valid_until:
         keys.append(node.prev_public_key)
