@@ -232,6 +232,11 @@ def heartbeat(session: Session, now: datetime, node: Node | NodeRow, body: Heart
         if getattr(body, name) is not None:
             seen[name] = getattr(body, name)
     session.connection().execute(update(_NODES).where(_N.id == node.id).values(seen))
+    if isinstance(node, Node):
+        # An ORM object (a library caller's): keep it in step, or flushing its other changes
+        # (e.g. after ``session.merge``) would write the old values back over this UPDATE.
+        for name, value in seen.items():
+            setattr(node, name, value)
     running = list(dict.fromkeys(body.running))
     cancel: list[str] = []
     if running:

@@ -12,12 +12,13 @@ from cascade_cli.parent.dispatch import dispatch
 from cascade_cli.protocol import (
     ArticleIn,
     FeedResultIn,
+    HeartbeatIn,
     ReportCompletionIn,
     TaskStatusIn,
     UploadArticlesIn,
 )
 from cascade_cli.store import allocations as alloc_repo
-from cascade_cli.store.models import Allocation, Event, ScheduleRun
+from cascade_cli.store.models import Allocation, Event, Node, ScheduleRun
 from tests.core.helpers import make_feeds, make_node, make_task
 
 
@@ -119,3 +120,20 @@ def test_released_and_failed(world, clock, settings):
     with store.session() as s:
         run = s.get(ScheduleRun, run_id)
         assert run.status == "finished" and run.open_allocations == 0
+
+
+def test_heartbeat_marks_the_node_whether_row_or_orm_object(world, clock, settings):
+    store, a, b, run_id = world
+    alloc_id, epoch, feed = _claim(store, clock.now(), a, settings)
+    # the row first: then merging the stale ORM object marks its old values dirty
+    for node_of in (lambda s: alloc_repo.node_repo.get_row(s, a.id), lambda s: s.merge(a)):
+        clock.advance(10)
+        with store.session() as s:
+            hb = alloc_repo.heartbeat(s, clock.now(), node_of(s), HeartbeatIn(
+                running=[alloc_id, "gone"], hostname="h1"), settings)
+        assert hb["cancel"] == ["gone"]
+        with store.session() as s:
+            node = s.get(Node, a.id)
+            assert node.last_heartbeat_at == clock.now() and node.hostname == "h1"
+            assert s.get(Allocation, alloc_id).lease_expires_at == clock.now() + timedelta(
+                seconds=settings.parent.lease_ttl)
