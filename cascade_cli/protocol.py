@@ -27,6 +27,10 @@ CANONICAL_PREFIX = "/api/v1/cascade"
 LEGACY_PREFIX = "/api/v1/wx/cascade"
 PREFIXES = (CANONICAL_PREFIX, LEGACY_PREFIX)
 
+# Counters are INTEGER columns on every database: a larger number from a client is a 422,
+# never a database overflow (a 500).
+INT32_MAX = 2**31 - 1
+
 __all__ = ["PROTOCOL_VERSION", "NO_TASK_MESSAGE", "CANONICAL_PREFIX", "LEGACY_PREFIX"]
 
 
@@ -137,12 +141,12 @@ class FeedResultIn(WireModel):
     feed_id: str | None = Field(default=None, max_length=128)
     mp_id: str | None = Field(default=None, max_length=128)
     status: FeedResultStatus
-    article_count: int = Field(default=0, ge=0)
-    new_article_count: int | None = Field(default=None, ge=0)
+    article_count: int = Field(default=0, ge=0, le=INT32_MAX)
+    new_article_count: int | None = Field(default=None, ge=0, le=INT32_MAX)
     error: str | None = Field(default=None, max_length=10_000)
     etag: str | None = Field(default=None, max_length=1024)
     last_modified: str | None = Field(default=None, max_length=255)
-    duration_ms: int | None = Field(default=None, ge=0)
+    duration_ms: int | None = Field(default=None, ge=0, le=INT32_MAX)
 
     @model_validator(mode="after")
     def _has_feed(self) -> FeedResultIn:
@@ -159,7 +163,7 @@ class ReportCompletionIn(_Fenced):
     allocation_id: str = Field(min_length=1, max_length=64)
     task_id: str | None = Field(default=None, max_length=64)
     results: list[FeedResultIn] = Field(default_factory=list, max_length=100_000)
-    article_count: int = Field(default=0, ge=0)
+    article_count: int = Field(default=0, ge=0, le=INT32_MAX)
 
 
 class ReportResultIn(WireModel):

@@ -460,7 +460,7 @@ def report_completion(session: Session, now: datetime, node: Node | NodeRow,
                       body: ReportCompletionIn, settings: Settings) -> AllocationRow:
     alloc = _owner_write(session, now, node, body.allocation_id, body.epoch, settings,
                          _COMPLETED, b_summary=_summary(body),
-                         b_count=min(body.article_count, _INT_MAX))
+                         b_count=body.article_count)
     if alloc is None:
         alloc = _diagnose(session, body.allocation_id, body.epoch, node, allow_terminal=True)
         if alloc.status == COMPLETED:
