@@ -111,7 +111,12 @@ class FeedHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         if status != 304:
-            self.wfile.write(body)
+            try:
+                self.wfile.write(body)
+            except (BrokenPipeError, ConnectionResetError):
+                # The fetcher stopped reading (size limit, timeout, shutdown): that is its
+                # right, not a server error worth a traceback.
+                self.close_connection = True
 
 
 class FeedServer:
