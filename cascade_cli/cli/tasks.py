@@ -10,6 +10,7 @@ import typer
 from sqlalchemy import select
 
 from cascade_cli.cli.context import get_ctx
+from cascade_cli.cli.schedule import register_tasks_next
 from cascade_cli.console import print_json, table
 from cascade_cli.errors import Conflict, UsageError
 from cascade_cli.protocol import MessageTaskIn, MessageTaskUpdate, parse_model
@@ -176,8 +177,4 @@ def register(app: typer.Typer) -> None:
         else:
             app_ctx.out.print(f"removed task {task}")
 
-    try:  # `tasks next` lives with the scheduler
-        from cascade_cli.cli.schedule import register_tasks_next
-    except ImportError:  # pragma: no cover - during development only
-        return
-    register_tasks_next(tasks_app)
+    register_tasks_next(tasks_app)  # `tasks next` lives with the scheduler

@@ -194,10 +194,8 @@ def _feed_ids(value: Any) -> list[str]:
 def _template_problem(task: MessageTask) -> str | None:
     if not task.message_template:
         return None
-    try:
-        from cascade_cli.parent import templates
-    except ImportError:
-        return None
+    from cascade_cli.parent import templates
+
     try:
         templates.validate_template(task.message_template, task.message_type)
     except CascadeError as exc:
@@ -206,17 +204,12 @@ def _template_problem(task: MessageTask) -> str | None:
 
 
 def _webhook_problem(url: str) -> str | None:
-    try:
-        from cascade_cli.parent import templates
+    from cascade_cli.parent import templates
 
+    try:
         templates.validate_webhook_url(url)
-        return None
-    except ImportError:
-        pass
     except CascadeError as exc:
         return exc.message
-    if not url.lower().startswith(("http://", "https://")):
-        return f"web_hook_url {url!r} is not an http:// or https:// URL"
     return None
 
 

@@ -30,6 +30,7 @@ from cascade_cli.parent.envelope import error_response, install_handlers, ok
 from cascade_cli.parent.http_auth import Throttle
 from cascade_cli.parent.longpoll import Waiters
 from cascade_cli.parent.metrics import Metrics
+from cascade_cli.parent.routes_doctor import doctor_router
 from cascade_cli.protocol import CANONICAL_PREFIX, LEGACY_PREFIX
 from cascade_cli.store.engine import Store
 
@@ -222,15 +223,7 @@ def create_app(store: Store, clock: Clock, settings: Settings, *,
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.parent.limits.max_body_bytes,
                        metrics=metrics)
 
-    routers = [node_router, admin_router]
-    try:  # cascade doctor's read-only node route, when that module is part of the build
-        from cascade_cli.parent.routes_doctor import doctor_router
-    except ModuleNotFoundError as exc:
-        if exc.name != "cascade_cli.parent.routes_doctor":
-            raise
-    else:
-        routers.append(doctor_router())
-    for router in routers:
+    for router in (node_router, admin_router, doctor_router()):
         app.include_router(router, prefix=CANONICAL_PREFIX,
                            generate_unique_id_function=_unique_id("v1"))
         app.include_router(router, prefix=LEGACY_PREFIX,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import signal
 import sys
@@ -23,6 +22,8 @@ from cascade_cli import PROTOCOL_VERSION, __version__
 from cascade_cli.clock import Clock
 from cascade_cli.config import Settings
 from cascade_cli.parent.app import AppState, create_app
+from cascade_cli.parent.notify import Notifier
+from cascade_cli.parent.scheduler import Scheduler
 from cascade_cli.store.engine import Store
 
 log = logging.getLogger("cascade.parent")
@@ -35,17 +36,6 @@ class DaemonOptions:
     scheduler: bool = True
     notifier: bool = True
     graceful_timeout: float = 10.0
-
-
-def _optional_loop(module: str, cls: str) -> type | None:
-    """A background component another module provides; None while it does not exist yet."""
-    try:
-        mod = importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name == module:
-            return None
-        raise
-    return getattr(mod, cls, None)
 
 
 class _Server(uvicorn.Server):
@@ -104,17 +94,12 @@ async def serve(store: Store, clock: Clock, settings: Settings, opts: DaemonOpti
 
     stop = asyncio.Event()
     tasks: list[asyncio.Task[None]] = [asyncio.create_task(reaper_loop(state, stop))]
-    components = []
     if opts.scheduler and settings.parent.scheduler.enabled:
-        components.append(("scheduler", "cascade_cli.parent.scheduler", "Scheduler"))
+        # A cron run wakes this process's long-polling children at once, like an API dispatch.
+        scheduler = Scheduler(store, clock, settings, on_dispatch=state.waiters.notify_threadsafe)
+        tasks.append(asyncio.create_task(scheduler.run(stop)))
     if opts.notifier and settings.parent.notify.enabled:
-        components.append(("notifier", "cascade_cli.parent.notify", "Notifier"))
-    for name, module, cls_name in components:
-        cls = _optional_loop(module, cls_name)
-        if cls is None:
-            log.warning("%s not available in this build; not started", name)
-            continue
-        tasks.append(asyncio.create_task(cls(store, clock, settings).run(stop)))
+        tasks.append(asyncio.create_task(Notifier(store, clock, settings).run(stop)))
 
     async def announce_when_bound() -> None:
         while not server.started and not server.should_exit:
