@@ -15,6 +15,7 @@ Each route method returns the envelope's ``data``; the async client's methods re
 
 from __future__ import annotations
 
+import abc
 import errno
 import json
 import logging
@@ -108,7 +109,7 @@ def _connect_reason(exc: BaseException) -> str:
     return "network"
 
 
-class _Core:
+class _Core(abc.ABC):
     """Request building, signing and answer interpretation shared by both clients."""
 
     def __init__(self, base_url: str, api_key: str, api_secret: str, *,
@@ -306,8 +307,9 @@ class _Core:
 
     # --- routes (return data, or an awaitable of it in the async client) -------------------
 
-    def _call(self, call: Call) -> Any:  # pragma: no cover - overridden
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _call(self, call: Call) -> Any:
+        """Send ``call``: the blocking client returns its data, the async one an awaitable."""
 
     def _stamp(self, body: dict[str, Any], epoch: int | None) -> dict[str, Any]:
         if epoch is not None:
