@@ -49,6 +49,9 @@ def normalise_url(value: Any) -> Any:
     return url.rstrip("/")
 
 
+_API_PREFIX_SUFFIX = re.compile(r"/api/v1(/wx)?/cascade$", re.IGNORECASE)
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True, validate_default=True)
 
@@ -71,6 +74,10 @@ class CascadeSection(_Section):
         v = normalise_url(v)
         if isinstance(v, str) and v and not re.match(r"^https?://[^/\s]+", v):
             raise ValueError("must be an http:// or https:// URL such as http://parent-server:8001")
+        # The guide's curl commands show full API paths; a base URL pasted with the API
+        # prefix still means that parent (the client adds the prefix itself).
+        if isinstance(v, str):
+            v = _API_PREFIX_SUFFIX.sub("", v)
         return v or None
 
     @field_validator("api_key", "api_secret", mode="before")

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
+
 from cascade_cli.clock import SystemClock, isoformat_z
 from tests.doctor.conftest import child_config, diagnose, free_port
 
@@ -61,13 +63,15 @@ def test_wrong_path_prefix_behind_real_parent(tmp_path: Path, live_parent) -> No
     assert live_parent.url.replace("127.0.0.1", "127.0.0.1") in (http.fix or "")
 
 
-def test_prefix_pasted_into_parent_api_url(tmp_path: Path, live_parent) -> None:
+@pytest.mark.parametrize("suffix", ["/api/v1/cascade", "/api/v1/wx/cascade/"])
+def test_prefix_pasted_into_parent_api_url_is_normalised(tmp_path: Path, live_parent,
+                                                         suffix: str) -> None:
+    # The guide shows full API paths; a base URL pasted with the prefix means the same parent.
     creds = live_parent.node("n1")
-    cfg = child_config(tmp_path, live_parent.url + "/api/v1/cascade", creds.api_key,
-                       creds.api_secret)
-    r, _ = diagnose(tmp_path, cfg, ["child.http"])
-    assert r["child.http"].status == "failed"
-    assert "without the path '/api/v1/cascade'" in (r["child.http"].fix or "")
+    cfg = child_config(tmp_path, live_parent.url + suffix, creds.api_key, creds.api_secret)
+    r, _ = diagnose(tmp_path, cfg, ["child.http", "child.credentials"])
+    assert r["child.http"].status == "ok", r["child.http"]
+    assert r["child.credentials"].status == "ok", r["child.credentials"]
 
 
 def test_silent_server_is_a_network_timeout(tmp_path: Path, silent_server: str) -> None:

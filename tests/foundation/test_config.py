@@ -221,6 +221,14 @@ def test_url_normalisation(tmp_path: Path, raw: str, expected: str) -> None:
     assert s.parent.public_url == expected
 
 
+@pytest.mark.parametrize("raw", ["http://parent:8001/api/v1/cascade",
+                                 "parent:8001/api/v1/wx/cascade/",
+                                 "http://parent:8001/API/V1/CASCADE"])
+def test_parent_url_pasted_with_the_api_prefix_is_the_base_url(tmp_path: Path, raw: str) -> None:
+    f = write(tmp_path / "c.yaml", f"cascade:\n  parent_api_url: {raw!r}\n")
+    assert load_settings(f, environ={}).cascade.parent_api_url == "http://parent:8001"
+
+
 def test_quoted_key_and_secret_are_stripped(tmp_path: Path) -> None:
     f = write(tmp_path / "c.yaml", "cascade:\n  api_key: \"'CNabc' \"\n  api_secret: ' CSx '\n")
     s = load_settings(f, environ={})
