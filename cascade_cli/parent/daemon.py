@@ -18,7 +18,7 @@ from typing import Any
 
 import uvicorn
 
-from cascade_cli import PROTOCOL_VERSION, __version__
+from cascade_cli import PROTOCOL_VERSION, __version__, eventloop
 from cascade_cli.clock import Clock
 from cascade_cli.config import Settings
 from cascade_cli.parent.app import AppState, create_app
@@ -144,4 +144,4 @@ def run(store: Store, clock: Clock, settings: Settings, opts: DaemonOptions,
 
     # A SIGTERM before uvicorn installs its own handlers still ends the process cleanly.
     signal.signal(signal.SIGTERM, _early_term)
-    asyncio.run(serve(store, clock, settings, opts, announce or _print))
+    eventloop.run(serve(store, clock, settings, opts, announce or _print))
