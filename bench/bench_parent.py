@@ -4,8 +4,9 @@
     python bench/bench_parent.py --db sqlite --only planning
 
 Parts:
-* ``cycle``: one real ``cascade serve-parent`` process; 16 concurrent clients (asyncio +
-  httpx, plain AK-SK, 16 nodes) each loop claim -> task-status executing -> upload 20 articles
+* ``cycle``: one real ``cascade serve-parent`` process; 16 concurrent clients (asyncio, a
+  minimal keep-alive HTTP/1.1 client so the load generator is not the bottleneck; plain AK-SK,
+  16 nodes) each loop claim -> task-status executing -> upload 20 articles
   -> report-completion until no work is left. Reports allocations/s and claim latency.
 * ``wake``: a client long-polls ``claim-task?wait=30``; an API ``dispatch-task`` creates one
   allocation; latency from sending the dispatch to receiving the claim answer.
@@ -120,34 +121,78 @@ def _bulk_feeds(store: Store, n: int, now: Any, prefix: str = "B") -> list[str]:
 # --- full cycle ------------------------------------------------------------------------------
 
 
+class RawHttp:
+    """A minimal HTTP/1.1 keep-alive client over one asyncio stream.
+
+    The load generator shares this 2-core machine with the parent; httpx costs about 1 ms of
+    CPU per request, so 16 httpx clients in one process saturate a core before the parent
+    does and the benchmark then measures the client. This client costs a few tens of
+    microseconds per request (it only ever talks to our own server: Content-Length bodies,
+    no chunking, no redirects)."""
+
+    def __init__(self, host: str, port: int, headers: dict[str, str]) -> None:
+        self.host, self.port = host, port
+        self.extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        assert self.reader is not None
+        payload = b"" if body is None else json.dumps(body).encode()
+        head = (f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\n{self.extra}"
+                f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n")
+        self.writer.write(head.encode() + payload)
+        status_line = await self.reader.readuntil(b"\r\n")
+        status = int(status_line.split(b" ", 2)[1])
+        length = 0
+        while True:
+            line = await self.reader.readuntil(b"\r\n")
+            if line == b"\r\n":
+                break
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        data = await self.reader.readexactly(length)
+        return status, json.loads(data)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
 async def _client(url: str, cred: dict[str, str], stats: dict[str, Any]) -> None:
-    headers = {"Authorization": f"AK-SK {cred['api_key']}:{cred['api_secret']}"}
-    limits = httpx.Limits(max_connections=2, max_keepalive_connections=2)
-    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60,
-                                 limits=limits) as c:
+    parsed = httpx.URL(url)
+    c = RawHttp(parsed.host, parsed.port or 80,
+                {"Authorization": f"AK-SK {cred['api_key']}:{cred['api_secret']}"})
+    try:
         while True:
             t0 = time.perf_counter()
-            r = await c.post(P + "/claim-task")
+            status, doc = await c.request("POST", P + "/claim-task")
             stats["claim_ms"].append((time.perf_counter() - t0) * 1000)
-            pkg = r.json()["data"]
+            assert status == 200, doc
+            pkg = doc["data"]
             if pkg is None:
                 return
             aid, epoch = pkg["allocation_id"], pkg["epoch"]
             feed = pkg["feeds"][0]["id"]
-            r = await c.put(P + "/task-status", json={"allocation_id": aid,
-                                                      "status": "executing", "epoch": epoch})
-            assert r.status_code == 200, r.text
+            status, doc = await c.request("PUT", P + "/task-status", {
+                "allocation_id": aid, "status": "executing", "epoch": epoch})
+            assert status == 200, doc
             arts = [{"feed_id": feed, "title": f"article {i}", "url": f"https://e/{aid}/{i}",
                      "content": "x" * 500, "publish_time": 1700000000 + i} for i in range(20)]
-            r = await c.post(P + "/upload-articles", json={"allocation_id": aid,
-                                                           "articles": arts, "epoch": epoch})
-            assert r.status_code == 200, r.text
-            r = await c.post(P + "/report-completion", json={
+            status, doc = await c.request("POST", P + "/upload-articles", {
+                "allocation_id": aid, "articles": arts, "epoch": epoch})
+            assert status == 200, doc
+            status, doc = await c.request("POST", P + "/report-completion", {
                 "allocation_id": aid, "task_id": pkg["task_id"], "epoch": epoch,
                 "article_count": 20, "results": [{"feed_id": feed, "status": "success",
                                                   "article_count": 20}]})
-            assert r.status_code == 200, r.text
+            assert status == 200, doc
             stats["done"] += 1
+    finally:
+        c.close()
 
 
 def bench_cycle(kind: str, n_allocs: int, clients: int) -> dict[str, Any]:
@@ -180,7 +225,9 @@ def bench_cycle(kind: str, n_allocs: int, clients: int) -> dict[str, Any]:
                     return time.perf_counter() - t0
 
                 cpu0 = cpu_seconds(proc.proc.pid)
+                client_cpu0 = time.process_time()
                 elapsed = asyncio.run(main())
+                client_cpu = time.process_time() - client_cpu0
                 cpu1 = cpu_seconds(proc.proc.pid)
         finally:
             db.drop()
@@ -192,6 +239,7 @@ def bench_cycle(kind: str, n_allocs: int, clients: int) -> dict[str, Any]:
             "claim_ms_p50": round(pct(lat, 50), 2), "claim_ms_p99": round(pct(lat, 99), 2),
             "server_cpu_ms_per_alloc": (round((cpu1 - cpu0) * 1000 / max(1, stats["done"]), 2)
                                         if cpu0 is not None and cpu1 is not None else None),
+            "load_generator_cpu_ms_per_alloc": round(client_cpu * 1000 / max(1, stats["done"]), 2),
             "load_avg_1m": round(os.getloadavg()[0], 2)}
 
 

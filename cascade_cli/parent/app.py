@@ -11,21 +11,20 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import anyio
 import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.responses import Response
 from fastapi.routing import APIRoute
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cascade_cli import PROTOCOL_VERSION, __version__
 from cascade_cli.clock import Clock
 from cascade_cli.config import Settings
 from cascade_cli.parent import tokens
+from cascade_cli.parent.db import SerialDb, ThreadedDb
 from cascade_cli.parent.envelope import error_response, install_handlers, ok
 from cascade_cli.parent.http_auth import Throttle
 from cascade_cli.parent.longpoll import Waiters
@@ -34,51 +33,7 @@ from cascade_cli.parent.routes_doctor import doctor_router
 from cascade_cli.protocol import CANONICAL_PREFIX, LEGACY_PREFIX
 from cascade_cli.store.engine import Store
 
-T = TypeVar("T")
 log = logging.getLogger("cascade.parent.http")
-
-
-_TX_ATTEMPTS = 4
-_TRANSIENT_SQLSTATES = {"40P01", "40001"}  # PostgreSQL deadlock, serialization failure
-_TRANSIENT_MYSQL = {1213, 1205}  # deadlock, lock wait timeout
-
-
-def is_transient(exc: DBAPIError) -> bool:
-    orig = exc.orig
-    if getattr(orig, "sqlstate", None) in _TRANSIENT_SQLSTATES:
-        return True
-    args: tuple[Any, ...] = tuple(getattr(orig, "args", ()) or ())
-    return bool(args) and args[0] in _TRANSIENT_MYSQL
-
-
-class Db:
-    """Runs synchronous unit-of-work functions ``fn(session, now)`` in worker threads."""
-
-    def __init__(self, store: Store, clock: Clock, max_threads: int) -> None:
-        self.store = store
-        self.clock = clock
-        self.max_threads = max_threads
-        self._limiter: anyio.CapacityLimiter | None = None
-
-    def call(self, fn: Callable[[Session, Any], T]) -> T:
-        # A deadlock or serialization failure rolled the whole unit of work back: run it again
-        # (bounded) instead of answering 500 for something the client did right.
-        for attempt in range(_TX_ATTEMPTS):
-            try:
-                with self.store.session() as s:
-                    return fn(s, self.clock.now())
-            except DBAPIError as exc:
-                if attempt + 1 >= _TX_ATTEMPTS or not is_transient(exc):
-                    raise
-                log.warning("transient database conflict (%s), retrying the request's "
-                            "transaction", type(exc.orig).__name__)
-                time.sleep(0.005 * (attempt + 1))
-        raise AssertionError("unreachable")
-
-    async def run(self, fn: Callable[[Session, Any], T]) -> T:
-        if self._limiter is None:
-            self._limiter = anyio.CapacityLimiter(self.max_threads)
-        return await anyio.to_thread.run_sync(self.call, fn, limiter=self._limiter)
 
 
 @dataclass
@@ -86,7 +41,7 @@ class AppState:
     store: Store
     clock: Clock
     settings: Settings
-    db: Db
+    db: ThreadedDb
     metrics: Metrics
     throttle: Throttle
     waiters: Waiters
@@ -207,10 +162,10 @@ def create_app(store: Store, clock: Clock, settings: Settings, *,
         admin_secret = tokens.load_for_app(settings.admin_token_secret_file)
     pool = settings.model.database.pool_size
     # SQLite has one writer and every transaction takes the write lock (BEGIN IMMEDIATE):
-    # more threads only queue in its sleeping busy handler, which wrecks tail latency.
-    threads = 1 if store.dialect == "sqlite" else pool * 2
-    state = AppState(store=store, clock=clock, settings=settings,
-                     db=Db(store, clock, max_threads=threads), metrics=metrics,
+    # more threads would only queue in its sleeping busy handler, which wrecks tail latency.
+    db = (SerialDb(store, clock) if store.dialect == "sqlite"
+          else ThreadedDb(store, clock, max_threads=pool * 2))
+    state = AppState(store=store, clock=clock, settings=settings, db=db, metrics=metrics,
                      throttle=Throttle(a.failed_attempts_limit, a.failed_attempts_window),
                      waiters=Waiters(), admin_secret=admin_secret)
 

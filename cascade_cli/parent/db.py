@@ -1,0 +1,209 @@
+"""How the parent's request handlers reach the database: units of work run off the event loop.
+
+A unit of work is ``fn(session, now)``: one transaction, committed if it returns, rolled back
+if it raises. Two runners:
+
+* ``ThreadedDb`` (PostgreSQL, MySQL/MariaDB): a pool of worker threads, one transaction per
+  unit, a transient deadlock or serialization failure retried.
+* ``SerialDb`` (SQLite): SQLite has one writer, and every transaction takes the write lock
+  (``BEGIN IMMEDIATE``), so one thread does all the work. It also *group-commits*: units that
+  queued up while it was busy run one after the other in one transaction, with one commit,
+  and their callers are answered together. A commit, the BEGIN and the hand-off between the
+  event loop and the thread were about half of what a small request cost; under load a batch
+  shares them. Results are what running the units one by one would give: if a unit raises,
+  the batch is rolled back and every other unit of it runs again, alone, in its own
+  transaction, while the unit that raised keeps its error (a protocol answer) or runs alone
+  too (anything else). Nobody is answered before the transaction holding their work has
+  committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import anyio
+import anyio.to_thread
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
+
+from cascade_cli.clock import Clock
+from cascade_cli.errors import ProtocolError
+from cascade_cli.store.engine import Store
+
+T = TypeVar("T")
+Unit = Callable[[Session, Any], T]
+log = logging.getLogger("cascade.parent.db")
+
+_TX_ATTEMPTS = 4
+_TRANSIENT_SQLSTATES = {"40P01", "40001"}  # PostgreSQL deadlock, serialization failure
+_TRANSIENT_MYSQL = {1213, 1205}  # deadlock, lock wait timeout
+
+
+def is_transient(exc: DBAPIError) -> bool:
+    orig = exc.orig
+    if getattr(orig, "sqlstate", None) in _TRANSIENT_SQLSTATES:
+        return True
+    args: tuple[Any, ...] = tuple(getattr(orig, "args", ()) or ())
+    return bool(args) and args[0] in _TRANSIENT_MYSQL
+
+
+class ThreadedDb:
+    """Runs units of work in worker threads (at most ``max_threads`` at once)."""
+
+    def __init__(self, store: Store, clock: Clock, max_threads: int) -> None:
+        self.store = store
+        self.clock = clock
+        self.max_threads = max_threads
+        self._limiter: anyio.CapacityLimiter | None = None
+
+    def call(self, fn: Unit[T]) -> T:
+        """Run one unit in its own transaction, in the calling thread."""
+        # A deadlock or serialization failure rolled the whole unit of work back: run it again
+        # (bounded) instead of answering 500 for something the client did right.
+        for attempt in range(_TX_ATTEMPTS):
+            try:
+                with self.store.session() as s:
+                    return fn(s, self.clock.now())
+            except DBAPIError as exc:
+                if attempt + 1 >= _TX_ATTEMPTS or not is_transient(exc):
+                    raise
+                log.warning("transient database conflict (%s), retrying the request's "
+                            "transaction", type(exc.orig).__name__)
+                time.sleep(0.005 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    async def run(self, fn: Unit[T], *, batch: bool = False) -> T:
+        """Run ``fn`` off the event loop. ``batch`` (a short unit that may share a
+        transaction with others) only matters to ``SerialDb``."""
+        if self._limiter is None:
+            self._limiter = anyio.CapacityLimiter(self.max_threads)
+        return await anyio.to_thread.run_sync(self.call, fn, limiter=self._limiter)
+
+
+class _Job:
+    __slots__ = ("fn", "future", "loop", "batch", "ok", "value")
+
+    def __init__(self, fn: Unit[Any], future: asyncio.Future[Any],
+                 loop: asyncio.AbstractEventLoop, batch: bool) -> None:
+        self.fn = fn
+        self.future = future
+        self.loop = loop
+        self.batch = batch
+        self.ok = False
+        self.value: Any = None
+
+
+def _settle(jobs: list[_Job]) -> None:
+    """On the event loop: hand each caller its result."""
+    for job in jobs:
+        if job.future.done():  # the caller gave up (cancelled) meanwhile
+            continue
+        if job.ok:
+            job.future.set_result(job.value)
+        else:
+            job.future.set_exception(job.value)
+
+
+class SerialDb(ThreadedDb):
+    """One worker thread that group-commits batchable units (see the module docstring)."""
+
+    IDLE_EXIT = 5.0  # seconds; the thread ends when idle and starts again on demand
+
+    def __init__(self, store: Store, clock: Clock, max_batch: int = 64) -> None:
+        super().__init__(store, clock, max_threads=1)
+        self.max_batch = max_batch
+        self._queue: queue.SimpleQueue[_Job] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self.batches = 0  # transactions that carried more than one unit (for tests, metrics)
+
+    async def run(self, fn: Unit[T], *, batch: bool = False) -> T:
+        loop = asyncio.get_running_loop()
+        job = _Job(fn, loop.create_future(), loop, batch)
+        self._queue.put(job)
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._work, name="cascade-db",
+                                                daemon=True)
+                self._thread.start()
+        return await job.future  # type: ignore[no-any-return]
+
+    # --- the worker thread ---------------------------------------------------------------
+
+    def _work(self) -> None:
+        carry: _Job | None = None
+        while True:
+            if carry is not None:
+                first, carry = carry, None
+            else:
+                try:
+                    first = self._queue.get(timeout=self.IDLE_EXIT)
+                except queue.Empty:
+                    with self._lock:
+                        if self._queue.empty():
+                            self._thread = None
+                            return
+                    continue
+            jobs = [first]
+            if first.batch:
+                while len(jobs) < self.max_batch:
+                    try:
+                        nxt = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if not nxt.batch:
+                        carry = nxt  # runs alone, right after this batch
+                        break
+                    jobs.append(nxt)
+            self._run_jobs(jobs)
+
+    def _run_jobs(self, jobs: list[_Job]) -> None:
+        live = [j for j in jobs if not j.future.cancelled()]
+        if len(live) == 1:
+            self._run_alone(live[0])
+        elif live:
+            self._run_batch(live)
+        # One wake-up of the event loop per loop that waits (usually one) for the batch.
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Job]] = {}
+        for job in live:
+            by_loop.setdefault(job.loop, []).append(job)
+        for loop, settled in by_loop.items():
+            # RuntimeError: that loop is closed, nobody is waiting any more.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_settle, settled)
+
+    def _run_alone(self, job: _Job) -> None:
+        try:
+            job.value, job.ok = self.call(job.fn), True
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller, re-raised there
+            job.value, job.ok = exc, False
+
+    def _run_batch(self, jobs: list[_Job]) -> None:
+        failed: _Job | None = None
+        try:
+            with self.store.session() as s:
+                for job in jobs:
+                    failed = job
+                    job.value = job.fn(s, self.clock.now())
+                failed = None
+            for job in jobs:
+                job.ok = True
+            self.batches += 1
+            return
+        except BaseException as exc:  # noqa: BLE001 - rolled back; settled below
+            error = exc
+        # Rolled back. The unit that raised a protocol error keeps it (run alone it would
+        # have seen the same rows, written by the units before it, which run again below);
+        # every other unit runs again on its own, in order.
+        for job in jobs:
+            if job is failed and isinstance(error, ProtocolError):
+                job.value, job.ok = error, False
+            else:
+                self._run_alone(job)

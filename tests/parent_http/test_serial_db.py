@@ -1,0 +1,128 @@
+"""SerialDb (the SQLite runner): group commit gives the results of running units one by one."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from cascade_cli.clock import FakeClock
+from cascade_cli.errors import Conflict
+from cascade_cli.parent.db import SerialDb
+from cascade_cli.store.engine import Store
+
+
+@pytest.fixture
+def db(store: Store, clock: FakeClock) -> SerialDb:
+    with store.engine.begin() as conn:
+        conn.execute(text("CREATE TABLE scratch (k TEXT PRIMARY KEY)"))
+    return SerialDb(store, clock)
+
+
+def rows(store: Store) -> list[str]:
+    with store.engine.connect() as conn:
+        return [r[0] for r in conn.execute(text("SELECT k FROM scratch ORDER BY k"))]
+
+
+def insert(key: str) -> Any:
+    def unit(s: Any, now: Any) -> str:
+        s.execute(text("INSERT INTO scratch (k) VALUES (:k)"), {"k": key})
+        return key
+    return unit
+
+
+async def _blocked_then(db: SerialDb, units: list[tuple[Any, bool]]) -> list[Any]:
+    """Hold the worker with a first unit, queue ``units`` behind it, then let it go: the
+    queued batchable units reach the worker together."""
+    entered, release = threading.Event(), threading.Event()
+
+    def hold(s: Any, now: Any) -> None:
+        entered.set()
+        release.wait(10)
+
+    first = asyncio.create_task(db.run(hold))
+    while not entered.is_set():
+        await asyncio.sleep(0.005)
+    tasks = [asyncio.create_task(db.run(fn, batch=b)) for fn, b in units]
+    await asyncio.sleep(0.05)  # every task has queued its job
+    release.set()
+    await first
+    return await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def test_queued_units_share_one_transaction(db: SerialDb, store: Store) -> None:
+    keys = [f"k{i:02d}" for i in range(10)]
+    results = asyncio.run(_blocked_then(db, [(insert(k), True) for k in keys]))
+    assert results == keys
+    assert rows(store) == keys
+    assert db.batches == 1  # ten units, one commit
+
+
+def test_protocol_error_in_a_batch_keeps_its_answer_and_the_others_commit(
+        db: SerialDb, store: Store) -> None:
+    def refuse(s: Any, now: Any) -> None:
+        s.execute(text("INSERT INTO scratch (k) VALUES ('refused')"))
+        raise Conflict("no", code="conflict")
+
+    results = asyncio.run(_blocked_then(db, [(insert("a"), True), (refuse, True),
+                                             (insert("b"), True)]))
+    assert results[0] == "a" and results[2] == "b"
+    assert isinstance(results[1], Conflict)
+    assert rows(store) == ["a", "b"]  # the refused unit's write was rolled back, once
+
+
+def test_database_error_in_a_batch_is_the_units_own(db: SerialDb, store: Store) -> None:
+    # "a" twice: run one by one, the second insert fails on the primary key, the others commit.
+    results = asyncio.run(_blocked_then(db, [(insert("a"), True), (insert("a"), True),
+                                             (insert("c"), True)]))
+    assert results[0] == "a" and results[2] == "c"
+    assert isinstance(results[1], Exception) and "UNIQUE" in str(results[1])
+    assert rows(store) == ["a", "c"]
+
+
+def test_unbatchable_units_run_alone(db: SerialDb, store: Store) -> None:
+    results = asyncio.run(_blocked_then(db, [(insert("a"), True), (insert("b"), False),
+                                             (insert("c"), True)]))
+    assert results == ["a", "b", "c"]
+    assert db.batches == 0
+
+
+def test_a_cancelled_caller_s_unit_is_not_run(db: SerialDb, store: Store) -> None:
+    async def scenario() -> None:
+        entered, release = threading.Event(), threading.Event()
+
+        def hold(s: Any, now: Any) -> None:
+            entered.set()
+            release.wait(10)
+
+        first = asyncio.create_task(db.run(hold))
+        while not entered.is_set():
+            await asyncio.sleep(0.005)
+        doomed = asyncio.create_task(db.run(insert("doomed"), batch=True))
+        kept = asyncio.create_task(db.run(insert("kept"), batch=True))
+        await asyncio.sleep(0.05)
+        doomed.cancel()
+        release.set()
+        await first
+        assert await kept == "kept"
+        with pytest.raises(asyncio.CancelledError):
+            await doomed
+
+    asyncio.run(scenario())
+    assert rows(store) == ["kept"]
+
+
+def test_worker_thread_ends_when_idle_and_comes_back(db: SerialDb, store: Store) -> None:
+    db.IDLE_EXIT = 0.05  # type: ignore[misc]
+
+    async def scenario() -> None:
+        assert await db.run(insert("x"), batch=True) == "x"
+        await asyncio.sleep(0.3)
+        assert db._thread is None
+        assert await db.run(insert("y")) == "y"
+
+    asyncio.run(scenario())
+    assert rows(store) == ["x", "y"]
