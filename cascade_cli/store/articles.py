@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, insert, select
+from sqlalchemy import Table, bindparam, func, insert, select
+from sqlalchemy import cast as sa_cast
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -23,6 +24,20 @@ def article_identity(feed_id: str, article: ArticleIn) -> str:
         raise InvalidInput("an article needs a guid, url, id or title to be identified",
                            field="articles", code="invalid_article")
     return hashlib.sha256(f"{feed_id}\n{basis.strip()}".encode()).hexdigest()
+
+
+_TABLE = cast(Table, Article.__table__)
+_COLUMNS = [c.name for c in _TABLE.c]
+
+
+# INSERT ... SELECT FROM unnest(one array per column): the same SQL text whatever the batch
+# size (see merge_articles).
+_PG_UNNEST_INSERT = (
+    postgresql.insert(_TABLE)
+    .from_select(_COLUMNS, select(func.unnest(*[
+        sa_cast(bindparam(f"a_{c.name}"), postgresql.ARRAY(c.type)) for c in _TABLE.c
+    ]).table_valued(*_COLUMNS).render_derived(name="u")))
+    .on_conflict_do_nothing(index_elements=["id"]).returning(_TABLE.c.id))
 
 
 def merge_articles(session: Session, now: datetime, rows: Sequence[tuple[str, ArticleIn]], *,
@@ -47,10 +62,16 @@ def merge_articles(session: Session, now: datetime, rows: Sequence[tuple[str, Ar
     batch = list(values.values())
     table = cast(Table, Article.__table__)  # Core, not the ORM bulk path: runs on every upload
     dialect = session.get_bind().dialect.name
-    if dialect in ("postgresql", "sqlite"):
-        ins = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
-        stmt = ins.on_conflict_do_nothing(index_elements=["id"]).returning(table.c.id)
-        conn = session.connection()  # Core on the connection: no ORM execution layer
+    conn = session.connection()  # Core on the connection: no ORM execution layer
+    if dialect == "postgresql":
+        # One short statement with one array per column. A multi-row VALUES list would be
+        # a different, long SQL text for every batch size, which psycopg parses again on
+        # every call (it caches only short queries): that was most of an upload's CPU.
+        arrays = {f"a_{c}": [row[c] for row in batch] for c in _COLUMNS}
+        return len(conn.execute(_PG_UNNEST_INSERT, arrays).all())
+    if dialect == "sqlite":
+        stmt = (sqlite.insert(table).on_conflict_do_nothing(index_elements=["id"])
+                .returning(table.c.id))
         new = 0
         for start in range(0, len(batch), 500):
             new += len(conn.execute(stmt, batch[start:start + 500]).all())

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-27 23:52:40.006296
+Create Date: 2026-11-28 01:48:45.617142
 """
 from __future__ import annotations
 
@@ -49,7 +49,6 @@ def upgrade() -> None:
     with op.batch_alter_table('articles', schema=None) as batch_op:
         batch_op.create_index('ix_article_allocation', ['allocation_id'], unique=False)
         batch_op.create_index('ix_article_feed_published', ['feed_id', 'publish_time'], unique=False)
-        batch_op.create_index(batch_op.f('ix_articles_feed_id'), ['feed_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_articles_schedule_run_id'), ['schedule_run_id'], unique=False)
 
     op.create_table('auth_nonces',
@@ -298,7 +297,6 @@ def downgrade() -> None:
     op.drop_table('auth_nonces')
     with op.batch_alter_table('articles', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_articles_schedule_run_id'))
-        batch_op.drop_index(batch_op.f('ix_articles_feed_id'))
         batch_op.drop_index('ix_article_feed_published')
         batch_op.drop_index('ix_article_allocation')
 
