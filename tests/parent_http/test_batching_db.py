@@ -1,4 +1,4 @@
-"""SerialDb (the SQLite runner): group commit gives the results of running units one by one."""
+"""BatchingDb (the SQLite runner): group commit gives the results of running units one by one."""
 
 from __future__ import annotations
 
@@ -11,15 +11,15 @@ from sqlalchemy import text
 
 from cascade_cli.clock import FakeClock
 from cascade_cli.errors import Conflict
-from cascade_cli.parent.db import SerialDb
+from cascade_cli.parent.db import BatchingDb
 from cascade_cli.store.engine import Store
 
 
 @pytest.fixture
-def db(store: Store, clock: FakeClock) -> SerialDb:
+def db(store: Store, clock: FakeClock) -> BatchingDb:
     with store.engine.begin() as conn:
         conn.execute(text("CREATE TABLE scratch (k TEXT PRIMARY KEY)"))
-    return SerialDb(store, clock)
+    return BatchingDb(store, clock)
 
 
 def rows(store: Store) -> list[str]:
@@ -34,7 +34,7 @@ def insert(key: str) -> Any:
     return unit
 
 
-async def _blocked_then(db: SerialDb, units: list[tuple[Any, bool]]) -> list[Any]:
+async def _blocked_then(db: BatchingDb, units: list[tuple[Any, bool]]) -> list[Any]:
     """Hold the worker with a first unit, queue ``units`` behind it, then let it go: the
     queued batchable units reach the worker together."""
     entered, release = threading.Event(), threading.Event()
@@ -53,7 +53,7 @@ async def _blocked_then(db: SerialDb, units: list[tuple[Any, bool]]) -> list[Any
     return await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def test_queued_units_share_one_transaction(db: SerialDb, store: Store) -> None:
+def test_queued_units_share_one_transaction(db: BatchingDb, store: Store) -> None:
     keys = [f"k{i:02d}" for i in range(10)]
     results = asyncio.run(_blocked_then(db, [(insert(k), True) for k in keys]))
     assert results == keys
@@ -62,7 +62,7 @@ def test_queued_units_share_one_transaction(db: SerialDb, store: Store) -> None:
 
 
 def test_protocol_error_in_a_batch_keeps_its_answer_and_the_others_commit(
-        db: SerialDb, store: Store) -> None:
+        db: BatchingDb, store: Store) -> None:
     def refuse(s: Any, now: Any) -> None:
         s.execute(text("INSERT INTO scratch (k) VALUES ('refused')"))
         raise Conflict("no", code="conflict")
@@ -74,7 +74,7 @@ def test_protocol_error_in_a_batch_keeps_its_answer_and_the_others_commit(
     assert rows(store) == ["a", "b"]  # the refused unit's write was rolled back, once
 
 
-def test_database_error_in_a_batch_is_the_units_own(db: SerialDb, store: Store) -> None:
+def test_database_error_in_a_batch_is_the_units_own(db: BatchingDb, store: Store) -> None:
     # "a" twice: run one by one, the second insert fails on the primary key, the others commit.
     results = asyncio.run(_blocked_then(db, [(insert("a"), True), (insert("a"), True),
                                              (insert("c"), True)]))
@@ -83,14 +83,14 @@ def test_database_error_in_a_batch_is_the_units_own(db: SerialDb, store: Store) 
     assert rows(store) == ["a", "c"]
 
 
-def test_unbatchable_units_run_alone(db: SerialDb, store: Store) -> None:
+def test_unbatchable_units_run_alone(db: BatchingDb, store: Store) -> None:
     results = asyncio.run(_blocked_then(db, [(insert("a"), True), (insert("b"), False),
                                              (insert("c"), True)]))
     assert results == ["a", "b", "c"]
     assert db.batches == 0
 
 
-def test_a_cancelled_caller_s_unit_is_not_run(db: SerialDb, store: Store) -> None:
+def test_a_cancelled_caller_s_unit_is_not_run(db: BatchingDb, store: Store) -> None:
     async def scenario() -> None:
         entered, release = threading.Event(), threading.Event()
 
@@ -115,13 +115,13 @@ def test_a_cancelled_caller_s_unit_is_not_run(db: SerialDb, store: Store) -> Non
     assert rows(store) == ["kept"]
 
 
-def test_worker_thread_ends_when_idle_and_comes_back(db: SerialDb, store: Store) -> None:
+def test_worker_thread_ends_when_idle_and_comes_back(db: BatchingDb, store: Store) -> None:
     db.IDLE_EXIT = 0.05  # type: ignore[misc]
 
     async def scenario() -> None:
         assert await db.run(insert("x"), batch=True) == "x"
         await asyncio.sleep(0.3)
-        assert db._thread is None
+        assert not db._threads
         assert await db.run(insert("y")) == "y"
 
     asyncio.run(scenario())
