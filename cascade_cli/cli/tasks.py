@@ -12,10 +12,10 @@ from sqlalchemy import select
 from cascade_cli.cli.context import get_ctx
 from cascade_cli.cli.schedule import register_tasks_next
 from cascade_cli.console import print_json, table
-from cascade_cli.errors import Conflict, UsageError
+from cascade_cli.errors import UsageError
 from cascade_cli.protocol import MessageTaskIn, MessageTaskUpdate, parse_model
 from cascade_cli.store import tasks as task_repo
-from cascade_cli.store.models import Feed, MessageTask
+from cascade_cli.store.models import Feed
 
 
 def _read_template(path: Path | None, text: str | None) -> str | None:
@@ -61,12 +61,7 @@ def register(app: typer.Typer) -> None:
             "headers": headers, "cookies": cookies, "status": 0 if disabled else 1,
             "overlap_policy": overlap, "misfire_policy": misfire})
         with app_ctx.ready_store().session() as s:
-            # A second task of the same name would make every name lookup ambiguous.
-            same = s.scalar(select(MessageTask.id).where(MessageTask.name == data.name))
-            if same is not None:
-                raise Conflict(f"a task named {data.name!r} already exists (id {same})",
-                               hint=f"change it with 'cascade tasks update {data.name}', or "
-                                    "choose another name")
+            # The store refuses a second task of the same name (409 duplicate_name).
             task = task_repo.create_task(s, app_ctx.clock.now(), data)
             out = task_repo.task_dict(task, include_secrets=True)
             feed_state = {fid: st for fid, st in s.execute(select(Feed.id, Feed.status).where(

@@ -45,9 +45,19 @@ class Metrics:
                                  "HTTP request latency", ["method", "route"],
                                  buckets=_LATENCY_BUCKETS, registry=r)
 
+        # The labelled children per (method, route, status): ``labels()`` validates and
+        # looks them up under a lock on every call, a noticeable cost on every request.
+        self._per_request: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
-        self.requests.labels(method, route, str(status)).inc()
-        self.latency.labels(method, route).observe(seconds)
+        key = (method, route, status)
+        children = self._per_request.get(key)
+        if children is None:
+            children = (self.requests.labels(method, route, str(status)),
+                        self.latency.labels(method, route))
+            self._per_request[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def record_reap(self, result: dict[str, Any]) -> None:
         for outcome in ("requeued", "timed_out"):

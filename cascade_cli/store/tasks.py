@@ -32,10 +32,24 @@ def validate_task_fields(cron_exp: str | None, web_hook_url: str | None,
         templates.validate_template(template, message_type)
 
 
+def _refuse_duplicate_name(session: Session, name: str, task_id: str | None = None) -> None:
+    """A second task of the same name would make every lookup by name ambiguous."""
+    q = select(MessageTask.id).where(MessageTask.name == name)
+    if task_id is not None:
+        q = q.where(MessageTask.id != task_id)
+    same = session.scalar(q.limit(1))
+    if same is not None:
+        raise Conflict(f"a task named {name!r} already exists (id {same})",
+                       code="duplicate_name",
+                       hint=f"change it with 'cascade tasks update {name}', or choose "
+                            "another name")
+
+
 def create_task(session: Session, now: datetime, data: MessageTaskIn) -> MessageTask:
     task_id = data.id or new_id()
     if session.get(MessageTask, task_id) is not None:
         raise Conflict(f"a message task with id '{task_id}' already exists", code="duplicate_id")
+    _refuse_duplicate_name(session, data.name)
     validate_task_fields(data.cron_exp, data.web_hook_url, data.message_template,
                          data.message_type)
     task = MessageTask(
@@ -68,6 +82,8 @@ def update_task(session: Session, now: datetime, ident: str,
     task = get_task(session, ident)
     changes = data.model_dump(exclude_unset=True)
     changes.pop("id", None)
+    if changes.get("name") and changes["name"] != task.name:
+        _refuse_duplicate_name(session, changes["name"], task.id)
     # Validate the task as it will be after the change, not only the changed fields.
     new_type = data.message_type if data.message_type is not None else task.message_type
     validate_task_fields(

@@ -101,3 +101,21 @@ def test_parse_duration():
     for bad in ("", "x", "-5", "0"):
         with pytest.raises(InvalidInput):
             parse_duration(bad)
+
+
+async def test_task_names_stay_unique_through_the_api(api):
+    tok = api.token()
+    first = await api.setup_task(tok, n_feeds=1, name="daily")
+    second = await api.setup_task(tok, n_feeds=1, name="weekly", prefix="G")
+    r = await api.admin("POST", "/message-tasks", tok, json={"name": "daily",
+                                                             "mps_id": ["F_daily_0"]})
+    err = envelope_err(r, 409, "duplicate_name")
+    assert first in err["message"]
+    envelope_err(await api.admin("PUT", f"/message-tasks/{second}", tok,
+                                 json={"name": "daily"}), 409, "duplicate_name")
+    # Renaming a task to its own name, or to a free one, is fine.
+    envelope_ok(await api.admin("PUT", f"/message-tasks/{first}", tok, json={"name": "daily"}))
+    d = envelope_ok(await api.admin("PUT", f"/message-tasks/{second}", tok,
+                                    json={"name": "monthly"}))
+    assert d["name"] == "monthly"
+    assert len(envelope_ok(await api.admin("GET", "/message-tasks", tok))) == 2
