@@ -24,7 +24,7 @@ from cascade_cli import PROTOCOL_VERSION, __version__
 from cascade_cli.clock import Clock
 from cascade_cli.config import Settings
 from cascade_cli.parent import tokens
-from cascade_cli.parent.db import SerialDb, ThreadedDb
+from cascade_cli.parent.db import BatchingDb, ThreadedDb
 from cascade_cli.parent.envelope import error_response, install_handlers, ok
 from cascade_cli.parent.http_auth import Throttle
 from cascade_cli.parent.longpoll import Waiters
@@ -163,8 +163,8 @@ def create_app(store: Store, clock: Clock, settings: Settings, *,
     pool = settings.model.database.pool_size
     # SQLite has one writer and every transaction takes the write lock (BEGIN IMMEDIATE):
     # more threads would only queue in its sleeping busy handler, which wrecks tail latency.
-    db = (SerialDb(store, clock) if store.dialect == "sqlite"
-          else ThreadedDb(store, clock, max_threads=pool * 2))
+    db = (BatchingDb(store, clock) if store.dialect == "sqlite"
+          else BatchingDb(store, clock, pool_threads=pool))
     state = AppState(store=store, clock=clock, settings=settings, db=db, metrics=metrics,
                      throttle=Throttle(a.failed_attempts_limit, a.failed_attempts_window),
                      waiters=Waiters(), admin_secret=admin_secret)

@@ -1,20 +1,24 @@
 """How the parent's request handlers reach the database: units of work run off the event loop.
 
 A unit of work is ``fn(session, now)``: one transaction, committed if it returns, rolled back
-if it raises. Two runners:
+if it raises.
 
-* ``ThreadedDb`` (PostgreSQL, MySQL/MariaDB): a pool of worker threads, one transaction per
-  unit, a transient deadlock or serialization failure retried.
-* ``SerialDb`` (SQLite): SQLite has one writer, and every transaction takes the write lock
-  (``BEGIN IMMEDIATE``), so one thread does all the work. It also *group-commits*: units that
+* ``ThreadedDb``: a pool of threads, one transaction per unit; a transient deadlock or
+  serialization failure is retried.
+* ``BatchingDb`` (what the parent uses): one worker thread that *group-commits*. Units that
   queued up while it was busy run one after the other in one transaction, with one commit,
-  and their callers are answered together. A commit, the BEGIN and the hand-off between the
-  event loop and the thread were about half of what a small request cost; under load a batch
-  shares them. Results are what running the units one by one would give: if a unit raises,
-  the batch is rolled back and every other unit of it runs again, alone, in its own
-  transaction, while the unit that raised keeps its error (a protocol answer) or runs alone
-  too (anything else). Nobody is answered before the transaction holding their work has
-  committed.
+  and their callers are answered together: the commit, the BEGIN and the hand-off between
+  the event loop and a thread were about half of what a small request cost, and under load
+  a batch shares them. Results are what running the units one by one would give: if a unit
+  raises, the batch is rolled back; the unit keeps its error if it is a protocol answer
+  (otherwise it runs again alone), and every other unit runs again alone, in order. Nobody
+  is answered before the transaction holding their work has committed.
+
+  On SQLite the worker runs every unit (SQLite has one writer, and every transaction takes
+  the write lock with ``BEGIN IMMEDIATE``). On PostgreSQL and MySQL/MariaDB it runs the node
+  requests, and other units (admin work, a dispatch, the reaper) run in a thread pool beside
+  it. Measured on 2 cores: more batching workers, or a thread per request, cost more CPU per
+  request (GIL contention) than overlapping their round trips gains.
 """
 
 from __future__ import annotations
@@ -81,7 +85,7 @@ class ThreadedDb:
 
     async def run(self, fn: Unit[T], *, batch: bool = False) -> T:
         """Run ``fn`` off the event loop. ``batch`` (a short unit that may share a
-        transaction with others) only matters to ``SerialDb``."""
+        transaction with others) only matters to ``BatchingDb``."""
         if self._limiter is None:
             self._limiter = anyio.CapacityLimiter(self.max_threads)
         return await anyio.to_thread.run_sync(self.call, fn, limiter=self._limiter)
@@ -111,28 +115,35 @@ def _settle(jobs: list[_Job]) -> None:
             job.future.set_exception(job.value)
 
 
-class SerialDb(ThreadedDb):
-    """One worker thread that group-commits batchable units (see the module docstring)."""
+class BatchingDb(ThreadedDb):
+    """``workers`` threads that group-commit batchable units (see the module docstring)."""
 
-    IDLE_EXIT = 5.0  # seconds; the thread ends when idle and starts again on demand
+    IDLE_EXIT = 5.0  # seconds; an idle thread ends, and starts again on demand
 
-    def __init__(self, store: Store, clock: Clock, max_batch: int = 64) -> None:
-        super().__init__(store, clock, max_threads=1)
+    def __init__(self, store: Store, clock: Clock, *, workers: int = 1,
+                 max_batch: int = 64, pool_threads: int | None = None) -> None:
+        super().__init__(store, clock, max_threads=pool_threads or 1)
+        self.workers = workers
+        # With ``pool_threads``, units that are not batchable (admin work, a dispatch, the
+        # reaper) run in a thread pool of that size beside the workers instead of in line.
+        self.pooled = pool_threads is not None
         self.max_batch = max_batch
         self._queue: queue.SimpleQueue[_Job] = queue.SimpleQueue()
         self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self.batches = 0  # transactions that carried more than one unit (for tests, metrics)
+        self._threads: set[threading.Thread] = set()
+        self.batches = 0  # transactions that carried more than one unit (for tests)
 
     async def run(self, fn: Unit[T], *, batch: bool = False) -> T:
+        if self.pooled and not batch:
+            return await super().run(fn)
         loop = asyncio.get_running_loop()
         job = _Job(fn, loop.create_future(), loop, batch)
         self._queue.put(job)
         with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._work, name="cascade-db",
-                                                daemon=True)
-                self._thread.start()
+            if len(self._threads) < self.workers:
+                thread = threading.Thread(target=self._work, name="cascade-db", daemon=True)
+                self._threads.add(thread)
+                thread.start()
         return await job.future  # type: ignore[no-any-return]
 
     # --- the worker thread ---------------------------------------------------------------
@@ -148,7 +159,7 @@ class SerialDb(ThreadedDb):
                 except queue.Empty:
                     with self._lock:
                         if self._queue.empty():
-                            self._thread = None
+                            self._threads.discard(threading.current_thread())
                             return
                     continue
             jobs = [first]
@@ -195,7 +206,8 @@ class SerialDb(ThreadedDb):
                 failed = None
             for job in jobs:
                 job.ok = True
-            self.batches += 1
+            with self._lock:
+                self.batches += 1
             return
         except BaseException as exc:  # noqa: BLE001 - rolled back; settled below
             error = exc
