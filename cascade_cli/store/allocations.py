@@ -21,8 +21,6 @@ from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
-    Row,
-    Select,
     Table,
     Update,
     and_,
@@ -73,6 +71,7 @@ from cascade_cli.store.models import (
     Node,
 )
 from cascade_cli.store.nodes import NodeRow
+from cascade_cli.store.prepared import Prepared
 from cascade_cli.store.runs import allocation_finished
 
 
@@ -99,17 +98,17 @@ _N = _NODES.c
 # An allocation as a Core ``Row``: the model's column names as attributes, no ORM object.
 # The claim and the owner writes return these (the ORM's identity map and unit of work were
 # most of the parent's CPU per request).
-AllocationRow = Row[Any]
+AllocationRow = Any  # a Core ``Row`` or a ``Prepared`` named tuple: attribute access only
 # Typed explicitly: a bind inside a CASE gets no type from its column.
 _NOW = bindparam("b_now", type_=_A.updated_at.type)
 _LEASE = bindparam("b_lease", type_=_A.lease_expires_at.type)
 
-_RUNNING = select(func.count()).select_from(_ALLOC).where(
-    _A.node_id == bindparam("b_node"), _A.status.in_(ACTIVE_STATES))
+_RUNNING = Prepared(select(func.count()).select_from(_ALLOC).where(
+    _A.node_id == bindparam("b_node"), _A.status.in_(ACTIVE_STATES)))
 
 
 def running_count(session: Session, node_id: str) -> int:
-    return int(session.connection().execute(_RUNNING, {"b_node": node_id}).scalar() or 0)
+    return int(_RUNNING.execute(session.connection(), {"b_node": node_id}).scalar() or 0)
 
 
 def orphaned_targets(session: Session, now: datetime, settings: Settings,
@@ -143,14 +142,15 @@ _CLAIMED = {_A.status: CLAIMED, _A.node_id: bindparam("b_node"), _A.epoch: _A.ep
 
 
 @lru_cache(maxsize=8)
-def _claim_statements(dialect: str, returning: bool) -> tuple[Select[Any], Update]:
+def _claim_statements(dialect: str, returning: bool) -> tuple[Prepared, Prepared]:
     """The candidate query and the claiming UPDATE for a database, built once."""
     q = _CANDIDATES
     if dialect in ("postgresql", "mysql", "mariadb"):
         q = q.with_for_update(skip_locked=True, of=_ALLOC)
     if not returning:  # MySQL/MariaDB: one UPDATE per candidate, checked by row count
-        return q, (update(_ALLOC).where(_A.id == bindparam("b_id"), _A.status == PENDING,
-                                        _A.epoch == bindparam("b_epoch")).values(_CLAIMED))
+        return Prepared(q), Prepared(update(_ALLOC).where(
+            _A.id == bindparam("b_id"), _A.status == PENDING,
+            _A.epoch == bindparam("b_epoch")).values(_CLAIMED))
     # One statement: the candidates (locked, skipping rows other claims hold) are moved
     # and returned at once. ``status = 'pending'`` is checked again on the locked rows.
     # On PostgreSQL the candidates are a CTE: it runs exactly once (an ``IN (SELECT ...
@@ -160,8 +160,8 @@ def _claim_statements(dialect: str, returning: bool) -> tuple[Select[Any], Updat
         target = _A.id == picked.cte("picked").c.id
     else:
         target = _A.id.in_(picked.scalar_subquery())
-    return q, (update(_ALLOC).where(target, _A.status == PENDING).values(_CLAIMED)
-               .returning(*_ALLOC.c))
+    return Prepared(q), Prepared(update(_ALLOC).where(target, _A.status == PENDING)
+                                 .values(_CLAIMED).returning(*_ALLOC.c))
 
 
 def claim(session: Session, now: datetime, node: Node | NodeRow, settings: Settings, *,
@@ -177,14 +177,14 @@ def claim(session: Session, now: datetime, node: Node | NodeRow, settings: Setti
     params = {"b_node": node.id, "b_cutoff": _cutoff(now, settings), "b_want": want,
               "b_now": now, "b_lease": now + timedelta(seconds=lease_ttl(settings))}
     if dialect.update_returning:  # PostgreSQL, SQLite >= 3.35
-        allocs = list(conn.execute(claiming, params).all())
+        allocs = list(claiming.execute(conn, params).all())
         allocs.sort(key=lambda a: (a.created_at, a.id))
         return allocs
     # MySQL/MariaDB have no UPDATE ... RETURNING: a conditional UPDATE per candidate,
     # checked by row count, then the claimed rows are read back.
     claimed_ids: list[str] = []
-    for alloc_id, seen_epoch in conn.execute(candidates, params).all():
-        result = conn.execute(claiming, {**params, "b_id": alloc_id, "b_epoch": seen_epoch})
+    for alloc_id, seen_epoch in candidates.execute(conn, params).all():
+        result = claiming.execute(conn, {**params, "b_id": alloc_id, "b_epoch": seen_epoch})
         if result.rowcount == 1:
             claimed_ids.append(alloc_id)
     if not claimed_ids:
@@ -197,13 +197,14 @@ def claim(session: Session, now: datetime, node: Node | NodeRow, settings: Setti
 
 
 _MT = cast(Table, MessageTask.__table__).c
-_TASK_SCHEDULE = select(_MT.message_type, _MT.cron_exp).where(_MT.id == bindparam("b_id"))
+_TASK_SCHEDULE = Prepared(select(_MT.message_type, _MT.cron_exp)
+                          .where(_MT.id == bindparam("b_id")))
 
 
 def package(session: Session, alloc: AllocationRow, now: datetime) -> dict[str, Any]:
     """The task package of PROTOCOL.md for a claimed allocation."""
     feeds = package_feeds(session, list(alloc.feed_ids or []))
-    task = session.connection().execute(_TASK_SCHEDULE, {"b_id": alloc.task_id}).first()
+    task = _TASK_SCHEDULE.execute(session.connection(), {"b_id": alloc.task_id}).first()
     ttl = 0
     if alloc.lease_expires_at:
         ttl = max(0, int((alloc.lease_expires_at - now).total_seconds()))
@@ -279,9 +280,27 @@ def _owner_update(values: dict[Any, Any], *, with_epoch: bool,
     return stmt.ordered_values(*values.items()) if ordered else stmt.values(values)
 
 
-def _statements(values: dict[Any, Any], ordered: bool = False) -> dict[bool, Update]:
-    """Prebuilt (epoch given / not given) variants: built once, compiled once (cached)."""
-    return {e: _owner_update(values, with_epoch=e, ordered=ordered) for e in (False, True)}
+class _OwnerWrite:
+    """One owner write, prebuilt: (epoch given / not given) x (columns returned, or none for
+    databases without ``UPDATE ... RETURNING``), each a ``Prepared`` statement."""
+
+    def __init__(self, values: dict[Any, Any], ordered: bool = False) -> None:
+        self.updates = {e: _owner_update(values, with_epoch=e, ordered=ordered)
+                        for e in (False, True)}
+        self._prepared: dict[tuple[bool, tuple[str, ...] | None], Prepared] = {}
+
+    def prepared(self, with_epoch: bool, returning: Sequence[Any] | None) -> Prepared:
+        key = (with_epoch, tuple(c.key for c in returning) if returning is not None else None)
+        stmt = self._prepared.get(key)
+        if stmt is None:
+            update_ = self.updates[with_epoch]
+            stmt = self._prepared[key] = Prepared(
+                update_.returning(*returning) if returning is not None else update_)
+        return stmt
+
+
+def _statements(values: dict[Any, Any], ordered: bool = False) -> _OwnerWrite:
+    return _OwnerWrite(values, ordered)
 
 
 _RENEW = {_A.lease_expires_at: _LEASE, _A.updated_at: _NOW}
@@ -308,10 +327,10 @@ _COMPLETED = _statements({
     _A.updated_at: _NOW})
 # Only the new count grows on upload: a retried upload (spool flush after a lost ack) finds
 # nothing new and must not inflate anything. The total comes with the completion.
-_ADD_NEW = (update(_ALLOC).where(_A.id == bindparam("b_id"))
-            .values(new_article_count=_A.new_article_count + bindparam("b_new")))
-_SET_ERROR = (update(_ALLOC).where(_A.id == bindparam("b_id"))
-              .values(error_message=bindparam("b_error")))
+_ADD_NEW = Prepared(update(_ALLOC).where(_A.id == bindparam("b_id"))
+                   .values(new_article_count=_A.new_article_count + bindparam("b_new")))
+_SET_ERROR = Prepared(update(_ALLOC).where(_A.id == bindparam("b_id"))
+                      .values(error_message=bindparam("b_error")))
 
 
 # The largest value of an INTEGER column on every supported database. Client numbers are
@@ -321,7 +340,7 @@ _INT_MAX = 2**31 - 1
 
 
 def _owner_write(session: Session, now: datetime, node: Node | NodeRow, alloc_id: str,
-                 epoch: int | None, settings: Settings, stmts: dict[bool, Update],
+                 epoch: int | None, settings: Settings, stmts: _OwnerWrite,
                  returning: Sequence[Any] = tuple(_A), **params: Any) -> AllocationRow | None:
     """Run an owner write; the returned columns of the changed row, or None if the node may
     not write to this allocation now (then ``_diagnose`` tells why)."""
@@ -330,12 +349,11 @@ def _owner_write(session: Session, now: datetime, node: Node | NodeRow, alloc_id
     conn = session.connection()
     params.update(b_id=alloc_id, b_node=node.id, b_epoch=epoch, b_now=now,
                   b_lease=now + timedelta(seconds=lease_ttl(settings)))
-    stmt = stmts[epoch is not None]
     if conn.dialect.update_returning:  # PostgreSQL, SQLite >= 3.35
-        return conn.execute(stmt.returning(*returning), params).first()
+        return stmts.prepared(epoch is not None, returning).execute(conn, params).first()
     # MySQL/MariaDB: no UPDATE ... RETURNING. The row count is of matched rows (the driver's
     # FOUND_ROWS flag), and our UPDATE holds the row lock, so the read-back is ours.
-    if conn.execute(stmt, params).rowcount != 1:
+    if stmts.prepared(epoch is not None, None).execute(conn, params).rowcount != 1:
         return None
     return conn.execute(select(*returning).where(_A.id == alloc_id)).first()
 
@@ -430,7 +448,7 @@ def upload_articles(session: Session, now: datetime, node: Node | NodeRow,
     new = merge_articles(session, now, rows, schedule_run_id=alloc.schedule_run_id,
                          allocation_id=alloc.id, node_id=node.id)
     if new:  # an atomic increment: concurrent uploads for one allocation never lose a count
-        session.connection().execute(_ADD_NEW, {"b_id": alloc.id, "b_new": new})
+        _ADD_NEW.execute(session.connection(), {"b_id": alloc.id, "b_new": new})
     return len(rows), new
 
 
@@ -444,9 +462,9 @@ _FEED_FETCHED = (
             last_fetched_at=bindparam("b_now")))
 _INSERT_RESULT = insert(cast(Table, FeedResult.__table__))
 _ARTICLES = cast(Table, Article.__table__)
-_NEW_BY_FEED = (select(_ARTICLES.c.feed_id, func.count())
-                .where(_ARTICLES.c.allocation_id == bindparam("b_id"))
-                .group_by(_ARTICLES.c.feed_id))
+_NEW_BY_FEED = Prepared(select(_ARTICLES.c.feed_id, func.count())
+                        .where(_ARTICLES.c.allocation_id == bindparam("b_id"))
+                        .group_by(_ARTICLES.c.feed_id))
 
 
 def _summary(body: ReportCompletionIn) -> dict[str, Any]:
@@ -469,7 +487,7 @@ def report_completion(session: Session, now: datetime, node: Node | NodeRow,
                                 "it cannot be completed")
     conn = session.connection()
     feeds = set(alloc.feed_ids or [])
-    new_by_feed: dict[str, int] = dict(conn.execute(_NEW_BY_FEED, {"b_id": alloc.id}).all())
+    new_by_feed: dict[str, int] = dict(_NEW_BY_FEED.execute(conn, {"b_id": alloc.id}).all())
     errors = []
     results: list[dict[str, Any]] = []
     fetched: list[dict[str, Any]] = []
@@ -498,7 +516,7 @@ def report_completion(session: Session, now: datetime, node: Node | NodeRow,
         conn.execute(_FEED_FETCHED, fetched)
     if errors:  # known only now (results outside the allocation are ignored): rarely taken
         error = "; ".join(errors)[:4000]
-        conn.execute(_SET_ERROR, {"b_id": alloc.id, "b_error": error})
+        _SET_ERROR.execute(conn, {"b_id": alloc.id, "b_error": error})
         alloc = conn.execute(select(*_ALLOC.c).where(_A.id == alloc.id)).one()
     allocation_finished(session, now, alloc.schedule_run_id, settings)
     insert_event(session, now, "report_completion", node_id=node.id, direction="inbound",

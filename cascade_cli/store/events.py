@@ -9,6 +9,7 @@ from sqlalchemy import Table, insert, select
 from sqlalchemy.orm import Session
 
 from cascade_cli.store.models import Event
+from cascade_cli.store.prepared import Prepared
 
 
 def log_event(session: Session, now: datetime, operation: str, *, node_id: str | None = None,
@@ -23,7 +24,9 @@ def log_event(session: Session, now: datetime, operation: str, *, node_id: str |
 
 
 _EVENTS = cast(Table, Event.__table__)
-_INSERT_EVENT = insert(_EVENTS)
+_INSERT_EVENT = Prepared(insert(_EVENTS), column_keys=[
+    "node_id", "operation", "direction", "status", "task_id", "allocation_id", "count",
+    "error", "detail", "created_at"])
 
 
 def insert_event(session: Session, now: datetime, operation: str, *,
@@ -32,7 +35,7 @@ def insert_event(session: Session, now: datetime, operation: str, *,
                  error: str | None = None, detail: dict[str, Any] | None = None) -> None:
     """``log_event`` as one Core INSERT, for the parent's per-request hot paths: no ORM
     object, no unit-of-work flush at commit. Same row, same truncation; returns nothing."""
-    session.connection().execute(_INSERT_EVENT, {
+    _INSERT_EVENT.execute(session.connection(), {
         "node_id": node_id, "operation": operation, "direction": direction, "status": status,
         "task_id": task_id, "allocation_id": allocation_id, "count": count,
         "error": error[:4000] if error else None, "detail": detail, "created_at": now})

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Row, Table, bindparam, delete, select, update
+from sqlalchemy import Table, bindparam, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -16,6 +16,7 @@ from cascade_cli.auth import NodeCredentials
 from cascade_cli.clock import isoformat_z
 from cascade_cli.errors import Conflict, InvalidInput, NotFound
 from cascade_cli.store.models import ACTIVE_STATES, PENDING, Allocation, AuthNonce, Node
+from cascade_cli.store.prepared import Prepared
 
 NODE_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$"
 
@@ -65,21 +66,21 @@ def find_by_key(session: Session, api_key: str) -> Node | None:
 # A node as a Core ``Row`` (the model's column names as attributes): how the parent's request
 # path sees the caller's node. Every node request looks it up, so the lookup skips the ORM
 # (object loading and identity map); nothing on that path modifies the node object itself.
-NodeRow = Row[Any]
+NodeRow = Any  # a Core ``Row`` or a ``Prepared`` named tuple: attribute access only
 _NODES = cast(Table, Node.__table__)
-_ROW_BY_KEY = select(*_NODES.c).where(_NODES.c.api_key == bindparam("b_key"))
-_ROW_BY_ID = select(*_NODES.c).where(_NODES.c.id == bindparam("b_id"))
+_ROW_BY_KEY = Prepared(select(*_NODES.c).where(_NODES.c.api_key == bindparam("b_key")))
+_ROW_BY_ID = Prepared(select(*_NODES.c).where(_NODES.c.id == bindparam("b_id")))
 
 
 def find_row_by_key(session: Session, api_key: str) -> NodeRow | None:
     """``find_by_key`` as a Core row."""
     if not auth.API_KEY_RE.match(api_key or ""):
         return None
-    return session.connection().execute(_ROW_BY_KEY, {"b_key": api_key}).first()
+    return _ROW_BY_KEY.execute(session.connection(), {"b_key": api_key}).first()
 
 
 def get_row(session: Session, node_id: str) -> NodeRow | None:
-    return session.connection().execute(_ROW_BY_ID, {"b_id": node_id}).first()
+    return _ROW_BY_ID.execute(session.connection(), {"b_id": node_id}).first()
 
 
 def list_nodes(session: Session) -> list[Node]:

@@ -30,6 +30,7 @@ from cascade_cli.store.models import (
     Allocation,
     ScheduleRun,
 )
+from cascade_cli.store.prepared import Prepared
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ def _finish(session: Session, now: datetime, run_id: str, settings: Settings) ->
 _RUNS = cast(Table, ScheduleRun.__table__)
 _DECREMENT = (update(_RUNS).where(_RUNS.c.id == bindparam("b_id"))
               .values(open_allocations=_RUNS.c.open_allocations - 1))
+_DECREMENT_RETURNING = Prepared(_DECREMENT.returning(_RUNS.c.open_allocations))
 
 
 def allocation_finished(session: Session, now: datetime, run_id: str,
@@ -65,8 +67,7 @@ def allocation_finished(session: Session, now: datetime, run_id: str,
     # transition, on the parent's hot path.
     conn = session.connection()
     if conn.dialect.name in ("postgresql", "sqlite"):
-        remaining = conn.execute(_DECREMENT.returning(_RUNS.c.open_allocations),
-                                 {"b_id": run_id}).scalar()
+        remaining = _DECREMENT_RETURNING.execute(conn, {"b_id": run_id}).scalar()
     else:  # MySQL/MariaDB: no RETURNING; our UPDATE holds the row lock, so this read is ours
         conn.execute(_DECREMENT, {"b_id": run_id})
         remaining = conn.execute(select(_RUNS.c.open_allocations)

@@ -1,0 +1,72 @@
+"""Prepared statements give what connection.execute gives (rows, types, row counts, wrapped
+errors), on every database."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import pytest
+from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from cascade_cli.store.models import Event, Node
+from cascade_cli.store.prepared import Prepared
+
+_N = cast(Table, Node.__table__)
+_E = cast(Table, Event.__table__)
+T0 = datetime(2026, 5, 1, 8, 0, 0, 123456, tzinfo=UTC)
+
+
+def _node(i: int) -> dict[str, Any]:
+    return {"id": f"n{i}", "name": f"node-{i}", "description": "", "api_key": f"CN{i:030d}",
+            "secret_hash": "h", "enabled": i % 2 == 0, "max_capacity": i,
+            "last_heartbeat_at": T0, "created_at": T0, "updated_at": T0}
+
+
+def test_prepared_matches_core_execution(any_store) -> None:
+    by_ids = select(*_N.c).where(_N.c.name.in_(["node-1", "node-2", "node-9"]),
+                                 _N.c.max_capacity >= bindparam("b_min")).order_by(_N.c.id)
+    bump = (update(_N).where(_N.c.id == bindparam("b_id"))
+            .values(max_capacity=_N.c.max_capacity + 10, last_heartbeat_at=bindparam("b_now")))
+    with any_store.session() as s:
+        conn = s.connection()
+        conn.execute(insert(_N), [_node(i) for i in range(1, 4)])
+        expected = conn.execute(by_ids, {"b_min": 2}).all()
+        got = Prepared(by_ids).execute(conn, {"b_min": 2}).all()
+        assert [tuple(r) for r in got] == [tuple(r) for r in expected]
+        assert got[0].last_heartbeat_at == T0  # UTCDateTime: aware UTC, microseconds kept
+        assert got[0].enabled is True and isinstance(got[0].enabled, bool)
+        later = datetime(2026, 5, 2, tzinfo=UTC)
+        assert Prepared(bump).execute(conn, {"b_id": "n3", "b_now": later}).rowcount == 1
+        assert Prepared(bump).execute(conn, {"b_id": "nope", "b_now": later}).rowcount == 0
+        row = conn.execute(select(_N.c.max_capacity, _N.c.last_heartbeat_at)
+                           .where(_N.c.id == "n3")).one()
+        assert (row.max_capacity, row.last_heartbeat_at) == (13, later)
+
+
+def test_prepared_insert_with_column_keys_and_json(any_store) -> None:
+    ins = Prepared(insert(_E), column_keys=["operation", "direction", "status", "count",
+                                            "detail", "created_at"])
+    with any_store.session() as s:
+        conn = s.connection()
+        ins.execute(conn, {"operation": "x", "direction": "internal", "status": "ok",
+                           "count": 2, "detail": {"k": ["中文", 1]}, "created_at": T0})
+        row = conn.execute(select(_E.c.detail, _E.c.count, _E.c.created_at)).one()
+    assert (row.detail, row.count, row.created_at) == ({"k": ["中文", 1]}, 2, T0)
+
+
+def test_prepared_errors_are_sqlalchemy_errors(any_store) -> None:
+    with pytest.raises(IntegrityError), any_store.session() as s:
+        conn = s.connection()
+        stmt = Prepared(insert(_N), column_keys=list(_node(1)))
+        stmt.execute(conn, _node(1))
+        stmt.execute(conn, _node(1))  # same primary key
+
+
+def test_runtime_in_lists_are_refused() -> None:
+    from sqlalchemy.dialects import sqlite
+
+    stmt = Prepared(select(_N.c.id).where(_N.c.id.in_(bindparam("ids", expanding=True))))
+    with pytest.raises(TypeError, match="no constant value"):
+        stmt.plan(sqlite.dialect())
