@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from enum import StrEnum
 from typing import Annotated
 
 import typer
 
+from cascade_cli import eventloop
 from cascade_cli.cli.context import get_ctx
 from cascade_cli.config import Settings, child_config_problems
 from cascade_cli.errors import ConfigError, UsageError
@@ -100,7 +100,7 @@ def register(app: typer.Typer) -> None:
                 await client.aclose()
 
         try:
-            code = asyncio.run(main())
+            code = eventloop.run(main())  # uvloop when installed
         finally:
             spool.close()
         raise typer.Exit(code)
