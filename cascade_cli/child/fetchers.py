@@ -29,6 +29,7 @@ import feedparser
 import httpcore
 import httpx
 
+from cascade_cli.child import transport as feed_transport
 from cascade_cli.config import ChildSection, CommandSpec
 from cascade_cli.errors import FetchError
 
@@ -572,7 +573,8 @@ def _cheap_probes(client: httpx.AsyncClient) -> bool:
     Relies on httpcore's ``_network_backend`` attribute; if a future version renames it the
     client simply keeps the default backend (slower, same behaviour).
     """
-    transports = [getattr(client, "_transport", None),
+    main = getattr(client, "_transport", None)
+    transports = [getattr(main, "fallback", main),
                   *getattr(client, "_mounts", {}).values()]
     wrapped = False
     for transport in transports:
@@ -594,6 +596,7 @@ def make_http_client(settings: ChildSection) -> httpx.AsyncClient:
                                timeout=settings.fetch_timeout, trust_env=True,
                                headers={"User-Agent": settings.user_agent})
     _cheap_probes(client)
+    feed_transport.install(client, max_keepalive=settings.fetch_concurrency)
     return client
 
 

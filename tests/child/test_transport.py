@@ -1,0 +1,150 @@
+"""The feed transport under httpx: keep-alive, bodies of every framing, stale connections."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+from collections.abc import Awaitable, Callable
+
+import httpx
+import pytest
+
+from cascade_cli.child.fetchers import make_http_client
+from cascade_cli.child.transport import FeedTransport
+from cascade_cli.config import ChildSection
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]
+
+
+async def read_head(reader: asyncio.StreamReader) -> bytes:
+    return await reader.readuntil(b"\r\n\r\n")
+
+
+def serve(handler: Handler, check: Callable[[str, list[int]], Awaitable[None]]) -> list[int]:
+    """Run ``check(base_url, connections)`` against a raw server; returns per-connection counts
+    of requests."""
+    connections: list[int] = []
+
+    async def on_conn(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        index = len(connections)
+        connections.append(0)
+        try:
+            await handler(reader, writer, index)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def main() -> None:
+        server = await asyncio.start_server(on_conn, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            await check(f"http://127.0.0.1:{port}", connections)
+        finally:
+            server.close()
+
+    asyncio.run(main())
+    return connections
+
+
+def client() -> httpx.AsyncClient:
+    http = make_http_client(ChildSection(fetch_timeout=5))
+    assert isinstance(http._transport, FeedTransport)
+    return http
+
+
+def test_keep_alive_gzip_chunked_and_close_delimited() -> None:
+    body = b"<rss>" + b"x" * 50_000 + b"</rss>"
+    packed = gzip.compress(body)
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                      index: int) -> None:
+        while True:
+            head = await read_head(reader)
+            path = head.split(b" ")[1]
+            if path == b"/gz":
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\n"
+                             b"Content-Length: %d\r\n\r\n%s" % (len(packed), packed))
+            elif path == b"/chunked":
+                writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+                for i in range(0, len(body), 7000):
+                    part = body[i:i + 7000]
+                    writer.write(b"%x\r\n%s\r\n" % (len(part), part))
+                    await writer.drain()
+                writer.write(b"0\r\n\r\n")
+            elif path == b"/eof":  # no length: the body is whatever comes before the close
+                writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + body)
+                await writer.drain()
+                return
+            await writer.drain()
+
+    async def check(url: str, connections: list[int]) -> None:
+        async with client() as http:
+            for path in ("/gz", "/chunked", "/gz", "/chunked"):
+                r = await http.get(url + path)
+                assert r.status_code == 200 and r.content == body
+            assert len(connections) == 1  # one kept-alive connection for all four
+            r = await http.get(url + "/eof")
+            assert r.content == body
+            r = await http.get(url + "/gz")
+            assert r.content == body and len(connections) == 2
+
+    serve(handler, check)
+
+
+def test_idle_connection_closed_by_the_server_is_replaced() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                      index: int) -> None:
+        await read_head(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        # then close the kept-alive connection without a word, as servers do
+
+    async def check(url: str, connections: list[int]) -> None:
+        async with client() as http:
+            assert (await http.get(url + "/a")).text == "ok"
+            await asyncio.sleep(0.1)
+            assert (await http.get(url + "/b")).text == "ok"
+        assert len(connections) == 2
+
+    serve(handler, check)
+
+
+def test_errors_are_httpx_errors_and_other_methods_fall_back() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                      index: int) -> None:
+        head = await read_head(reader)
+        if head.startswith(b"POST"):
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            data = await reader.readexactly(length)
+            writer.write(b"HTTP/1.1 201 Created\r\nContent-Length: %d\r\n\r\n%s"
+                         % (len(data), data))
+        elif b"/garbage" in head:
+            writer.write(b"NOT HTTP AT ALL\r\n\r\n")
+        elif b"/cut" in head:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort")
+        elif b"/slow" in head:
+            await asyncio.sleep(2)
+        await writer.drain()
+
+    async def check(url: str, connections: list[int]) -> None:
+        async with client() as http:
+            r = await http.post(url + "/p", content=b"hello")
+            assert r.status_code == 201 and r.content == b"hello"
+            with pytest.raises(httpx.RemoteProtocolError):
+                await http.get(url + "/garbage")
+            with pytest.raises(httpx.ReadError):
+                await http.get(url + "/cut")
+            with pytest.raises(httpx.ReadTimeout):
+                await http.get(url + "/slow", timeout=0.3)
+            with pytest.raises(httpx.LocalProtocolError):
+                await http.get(url + "/h", headers={"If-None-Match": "a\r\nInjected: 1"})
+
+    serve(handler, check)
+
+
+def test_environment_proxies_keep_httpx_own_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    http = make_http_client(ChildSection())
+    assert any(t is not None for t in http._mounts.values())  # proxy mounts still there
+    asyncio.run(http.aclose())
