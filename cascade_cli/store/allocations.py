@@ -454,13 +454,15 @@ def upload_articles(session: Session, now: datetime, node: Node | NodeRow,
 
 # A feed's fetch outcome; a failed fetch or a result without validators keeps the old ones.
 _FEEDS = cast(Table, Feed.__table__)
-_FEED_FETCHED = (
+_FEED_FETCHED = Prepared(
     update(_FEEDS).where(_FEEDS.c.id == bindparam("b_id"))
     .values(last_status=bindparam("b_status"), last_error=bindparam("b_error"),
             etag=func.coalesce(bindparam("b_etag"), _FEEDS.c.etag),
             last_modified=func.coalesce(bindparam("b_last_modified"), _FEEDS.c.last_modified),
-            last_fetched_at=bindparam("b_now")))
-_INSERT_RESULT = insert(cast(Table, FeedResult.__table__))
+            last_fetched_at=bindparam("b_now", type_=_FEEDS.c.last_fetched_at.type)))
+_INSERT_RESULT = Prepared(insert(cast(Table, FeedResult.__table__)), column_keys=[
+    "allocation_id", "schedule_run_id", "feed_id", "node_id", "status", "article_count",
+    "new_article_count", "error", "duration_ms", "created_at"])
 _ARTICLES = cast(Table, Article.__table__)
 _NEW_BY_FEED = Prepared(select(_ARTICLES.c.feed_id, func.count())
                         .where(_ARTICLES.c.allocation_id == bindparam("b_id"))
@@ -512,8 +514,8 @@ def report_completion(session: Session, now: datetime, node: Node | NodeRow,
             errors.append(f"{fid}: {r.error or 'failed'}")
     if results:
         # Core statements: one executemany each instead of an ORM object per feed.
-        conn.execute(_INSERT_RESULT, results)
-        conn.execute(_FEED_FETCHED, fetched)
+        _INSERT_RESULT.executemany(conn, results)
+        _FEED_FETCHED.executemany(conn, fetched)
     if errors:  # known only now (results outside the allocation are ignored): rarely taken
         error = "; ".join(errors)[:4000]
         _SET_ERROR.execute(conn, {"b_id": alloc.id, "b_error": error})

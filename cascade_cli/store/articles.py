@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from cascade_cli.errors import InvalidInput
 from cascade_cli.protocol import ArticleIn
 from cascade_cli.store.models import Article
+from cascade_cli.store.prepared import Prepared
 
 
 def article_identity(feed_id: str, article: ArticleIn) -> str:
@@ -30,6 +31,8 @@ _TABLE = cast(Table, Article.__table__)
 _COLUMNS = [c.name for c in _TABLE.c]
 
 
+_SQLITE_INSERT_NEW = Prepared(sqlite.insert(_TABLE).on_conflict_do_nothing(index_elements=["id"]),
+                              column_keys=_COLUMNS)
 # INSERT ... SELECT FROM unnest(one array per column): the same SQL text whatever the batch
 # size (see merge_articles).
 _PG_UNNEST_INSERT = (
@@ -70,12 +73,8 @@ def merge_articles(session: Session, now: datetime, rows: Sequence[tuple[str, Ar
         arrays = {f"a_{c}": [row[c] for row in batch] for c in _COLUMNS}
         return len(conn.execute(_PG_UNNEST_INSERT, arrays).all())
     if dialect == "sqlite":
-        stmt = (sqlite.insert(table).on_conflict_do_nothing(index_elements=["id"])
-                .returning(table.c.id))
-        new = 0
-        for start in range(0, len(batch), 500):
-            new += len(conn.execute(stmt, batch[start:start + 500]).all())
-        return new
+        # SQLite sums the rows each execution inserted: a skipped conflict counts 0.
+        return _SQLITE_INSERT_NEW.executemany(conn, batch)
     # MySQL/MariaDB: no RETURNING; skip known ids, INSERT IGNORE absorbs a concurrent insert.
     existing = set(session.scalars(select(Article.id).where(Article.id.in_(list(values)))))
     fresh = [v for v in batch if v["id"] not in existing]

@@ -77,6 +77,20 @@ class _Plan:
         return self.row._make(raw)
 
 
+def _run(conn: Connection, plan: _Plan, call: Callable[[Any], Any], bound: Any) -> Any:
+    fairy = conn.connection  # the transaction's pooled connection
+    cursor = fairy.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        return call(cursor)
+    except Exception as exc:
+        # SQLAlchemy's own handling: wraps into DBAPIError subclasses (IntegrityError,
+        # OperationalError...) and invalidates a connection the database dropped.
+        conn._handle_dbapi_exception(exc, plan.sql, bound, cursor, None)
+        raise  # unreachable: the call above always raises
+    finally:
+        cursor.close()
+
+
 class PreparedResult:
     """The rows (named tuples: ``row.column``) and row count of one execution."""
 
@@ -122,17 +136,25 @@ class Prepared:
                 ) -> PreparedResult:
         plan = self.plan(conn.dialect)
         bound = plan.bind(params or {})
-        fairy = conn.connection  # the transaction's pooled connection
-        cursor = fairy.dbapi_connection.cursor()  # type: ignore[union-attr]
-        try:
+
+        def call(cursor: Any) -> PreparedResult:
             cursor.execute(plan.sql, bound)
             rows = ([plan.make_row(r) for r in cursor.fetchall()]
                     if plan.row is not None else [])
             return PreparedResult(rows, cursor.rowcount)
-        except Exception as exc:
-            # SQLAlchemy's own handling: wraps into DBAPIError subclasses (IntegrityError,
-            # OperationalError...) and invalidates a connection the database dropped.
-            conn._handle_dbapi_exception(exc, plan.sql, bound, cursor, None)
-            raise  # unreachable: the call above always raises
-        finally:
-            cursor.close()
+
+        return _run(conn, plan, call, bound)  # type: ignore[no-any-return]
+
+    def executemany(self, conn: Connection, params: Sequence[Mapping[str, Any]]) -> int:
+        """Run once per parameter set (no rows returned); the summed row count where the
+        driver reports it (SQLite, MySQL), else -1."""
+        if not params:
+            return 0
+        plan = self.plan(conn.dialect)
+        bound = [plan.bind(p) for p in params]
+
+        def call(cursor: Any) -> int:
+            cursor.executemany(plan.sql, bound)
+            return int(cursor.rowcount)
+
+        return _run(conn, plan, call, bound)  # type: ignore[no-any-return]
