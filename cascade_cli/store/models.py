@@ -167,7 +167,9 @@ class ScheduleRun(Base):
 class Allocation(Base):
     __tablename__ = "allocations"
     __table_args__ = (
-        Index("ix_alloc_status_created", "status", "created_at"),
+        # The claim's order (created_at, id) in full: allocations of one dispatch share
+        # their created_at, and without id the database sorted all of them on every claim.
+        Index("ix_alloc_status_created", "status", "created_at", "id"),
         Index("ix_alloc_status_lease", "status", "lease_expires_at"),
         Index("ix_alloc_node_status", "node_id", "status"),
     )

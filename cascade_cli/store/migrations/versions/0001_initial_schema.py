@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-28 01:48:45.617142
+Create Date: 2026-11-28 02:02:47.697011
 """
 from __future__ import annotations
 
@@ -242,7 +242,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('allocations', schema=None) as batch_op:
         batch_op.create_index('ix_alloc_node_status', ['node_id', 'status'], unique=False)
-        batch_op.create_index('ix_alloc_status_created', ['status', 'created_at'], unique=False)
+        batch_op.create_index('ix_alloc_status_created', ['status', 'created_at', 'id'], unique=False)
         batch_op.create_index('ix_alloc_status_lease', ['status', 'lease_expires_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_allocations_schedule_run_id'), ['schedule_run_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_allocations_target_node_id'), ['target_node_id'], unique=False)
