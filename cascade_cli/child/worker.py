@@ -129,8 +129,9 @@ class ChildWorker:
         self._flush_wakeup = asyncio.Event()
         self._fetch_sem = asyncio.Semaphore(self.cfg.fetch_concurrency)
         http = make_http_client(self.cfg)
-        # One parse thread: the loop never waits on feedparser, and parses stay one at a time
-        # (no extra memory or GIL fights; the loop keeps heartbeating and doing I/O meanwhile).
+        # One parse thread for big documents (small ones parse on the loop, see
+        # INLINE_PARSE_BYTES): the loop never waits long on feedparser, and big parses stay one
+        # at a time (no extra memory or GIL fights; the loop keeps heartbeating meanwhile).
         parse_pool = ThreadPoolExecutor(1, thread_name_prefix="cascade-parse")
         self._ctx = FetchContext(http=http, settings=self.cfg, parse_executor=parse_pool)
         loop = asyncio.get_running_loop()

@@ -300,3 +300,37 @@ def test_unknown_kind_and_plugins(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "notafetcher" in reg.plugin_errors
     assert isinstance(reg.get(FeedSpec(id="a", url="u", kind="static")), Static)
     assert isinstance(reg.get(FeedSpec(id="a", url="u", kind="command")), CommandFetcher)
+
+
+def test_small_documents_parse_on_the_loop_big_ones_in_the_executor() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from cascade_cli.child.fetchers import INLINE_PARSE_BYTES
+
+    items = "".join(f"<item><title>t{i}</title><link>http://x/{i}</link>"
+                    f"<description>{'d' * 2000}</description></item>" for i in range(80))
+    big = f'<rss version="2.0"><channel><title>T</title>{items}</channel></rss>'.encode()
+    assert len(big) > INLINE_PARSE_BYTES
+
+    class Recording(ThreadPoolExecutor):
+        calls = 0
+
+        def submit(self, *a: Any, **kw: Any) -> Any:  # type: ignore[override]
+            Recording.calls += 1
+            return super().submit(*a, **kw)
+
+    cfg = ChildSection(fetch_timeout=5)
+
+    async def go(url: str) -> FetchOutcome:
+        reg = FetcherRegistry(cfg, load_plugins=False)
+        with Recording(1) as pool:
+            async with make_http_client(cfg) as http:
+                spec = FeedSpec(id="F1", url=url)
+                return await reg.get(spec).fetch(spec, FetchContext(http, cfg, pool))
+
+    with ScriptedServer({"/small": lambda h: reply(h, 200, rss(), "text/xml"),
+                         "/big": lambda h: reply(h, 200, big, "text/xml")}) as srv:
+        assert len(asyncio.run(go(srv.url + "/small")).articles) == 2
+        assert Recording.calls == 0
+        assert len(asyncio.run(go(srv.url + "/big")).articles) == 80
+        assert Recording.calls == 1
