@@ -145,9 +145,15 @@ def normalise_articles(items: Any, feed_id: str) -> list[dict[str, Any]]:
     return out
 
 
+# Entries are FeedParserDicts: their ``get`` goes through an alias table (``guid`` -> ``id``,
+# ``description`` -> ``summary``...) on every call. The keys read here are the canonical names
+# the table maps to, so the plain ``dict.get`` returns the same values at a third of the cost.
+_get = dict.get
+
+
 def _entry_time(entry: Any) -> int | None:
     for key in ("published_parsed", "updated_parsed", "created_parsed"):
-        value = entry.get(key)
+        value = _get(entry, key)
         if value:
             try:
                 return calendar.timegm(value)
@@ -158,12 +164,12 @@ def _entry_time(entry: Any) -> int | None:
 
 def _entry_image(entry: Any) -> str | None:
     for key in ("media_thumbnail", "media_content"):
-        items = entry.get(key)
+        items = _get(entry, key)
         if items and isinstance(items, list) and isinstance(items[0], dict):
             url = items[0].get("url")
             if url:
                 return str(url)
-    for link in entry.get("links", []) or []:
+    for link in _get(entry, "links") or []:
         if link.get("rel") == "enclosure" and str(link.get("type", "")).startswith("image/"):
             return str(link.get("href"))
     return None
@@ -186,14 +192,16 @@ def parse_xml_feed(body: bytes, content_type: str | None, feed_id: str,
         problem = parsed.get("bozo_exception")
         raise FetchError(f"not a valid RSS/Atom feed: {problem or 'no feed elements found'}")
     out = []
+    get = _get
     for e in entries:
         content = None
-        if e.get("content"):
+        if get(e, "content"):
             with contextlib.suppress(AttributeError, IndexError, KeyError, TypeError):
                 content = e["content"][0].get("value")
-        art = {"guid": e.get("id") or e.get("link"), "title": e.get("title", ""),
-               "url": e.get("link", ""), "description": e.get("summary"), "content": content,
-               "author": e.get("author"), "publish_time": _entry_time(e),
+        link = get(e, "link")
+        art = {"guid": get(e, "id") or link, "title": get(e, "title", ""),
+               "url": link if link is not None else "", "description": get(e, "summary"),
+               "content": content, "author": get(e, "author"), "publish_time": _entry_time(e),
                "pic_url": _entry_image(e), "feed_id": feed_id}
         clipped = _clip(art)
         if clipped:
