@@ -70,3 +70,22 @@ def test_runtime_in_lists_are_refused() -> None:
     stmt = Prepared(select(_N.c.id).where(_N.c.id.in_(bindparam("ids", expanding=True))))
     with pytest.raises(TypeError, match="no constant value"):
         stmt.plan(sqlite.dialect())
+
+
+def test_package_feeds_any_list_length(any_store, clock) -> None:
+    from cascade_cli.protocol import FeedIn
+    from cascade_cli.store.feeds import create_feed, package_feeds
+
+    with any_store.session() as s:
+        for i in range(530):
+            create_feed(s, clock.now(), FeedIn(id=f"P{i}", mp_name=f"公众号 {i}",
+                                               url=f"https://example.com/{i}.xml"))
+    with any_store.session() as s:
+        for n in (0, 1, 2, 8, 9, 64, 65, 512, 513, 530):
+            ids = [f"P{i}" for i in range(n)] + ["missing"]
+            got = package_feeds(s, ids)
+            assert sorted(got) == sorted(ids[:-1]), n
+        one = package_feeds(s, ["P7"])["P7"]
+        assert one["mp_name"] == "公众号 7" and one["url"] == "https://example.com/7.xml"
+        assert set(one) == {"id", "faker_id", "mp_name", "mp_cover", "mp_intro", "status",
+                            "url", "kind", "etag", "last_modified"}
