@@ -10,6 +10,10 @@ spooled; an allocation that was only started (the child died while fetching) is 
 next start and handed back at once. The next start (or reconnect) flushes the spool before
 claiming anything new.
 
+A row of ``spool_articles`` holds ``n`` articles as one JSON fragment (the objects joined by
+commas, ``n`` = 1 for a single article): the worker encodes a feed's articles once and spools
+them as one row, and an upload joins rows verbatim into the request body.
+
 One connection, used from the event-loop thread only; every write is its own transaction.
 """
 
@@ -34,7 +38,8 @@ CREATE TABLE IF NOT EXISTS spool_articles (
     epoch INTEGER,
     feed_id TEXT,
     article TEXT NOT NULL,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    n INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS ix_spool_articles_alloc ON spool_articles (allocation_id, seq);
 CREATE TABLE IF NOT EXISTS spool_completions (
@@ -61,11 +66,17 @@ class SpooledArticle:
     allocation_id: str
     epoch: int | None
     feed_id: str | None
-    raw: str  # the article as JSON text, uploaded as is (no decode/encode round trip)
+    raw: str  # ``count`` articles as JSON text, uploaded as is (no decode/encode round trip)
+    count: int = 1
 
     @property
     def article(self) -> dict[str, Any]:
+        """The article of a one-article row."""
         return dict(json.loads(self.raw))
+
+    @property
+    def articles(self) -> list[dict[str, Any]]:
+        return list(json.loads(f"[{self.raw}]"))
 
 
 @dataclass(frozen=True)
@@ -76,6 +87,9 @@ class SpooledCompletion:
     results: list[dict[str, Any]]
     article_count: int
     new_count: int
+
+
+Encoded = tuple[str | None, str, int]  # (feed_id, JSON fragment, article count)
 
 
 class SpoolBusy(Exception):
@@ -105,6 +119,10 @@ class Spool:
         # the spool is for); only an OS crash or power cut may lose the last transactions.
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(spool_articles)")}
+        if "n" not in columns:  # a spool written by an earlier version: one article a row
+            self._db.execute("ALTER TABLE spool_articles ADD COLUMN n INTEGER NOT NULL "
+                             "DEFAULT 1")
 
     def close(self) -> None:
         self._db.close()
@@ -138,30 +156,38 @@ class Spool:
         """The JSON text stored and later uploaded verbatim (encoded once)."""
         return json.dumps(article, ensure_ascii=False, default=str)
 
+    @staticmethod
+    def encode_articles(articles: list[dict[str, Any]]) -> str:
+        """Several articles as one fragment (``a,b,c``): one encoder call for a whole feed."""
+        return json.dumps(articles, ensure_ascii=False, default=str)[1:-1]
+
     def add_articles(self, allocation_id: str, epoch: int | None, feed_id: str | None,
                      articles: Iterable[dict[str, Any]]) -> int:
         return self.add_encoded(allocation_id, epoch,
                                 [(feed_id, self.encode_article(a)) for a in articles])
 
     def add_encoded(self, allocation_id: str, epoch: int | None,
-                    articles: list[tuple[str | None, str]]) -> int:
-        """Articles already encoded with ``encode_article``, as (feed_id, json) pairs."""
+                    articles: list[tuple[str | None, str]] | list[Encoded]) -> int:
+        """Encoded articles: (feed_id, json) pairs from ``encode_article``, or
+        (feed_id, fragment, count) triples from ``encode_articles``. Returns the article count."""
         if articles:
             with self._tx() as db:
                 self._insert_encoded(db, allocation_id, epoch, articles)
-        return len(articles)
+        return sum(a[2] if len(a) > 2 else 1 for a in articles)
 
     @staticmethod
     def _insert_encoded(db: sqlite3.Connection, allocation_id: str, epoch: int | None,
-                        articles: list[tuple[str | None, str]]) -> None:
+                        articles: list[tuple[str | None, str]] | list[Encoded]) -> None:
         now = time.time()
         db.executemany("INSERT INTO spool_articles (allocation_id, epoch, feed_id, article, "
-                       "created) VALUES (?, ?, ?, ?, ?)",
-                       [(allocation_id, epoch, f, raw, now) for f, raw in articles])
+                       "created, n) VALUES (?, ?, ?, ?, ?, ?)",
+                       [(allocation_id, epoch, a[0], a[1], now, a[2] if len(a) > 2 else 1)
+                        for a in articles])
 
     def add_completion(self, allocation_id: str, task_id: str | None, epoch: int | None,
                        results: list[dict[str, Any]], article_count: int, *,
-                       articles: list[tuple[str | None, str]] | None = None) -> None:
+                       articles: list[tuple[str | None, str]] | list[Encoded] | None = None
+                       ) -> None:
         """Spool the per-feed results, plus (optionally) the last encoded articles of the
         allocation, in one transaction: the allocation is then complete in the spool."""
         with self._tx() as db:
@@ -184,6 +210,14 @@ class Spool:
                 db.execute("UPDATE spool_completions SET new_count = new_count + ? "
                            "WHERE allocation_id = ?", (new_count, allocation_id))
 
+    def split(self, row: SpooledArticle) -> None:
+        """Replace a several-article row by one row per article (a batch the parent found too
+        large was that one row)."""
+        items = [(row.feed_id, self.encode_article(a)) for a in row.articles]
+        with self._tx() as db:
+            db.execute("DELETE FROM spool_articles WHERE seq = ?", (row.seq,))
+            self._insert_encoded(db, row.allocation_id, row.epoch, items)
+
     def ack_completion(self, allocation_id: str) -> None:
         with self._tx() as db:
             db.execute("DELETE FROM spool_completions WHERE allocation_id = ?", (allocation_id,))
@@ -191,8 +225,9 @@ class Spool:
     def drop_allocation(self, allocation_id: str) -> int:
         """Forget everything about an allocation (lease lost, cancelled, released)."""
         with self._tx() as db:
-            n = db.execute("DELETE FROM spool_articles WHERE allocation_id = ?",
-                           (allocation_id,)).rowcount
+            n = int(db.execute("SELECT COALESCE(SUM(n), 0) FROM spool_articles WHERE "
+                               "allocation_id = ?", (allocation_id,)).fetchone()[0])
+            db.execute("DELETE FROM spool_articles WHERE allocation_id = ?", (allocation_id,))
             n += db.execute("DELETE FROM spool_completions WHERE allocation_id = ?",
                             (allocation_id,)).rowcount
             db.execute("DELETE FROM spool_started WHERE allocation_id = ?", (allocation_id,))
@@ -201,10 +236,19 @@ class Spool:
     # --- reads -----------------------------------------------------------------------------
 
     def articles(self, allocation_id: str, limit: int) -> list[SpooledArticle]:
+        """The oldest rows of an allocation holding at most ``limit`` articles together (at
+        least one row, whatever its count)."""
         rows = self._db.execute(
-            "SELECT seq, allocation_id, epoch, feed_id, article FROM spool_articles "
+            "SELECT seq, allocation_id, epoch, feed_id, article, n FROM spool_articles "
             "WHERE allocation_id = ? ORDER BY seq LIMIT ?", (allocation_id, limit)).fetchall()
-        return [SpooledArticle(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+        out: list[SpooledArticle] = []
+        total = 0
+        for r in rows:
+            if out and total + r[5] > limit:
+                break
+            out.append(SpooledArticle(r[0], r[1], r[2], r[3], r[4], r[5]))
+            total += r[5]
+        return out
 
     def completion(self, allocation_id: str) -> SpooledCompletion | None:
         r = self._db.execute(
@@ -229,7 +273,7 @@ class Spool:
         return [r[0] for r in rows.fetchall()]
 
     def counts(self) -> dict[str, int]:
-        a = self._db.execute("SELECT COUNT(*) FROM spool_articles").fetchone()[0]
+        a = self._db.execute("SELECT COALESCE(SUM(n), 0) FROM spool_articles").fetchone()[0]
         c = self._db.execute("SELECT COUNT(*) FROM spool_completions").fetchone()[0]
         return {"articles": int(a), "completions": int(c)}
 

@@ -38,7 +38,7 @@ from cascade_cli.child.fetchers import (
     host_key,
     make_http_client,
 )
-from cascade_cli.child.spool import Spool
+from cascade_cli.child.spool import Encoded, Spool
 from cascade_cli.client import AsyncParentClient
 from cascade_cli.config import Settings
 from cascade_cli.errors import (
@@ -75,7 +75,7 @@ class Held:
     task: asyncio.Task[None] | None = None
     spooled: bool = False  # fetching finished; the completion is in the spool
     stats: dict[str, int] = field(default_factory=dict)
-    pending: list[tuple[str | None, str]] = field(default_factory=list)  # (feed_id, json)
+    pending: list[Encoded] = field(default_factory=list)  # (feed_id, json, count) per feed
     pending_chars: int = 0
 
 
@@ -461,12 +461,13 @@ class ChildWorker:
         return result
 
     def _keep(self, held: Held, feed_id: str, articles: list[dict[str, Any]]) -> None:
-        """Encode a feed's articles once; spool them with the completion (or in chunks)."""
-        encode = self.spool.encode_article
-        for article in articles:
-            raw = encode(article)
-            held.pending.append((feed_id, raw))
-            held.pending_chars += len(raw)
+        """Encode a feed's articles once, as one fragment; spool them with the completion (or
+        in chunks)."""
+        if not articles:
+            return
+        raw = self.spool.encode_articles(articles)
+        held.pending.append((feed_id, raw, len(articles)))
+        held.pending_chars += len(raw)
         if held.pending_chars > SPOOL_CHUNK_CHARS:
             self.spool.add_encoded(held.allocation_id, held.epoch, held.pending)
             held.pending, held.pending_chars = [], 0
@@ -515,12 +516,15 @@ class ChildWorker:
                 data = await self.client.upload_articles_json(
                     alloc_id, [a.raw for a in batch], epoch=batch[0].epoch)
             except ParentRejected as exc:
-                if exc.status == 413 and len(batch) > 1:
-                    batch_size = max(1, len(batch) // 2)
+                count = sum(a.count for a in batch)
+                if exc.status == 413 and count > 1:
+                    if len(batch) == 1:
+                        self.spool.split(batch[0])  # one feed's articles: send them singly
+                    batch_size = max(1, count // 2)
                     continue
                 if exc.status in (413, 422, 400):
                     log.error("allocation %s: parent refused %d articles (%s); dropping them",
-                              alloc_id, len(batch), exc)
+                              alloc_id, count, exc)
                     self.spool.ack_articles([a.seq for a in batch])
                     continue
                 raise

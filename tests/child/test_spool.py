@@ -57,3 +57,48 @@ def test_one_process_per_spool(tmp_path: Path) -> None:
         Spool(tmp_path / "s.db")
     first.close()
     Spool(tmp_path / "s.db").close()  # free again once closed
+
+
+def test_feed_fragments_batches_and_split(tmp_path: Path) -> None:
+    """A feed's articles are one row (one JSON fragment); batches never exceed the limit unless
+    one row alone does; a row can be split into single articles."""
+    import json
+
+    sp = Spool(tmp_path / "s.db")
+    feeds = [[{"title": f"t{f}-{i}", "url": f"u{f}-{i}"} for i in range(20)] for f in range(3)]
+    n = sp.add_encoded("a1", 2, [(f"F{f}", Spool.encode_articles(arts), len(arts))
+                                 for f, arts in enumerate(feeds)])
+    sp.add_articles("a1", 2, "F9", [{"title": "single", "url": "s"}])
+    assert n == 60 and sp.counts()["articles"] == 61
+    batch = sp.articles("a1", 45)
+    assert [a.count for a in batch] == [20, 20]
+    body = json.loads("[" + ",".join(a.raw for a in batch) + "]")
+    assert body == feeds[0] + feeds[1]
+    assert [a.count for a in sp.articles("a1", 5)] == [20]  # one row at least
+    sp.split(batch[0])
+    assert sp.counts()["articles"] == 61
+    assert [a.count for a in sp.articles("a1", 1000)] == [20, 20, 1] + [1] * 20
+    assert sp.drop_allocation("a1") == 61 and sp.is_empty()
+    sp.close()
+
+
+def test_spool_of_an_earlier_version_is_read(tmp_path: Path) -> None:
+    """A spool file without the ``n`` column (one article a row) is upgraded in place."""
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    db.executescript("""
+        CREATE TABLE spool_articles (seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            allocation_id TEXT NOT NULL, epoch INTEGER, feed_id TEXT, article TEXT NOT NULL,
+            created REAL NOT NULL);
+        INSERT INTO spool_articles (allocation_id, epoch, feed_id, article, created)
+            VALUES ('a1', 1, 'F1', '{"title": "old", "url": "u"}', 0);
+    """)
+    db.commit()
+    db.close()
+    sp = Spool(path)
+    assert sp.counts()["articles"] == 1
+    (row,) = sp.articles("a1", 10)
+    assert row.count == 1 and row.article == {"title": "old", "url": "u"}
+    sp.close()

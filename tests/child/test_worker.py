@@ -4,6 +4,7 @@ feed server."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Iterator
@@ -233,3 +234,37 @@ def test_per_host_and_global_fetch_limits(tmp_path: Path, parent: Parent) -> Non
     assert {a["status"] for a in parent.allocations(task_id)} == {"completed"}
     assert probe.peak == {"a.example": 2, "b.example": 2, "c.example": 2}
     assert probe.peak_total == 5
+
+
+def test_too_large_upload_is_split_down_to_single_articles(tmp_path: Path) -> None:
+    """413 for a batch: smaller batches, and a feed's one-row fragment is split into articles;
+    nothing is lost or sent twice."""
+    from cascade_cli.config import load_settings
+    from cascade_cli.errors import ParentRejected
+
+    sent: list[int] = []
+
+    class Client:
+        base_url = "http://parent"
+
+        async def upload_articles_json(self, alloc_id: str, raws: list[str], *,
+                                       epoch: int | None = None) -> dict[str, int]:
+            n = len(json.loads("[" + ",".join(raws) + "]"))
+            if n > 7:
+                raise ParentRejected("too large", status=413)
+            sent.append(n)
+            return {"new_count": n}
+
+        async def report_completion(self, *a: Any, **kw: Any) -> None:
+            return None
+
+    settings = load_settings(environ={}, cwd=tmp_path, overrides={
+        "child": {"spool_path": str(tmp_path / "s.db"), "upload_batch_size": 100}})
+    spool = Spool(settings.spool_path)
+    arts = [{"title": f"t{i}", "url": f"u{i}"} for i in range(20)]
+    spool.add_completion("a1", "t1", 1, [{"feed_id": "F1", "status": "success"}], 20,
+                         articles=[("F1", Spool.encode_articles(arts), 20)])
+    worker = ChildWorker(settings, Client(), spool, install_signals=False)  # type: ignore[arg-type]
+    assert asyncio.run(worker._flush_allocation("a1")) == "completed"
+    assert sum(sent) == 20 and max(sent) <= 7 and spool.is_empty()
+    spool.close()
