@@ -600,15 +600,25 @@ def _cheap_probes(client: httpx.AsyncClient) -> bool:
 
 
 def make_http_client(settings: ChildSection) -> httpx.AsyncClient:
-    """The feed-fetching client (separate from the parent client: different limits/timeouts)."""
+    """The feed-fetching client (separate from the parent client: different limits/timeouts).
+
+    Direct GETs go through ``transport.FeedTransport`` (see that module for why); everything
+    else, and the environment's proxies, through httpx's own transports.
+    """
     # No more connections than fetches in flight: httpcore scans its whole pool per request.
     limits = httpx.Limits(max_connections=settings.fetch_concurrency + 2,
                           max_keepalive_connections=settings.fetch_concurrency)
-    client = httpx.AsyncClient(follow_redirects=True, max_redirects=MAX_REDIRECTS, limits=limits,
-                               timeout=settings.fetch_timeout, trust_env=True,
-                               headers={"User-Agent": settings.user_agent})
+    fallback = httpx.AsyncHTTPTransport(limits=limits, trust_env=True)
+    # A mount, not ``transport=``: httpx then still mounts the environment's proxies
+    # (HTTP_PROXY, HTTPS_PROXY, NO_PROXY), whose more specific patterns win over "all://".
+    client = httpx.AsyncClient(
+        follow_redirects=True, max_redirects=MAX_REDIRECTS, limits=limits,
+        timeout=settings.fetch_timeout, trust_env=True,
+        headers={"User-Agent": settings.user_agent},
+        mounts={"all://": feed_transport.FeedTransport(
+            ssl_context=feed_transport.tls_context(), fallback=fallback,
+            max_keepalive=settings.fetch_concurrency)})
     _cheap_probes(client)
-    feed_transport.install(client, max_keepalive=settings.fetch_concurrency)
     return client
 
 

@@ -323,20 +323,9 @@ class FeedTransport(httpx.AsyncBaseTransport):
         await self.fallback.aclose()
 
 
-def install(client: httpx.AsyncClient, *, max_keepalive: int) -> bool:
-    """Put a ``FeedTransport`` under ``client`` for direct (unproxied) requests.
-
-    The client's own transport becomes the fallback and its proxy mounts stay as they are, so
-    the TLS defaults (certifi, ``SSL_CERT_FILE``/``SSL_CERT_DIR``), the environment's proxies and
-    everything above the connection layer are httpx's. Relies on httpx's ``_transport``
-    attribute; if a future version renames it the client keeps its default transport.
-    """
-    fallback = getattr(client, "_transport", None)
-    if not isinstance(fallback, httpx.AsyncBaseTransport) or isinstance(fallback, FeedTransport):
-        return False
+def tls_context() -> ssl.SSLContext:
+    """httpx's TLS defaults (certifi, or ``SSL_CERT_FILE``/``SSL_CERT_DIR``), HTTP/1.1 only."""
     ctx = httpx.create_ssl_context(trust_env=True)
     with contextlib.suppress(NotImplementedError):
         ctx.set_alpn_protocols(["http/1.1"])
-    client._transport = FeedTransport(ssl_context=ctx, fallback=fallback,
-                                      max_keepalive=max_keepalive)
-    return True
+    return ctx

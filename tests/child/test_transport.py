@@ -49,7 +49,7 @@ def serve(handler: Handler, check: Callable[[str, list[int]], Awaitable[None]]) 
 
 def client() -> httpx.AsyncClient:
     http = make_http_client(ChildSection(fetch_timeout=5))
-    assert isinstance(http._transport, FeedTransport)
+    assert isinstance(http._transport_for_url(httpx.URL("http://127.0.0.1/")), FeedTransport)
     return http
 
 
@@ -145,6 +145,12 @@ def test_errors_are_httpx_errors_and_other_methods_fall_back() -> None:
 
 def test_environment_proxies_keep_httpx_own_path(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("NO_PROXY", "intranet.example")
     http = make_http_client(ChildSection())
-    assert any(t is not None for t in http._mounts.values())  # proxy mounts still there
+    proxied = http._transport_for_url(httpx.URL("http://feeds.example.com/rss"))
+    assert not isinstance(proxied, FeedTransport)  # httpx's proxy transport
+    assert isinstance(http._transport_for_url(httpx.URL("https://feeds.example.com/rss")),
+                      FeedTransport)  # no HTTPS_PROXY: direct
+    # NO_PROXY: not through the proxy
+    assert http._transport_for_url(httpx.URL("http://intranet.example/rss")) is not proxied
     asyncio.run(http.aclose())
