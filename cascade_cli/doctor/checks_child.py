@@ -494,7 +494,10 @@ def check_spool(ctx: DoctorContext) -> CheckResult:
             for table in ("spool_articles", "spool_completions"):
                 if table not in tables:
                     continue
-                n, first = db.execute(f"SELECT COUNT(*), MIN(created) FROM {table}").fetchone()  # noqa: S608 - fixed names
+                columns = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
+                # A spool_articles row holds ``n`` articles (one feed's); older spools, one.
+                amount = "COALESCE(SUM(n), 0)" if "n" in columns else "COUNT(*)"
+                n, first = db.execute(f"SELECT {amount}, MIN(created) FROM {table}").fetchone()  # noqa: S608 - fixed names
                 counts[table] = int(n)
                 if first is not None:
                     oldest = first if oldest is None else min(oldest, first)

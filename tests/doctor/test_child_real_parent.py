@@ -171,11 +171,14 @@ def test_spool_with_results_waiting(tmp_path: Path) -> None:
     spool_path = tmp_path / "child-data" / "spool.db"
     sp = Spool(spool_path)
     sp.add_articles("a1", 1, "MP_WXS_1", [{"title": "x", "url": "https://e/1"}])
-    sp.add_completion("a1", "t1", 1, [{"feed_id": "MP_WXS_1", "status": "success"}], 1)
+    # One feed's articles as one row, as the worker spools them: three articles, not one row.
+    three = [{"title": f"y{i}", "url": f"https://e/y{i}"} for i in range(3)]
+    sp.add_encoded("a1", 1, [("MP_WXS_2", Spool.encode_articles(three), 3)])
+    sp.add_completion("a1", "t1", 1, [{"feed_id": "MP_WXS_1", "status": "success"}], 4)
     sp.close()
     r, _ = diagnose(tmp_path, cfg, ["child.spool"])
     assert r["child.spool"].status == "ok"
-    assert r["child.spool"].data["articles_waiting"] == 1
+    assert r["child.spool"].data["articles_waiting"] == 4
     later = FakeClock(SystemClock().now() + timedelta(hours=2))
     r, _ = diagnose(tmp_path, cfg, ["child.spool"], clock=later)
     assert r["child.spool"].status == "warning"
