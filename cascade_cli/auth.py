@@ -85,14 +85,16 @@ def verify_secret(api_secret: str, secret_hash: str | None) -> bool:
     return hmac.compare_digest(hash_secret(api_secret), secret_hash)
 
 
-def _signing_key(api_secret: str) -> Ed25519PrivateKey:
+def signing_key(api_secret: str) -> Ed25519PrivateKey:
+    """The node's Ed25519 key, derived from its secret (HKDF). A client derives it once and
+    passes it to ``sign_request`` instead of the secret: deriving costs more than signing."""
     seed = HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
                 info=b"cascade-node-signing-v1").derive(api_secret.encode("utf-8"))
     return Ed25519PrivateKey.from_private_bytes(seed)
 
 
 def public_key_for(api_secret: str) -> str:
-    raw = _signing_key(api_secret).public_key().public_bytes(
+    raw = signing_key(api_secret).public_key().public_bytes(
         serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
 
@@ -112,12 +114,15 @@ def string_to_sign(method: str, path_with_query: str, timestamp: str, nonce: str
                       body_hash]).encode("utf-8")
 
 
-def sign_request(api_key: str, api_secret: str, method: str, path_with_query: str, body: bytes,
-                 timestamp: int, nonce: str | None = None) -> str:
-    """The ``Authorization`` header value for the signed form."""
+def sign_request(api_key: str, api_secret: str | Ed25519PrivateKey, method: str,
+                 path_with_query: str, body: bytes, timestamp: int,
+                 nonce: str | None = None) -> str:
+    """The ``Authorization`` header value for the signed form (``api_secret``: the secret or
+    the key ``signing_key`` derived from it)."""
     nonce = nonce or secrets.token_hex(16)
     ts = str(int(timestamp))
-    sig = _signing_key(api_secret).sign(string_to_sign(method, path_with_query, ts, nonce, body))
+    key = signing_key(api_secret) if isinstance(api_secret, str) else api_secret
+    sig = key.sign(string_to_sign(method, path_with_query, ts, nonce, body))
     sig_text = base64.urlsafe_b64encode(sig).decode("ascii").rstrip("=")
     return f"{SIGNED_SCHEME} key={api_key},ts={ts},nonce={nonce},sig={sig_text}"
 

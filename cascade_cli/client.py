@@ -122,6 +122,7 @@ class _Core(abc.ABC):
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key
         self._secret = api_secret
+        self._signing_key = auth.signing_key(api_secret) if auth_mode == "signed" else None
         self.auth_mode = auth_mode
         self.timeout = timeout
         self.clock: Clock = clock or SystemClock()
@@ -154,7 +155,8 @@ class _Core(abc.ABC):
             return f"{auth.PLAIN_SCHEME} {self.api_key}:{self._secret}"
         # raw_path is exactly what goes on the request line: path plus '?query' if any.
         path_with_query = request.url.raw_path.decode("ascii")
-        return auth.sign_request(self.api_key, self._secret, request.method, path_with_query,
+        return auth.sign_request(self.api_key, self._signing_key or self._secret,
+                                 request.method, path_with_query,
                                  request.content, int(self.clock.now().timestamp()))
 
     def _build(self, client: httpx.Client | httpx.AsyncClient, call: Call) -> httpx.Request:
