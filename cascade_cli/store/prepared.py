@@ -25,7 +25,7 @@ from sqlalchemy.sql.expression import Executable
 
 
 class _Plan:
-    __slots__ = ("sql", "names", "positional", "defaults", "binds", "row", "results")
+    __slots__ = ("sql", "names", "positional", "defaults", "binds", "row", "results", "slots")
 
     def __init__(self, stmt: Any, dialect: Dialect, column_keys: Sequence[str] | None) -> None:
         compiled = stmt.compile(dialect=dialect, column_keys=column_keys)
@@ -48,6 +48,10 @@ class _Plan:
         self.positional = compiled.positional
         self.defaults = dict(defaults)
         self.binds = binds
+        # What ``bind`` does per parameter, worked out once: its name, its statement-level
+        # value (a constant of the statement, else None), its type's bind processor.
+        order = self.names if self.positional else list(self.defaults)
+        self.slots = [(name, self.defaults.get(name), binds.get(name)) for name in order]
         self.row: Any = None
         self.results: list[tuple[int, Callable[[Any], Any]]] = []
         columns = compiled._result_columns
@@ -60,14 +64,14 @@ class _Plan:
                     self.results.append((i, proc))
 
     def bind(self, params: Mapping[str, Any]) -> Any:
-        values = dict(self.defaults)
-        values.update(params)
-        for name, proc in self.binds.items():
-            if name in values:
-                values[name] = proc(values[name])
+        get = params.get
+        values = [get(name, default) for name, default, _ in self.slots]
+        for i, (_, _, proc) in enumerate(self.slots):
+            if proc is not None:
+                values[i] = proc(values[i])
         if self.positional:
-            return tuple(values[name] for name in self.names)
-        return values
+            return values
+        return {slot[0]: value for slot, value in zip(self.slots, values, strict=True)}
 
     def make_row(self, raw: Sequence[Any]) -> Any:
         if self.results:
