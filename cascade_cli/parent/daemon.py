@@ -81,6 +81,7 @@ async def serve(store: Store, clock: Clock, settings: Settings, opts: DaemonOpti
                 announce: Callable[[str], None]) -> None:
     app = create_app(store, clock, settings)
     state: AppState = app.state.cascade
+    eventloop.freeze_long_lived()  # the app lives as long as the process (see eventloop)
     config = uvicorn.Config(app, host=opts.host, port=opts.port, log_config=None,
                             access_log=False, lifespan="off", server_header=False,
                             timeout_graceful_shutdown=max(1, round(opts.graceful_timeout)),
