@@ -34,9 +34,8 @@ def insert(key: str) -> Any:
     return unit
 
 
-async def _blocked_then(db: BatchingDb, units: list[tuple[Any, bool]]) -> list[Any]:
-    """Hold the worker with a first unit, queue ``units`` behind it, then let it go: the
-    queued batchable units reach the worker together."""
+async def _hold_worker(db: BatchingDb) -> tuple[asyncio.Task[Any], threading.Event]:
+    """Occupy the worker with a unit that waits for the returned event."""
     entered, release = threading.Event(), threading.Event()
 
     def hold(s: Any, now: Any) -> None:
@@ -46,6 +45,13 @@ async def _blocked_then(db: BatchingDb, units: list[tuple[Any, bool]]) -> list[A
     first = asyncio.create_task(db.run(hold))
     while not entered.is_set():
         await asyncio.sleep(0.005)
+    return first, release
+
+
+async def _blocked_then(db: BatchingDb, units: list[tuple[Any, bool]]) -> list[Any]:
+    """Hold the worker with a first unit, queue ``units`` behind it, then let it go: the
+    queued batchable units reach the worker together."""
+    first, release = await _hold_worker(db)
     tasks = [asyncio.create_task(db.run(fn, batch=b)) for fn, b in units]
     await asyncio.sleep(0.05)  # every task has queued its job
     release.set()
@@ -92,15 +98,7 @@ def test_unbatchable_units_run_alone(db: BatchingDb, store: Store) -> None:
 
 def test_a_cancelled_caller_s_unit_is_not_run(db: BatchingDb, store: Store) -> None:
     async def scenario() -> None:
-        entered, release = threading.Event(), threading.Event()
-
-        def hold(s: Any, now: Any) -> None:
-            entered.set()
-            release.wait(10)
-
-        first = asyncio.create_task(db.run(hold))
-        while not entered.is_set():
-            await asyncio.sleep(0.005)
+        first, release = await _hold_worker(db)
         doomed = asyncio.create_task(db.run(insert("doomed"), batch=True))
         kept = asyncio.create_task(db.run(insert("kept"), batch=True))
         await asyncio.sleep(0.05)
