@@ -92,7 +92,7 @@ class ThreadedDb:
 
 
 class _Job:
-    __slots__ = ("fn", "future", "loop", "batch", "ok", "value")
+    __slots__ = ("fn", "future", "loop", "batch", "ok", "value", "started", "abandoned")
 
     def __init__(self, fn: Unit[Any], future: asyncio.Future[Any],
                  loop: asyncio.AbstractEventLoop, batch: bool) -> None:
@@ -102,12 +102,16 @@ class _Job:
         self.batch = batch
         self.ok = False
         self.value: Any = None
+        # Both under BatchingDb._lock: the worker takes a job (started) unless its caller
+        # gave up on it first (abandoned).
+        self.started = False
+        self.abandoned = False
 
 
 def _settle(jobs: list[_Job]) -> None:
     """On the event loop: hand each caller its result."""
     for job in jobs:
-        if job.future.done():  # the caller gave up (cancelled) meanwhile
+        if job.future.done():
             continue
         if job.ok:
             job.future.set_result(job.value)
@@ -144,7 +148,22 @@ class BatchingDb(ThreadedDb):
                 thread = threading.Thread(target=self._work, name="cascade-db", daemon=True)
                 self._threads.add(thread)
                 thread.start()
-        return await job.future  # type: ignore[no-any-return]
+        try:
+            # Shielded: the caller's cancellation must not cancel the job's future, which the
+            # worker settles (below: a started unit is waited for).
+            return await asyncio.shield(job.future)  # type: ignore[no-any-return]
+        except asyncio.CancelledError:
+            with self._lock:
+                if not job.started:
+                    job.abandoned = True  # never run: as if the request had not arrived
+                    raise
+            # Started: it will commit. Like a thread runner, wait for it to end, so that
+            # whoever cancelled us (a shutdown, say) knows the work is done or undone.
+            while not job.future.done():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.shield(job.future)
+            job.future.exception()  # retrieved: no "never retrieved" warning for an error
+            raise
 
     # --- the worker thread ---------------------------------------------------------------
 
@@ -176,7 +195,10 @@ class BatchingDb(ThreadedDb):
             self._run_jobs(jobs)
 
     def _run_jobs(self, jobs: list[_Job]) -> None:
-        live = [j for j in jobs if not j.future.cancelled()]
+        with self._lock:
+            live = [j for j in jobs if not j.abandoned]
+            for job in live:
+                job.started = True
         if len(live) == 1:
             self._run_alone(live[0])
         elif live:

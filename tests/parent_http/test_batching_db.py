@@ -124,3 +124,29 @@ def test_worker_thread_ends_when_idle_and_comes_back(db: BatchingDb, store: Stor
 
     asyncio.run(scenario())
     assert rows(store) == ["x", "y"]
+
+
+def test_a_cancelled_caller_waits_for_its_started_unit(db: BatchingDb, store: Store) -> None:
+    """Like a thread runner: once the worker has started the unit, cancelling the caller
+    waits for the unit to end (committed), then the caller is cancelled."""
+    async def scenario() -> None:
+        entered, release = threading.Event(), threading.Event()
+
+        def slow(s: Any, now: Any) -> str:
+            s.execute(text("INSERT INTO scratch (k) VALUES ('slow')"))
+            entered.set()
+            release.wait(10)
+            return "slow"
+
+        caller = asyncio.create_task(db.run(slow, batch=True))
+        while not entered.is_set():
+            await asyncio.sleep(0.005)
+        caller.cancel()
+        await asyncio.sleep(0.05)
+        assert not caller.done()  # still waiting for the unit it started
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        assert rows(store) == ["slow"]  # committed before the caller ended
+
+    asyncio.run(scenario())
