@@ -8,9 +8,11 @@ same exceptions (wrapped by SQLAlchemy, with its disconnect handling) as
 statement's cache key, looking the compiled form up, a new execution context and result
 object. That was about a third of the parent's database-side CPU per request.
 
-Only for statements whose bound names are fixed: ``bindparam``s given at execution, and
-``IN`` lists whose values are constants of the statement (expanded once, here). A list only
-known at execution time (``column.in_(ids)``) belongs to ``connection.execute``.
+Only for statements whose bound names are fixed: ``bindparam``s given at execution (each one,
+every time), and ``IN`` lists whose values are constants of the statement (expanded once,
+here). A list only known at execution time (``column.in_(ids)``) belongs to
+``connection.execute``. An INSERT names its columns (``column_keys``), all of them given on
+every execution: column defaults computed in Python are not applied here.
 """
 
 from __future__ import annotations
@@ -25,11 +27,24 @@ from sqlalchemy.sql.expression import Executable
 
 
 class _Plan:
-    __slots__ = ("sql", "names", "positional", "defaults", "binds", "row", "results", "slots")
+    __slots__ = ("sql", "names", "positional", "defaults", "binds", "row", "results", "slots",
+                 "required")
 
     def __init__(self, stmt: Any, dialect: Dialect, column_keys: Sequence[str] | None) -> None:
         compiled = stmt.compile(dialect=dialect, column_keys=column_keys)
+        if column_keys is not None:
+            # An INSERT also binds the columns that have Python-side defaults; connection.execute
+            # fills those in, Prepared does not: they must be listed (and given) explicitly.
+            unlisted = sorted(set(compiled.binds) - set(column_keys))
+            if unlisted:
+                raise TypeError(f"Prepared insert: list (and pass) the columns "
+                                f"{', '.join(unlisted)} in column_keys")
         defaults = compiled.construct_params(_check=False)
+        # Parameters the caller must pass: like connection.execute, a missing one is an
+        # error, never a silent NULL.
+        self.required = frozenset(
+            name for name, param in compiled.binds.items()
+            if param.required or (column_keys is not None and name in column_keys))
         binds: dict[str, Callable[[Any], Any]] = dict(compiled._bind_processors)
         if compiled.post_compile_params:
             for param in compiled.post_compile_params:
@@ -64,6 +79,9 @@ class _Plan:
                     self.results.append((i, proc))
 
     def bind(self, params: Mapping[str, Any]) -> Any:
+        if not self.required.issubset(params.keys()):
+            missing = ", ".join(sorted(self.required - params.keys()))
+            raise TypeError(f"Prepared statement: no value for the parameter(s) {missing}")
         get = params.get
         values = [get(name, default) for name, default, _ in self.slots]
         for i, (_, _, proc) in enumerate(self.slots):

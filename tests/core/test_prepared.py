@@ -89,3 +89,23 @@ def test_package_feeds_any_list_length(any_store, clock) -> None:
         assert one["mp_name"] == "公众号 7" and one["url"] == "https://example.com/7.xml"
         assert set(one) == {"id", "faker_id", "mp_name", "mp_cover", "mp_intro", "status",
                             "url", "kind", "etag", "last_modified"}
+
+
+def test_missing_parameters_are_errors_not_nulls(store) -> None:
+    stmt = Prepared(select(_N.c.id).where(_N.c.id == bindparam("b_id")))
+    with store.session() as s:
+        with pytest.raises(TypeError, match="b_id"):
+            stmt.execute(s.connection(), {})
+        ins = Prepared(insert(_E), column_keys=["operation", "direction", "status", "count",
+                                                "detail", "created_at"])
+        with pytest.raises(TypeError, match="detail"):
+            ins.execute(s.connection(), {"operation": "x", "direction": "internal",
+                                         "status": "ok", "count": 0, "created_at": T0})
+
+
+def test_inserts_must_list_defaulted_columns() -> None:
+    from sqlalchemy.dialects import sqlite
+
+    # events.direction/status/count have Python-side defaults that Prepared cannot apply.
+    with pytest.raises(TypeError, match="direction"):
+        Prepared(insert(_E), column_keys=["operation", "created_at"]).plan(sqlite.dialect())
