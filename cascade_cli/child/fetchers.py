@@ -18,6 +18,7 @@ import os
 import select
 import signal
 import time
+import urllib.request
 from collections.abc import Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -608,16 +609,20 @@ def make_http_client(settings: ChildSection) -> httpx.AsyncClient:
     # No more connections than fetches in flight: httpcore scans its whole pool per request.
     limits = httpx.Limits(max_connections=settings.fetch_concurrency + 2,
                           max_keepalive_connections=settings.fetch_concurrency)
-    fallback = httpx.AsyncHTTPTransport(limits=limits, trust_env=True)
     # A mount, not ``transport=``: httpx then still mounts the environment's proxies
     # (HTTP_PROXY, HTTPS_PROXY, NO_PROXY), whose more specific patterns win over "all://".
+    # ALL_PROXY is itself the "all://" mount: with it set, every request goes to the proxy
+    # and the direct transport is not mounted at all.
+    mounts: dict[str, httpx.AsyncBaseTransport] | None = None
+    if "all" not in urllib.request.getproxies():
+        fallback = httpx.AsyncHTTPTransport(limits=limits, trust_env=True)
+        mounts = {"all://": feed_transport.FeedTransport(
+            ssl_context=feed_transport.tls_context(), fallback=fallback,
+            max_keepalive=settings.fetch_concurrency)}
     client = httpx.AsyncClient(
         follow_redirects=True, max_redirects=MAX_REDIRECTS, limits=limits,
         timeout=settings.fetch_timeout, trust_env=True,
-        headers={"User-Agent": settings.user_agent},
-        mounts={"all://": feed_transport.FeedTransport(
-            ssl_context=feed_transport.tls_context(), fallback=fallback,
-            max_keepalive=settings.fetch_concurrency)})
+        headers={"User-Agent": settings.user_agent}, mounts=mounts)
     _cheap_probes(client)
     return client
 

@@ -38,6 +38,7 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.idle_since = 0.0
         self.reused = False
+        self.tainted = False  # the server sent more than the answer: never reused
         self._parser = httptools.HttpResponseParser(self)
         self._reset()
 
@@ -63,6 +64,11 @@ class _Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
+        if self.idle_since:
+            # Bytes on an idle keep-alive connection answer no request of ours: its parser
+            # state can no longer be trusted, so the connection is not used again.
+            self.close()
+            return
         self.received += len(data)
         try:
             self._parser.feed_data(data)
@@ -80,8 +86,8 @@ class _Connection(asyncio.Protocol):
         self.closed = True
         if self.complete:
             return
-        if self.headers_done and self.until_eof:
-            self.complete = True  # a close-delimited body ended
+        if self.headers_done and self.until_eof and exc is None:
+            self.complete = True  # a close-delimited body ended (a clean close, not a reset)
             self._wake()
             return
         if self.received == 0:
@@ -100,16 +106,25 @@ class _Connection(asyncio.Protocol):
     # --- httptools callbacks ---------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        if self.complete:
+            # A second response to one request (bytes the server sent after our answer):
+            # ignored, and the connection is not used again.
+            self.tainted = True
+            return
         self.headers = []
         self.headers_done = False
 
     def on_status(self, status: bytes) -> None:
-        self.reason += status
+        if not self.tainted:
+            self.reason += status
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
+        if not self.tainted:
+            self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        if self.tainted:
+            return
         status = self._parser.get_status_code()
         if 100 <= status < 200:  # informational: the real response follows
             self.reason = b""
@@ -123,6 +138,8 @@ class _Connection(asyncio.Protocol):
         self._wake()
 
     def on_body(self, body: bytes) -> None:
+        if self.tainted:
+            return
         self.chunks.append(body)
         self.buffered += len(body)
         if self.buffered > MAX_BUFFER and not self.paused and self.transport is not None:
@@ -131,7 +148,7 @@ class _Connection(asyncio.Protocol):
         self._wake()
 
     def on_message_complete(self) -> None:
-        if not self.headers_done:
+        if self.tainted or not self.headers_done:
             return  # end of an informational response
         self.complete = True
         self._wake()
@@ -176,6 +193,7 @@ class _Connection(asyncio.Protocol):
         return data
 
     def start(self, request: bytes) -> None:
+        self.idle_since = 0.0  # in use
         self._reset()
         self.received = 0
         assert self.transport is not None
@@ -183,7 +201,7 @@ class _Connection(asyncio.Protocol):
 
     def reusable(self) -> bool:
         return (self.complete and self.keep_alive and not self.closed and not self.until_eof
-                and self.error is None)
+                and self.error is None and not self.tainted)
 
     def close(self) -> None:
         self.closed = True

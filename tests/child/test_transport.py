@@ -154,3 +154,60 @@ def test_environment_proxies_keep_httpx_own_path(monkeypatch: pytest.MonkeyPatch
     # NO_PROXY: not through the proxy
     assert http._transport_for_url(httpx.URL("http://intranet.example/rss")) is not proxied
     asyncio.run(http.aclose())
+
+
+def test_all_proxy_sends_every_request_to_the_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "NO_PROXY",
+                 "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("ALL_PROXY", "http://127.0.0.1:9")
+    http = make_http_client(ChildSection())
+    for url in ("http://feeds.example.com/rss", "https://feeds.example.com/rss"):
+        chosen = http._transport_for_url(httpx.URL(url))
+        assert not isinstance(chosen, FeedTransport)
+        assert chosen is not http._transport  # the proxy's transport, not a direct one
+    asyncio.run(http.aclose())
+
+
+@pytest.mark.parametrize("later", [False, True], ids=["same-segment", "while-idle"])
+def test_unsolicited_bytes_retire_the_connection(later: bool) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                      index: int) -> None:
+        while True:
+            await read_head(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            if index == 0:  # then an unsolicited, half response
+                if later:
+                    await writer.drain()
+                    await asyncio.sleep(0.03)
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Len")
+            await writer.drain()
+
+    async def check(url: str, connections: list[int]) -> None:
+        async with client() as http:
+            assert (await http.get(url + "/a")).text == "ok"
+            await asyncio.sleep(0.1)
+            assert (await http.get(url + "/b")).text == "ok"  # on a fresh connection
+        assert len(connections) == 2
+
+    serve(handler, check)
+
+
+def test_a_reset_during_a_close_delimited_body_is_an_error() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                      index: int) -> None:
+        await read_head(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\n\r\n" + b"x" * 1000)
+        await writer.drain()
+        sock = writer.get_extra_info("socket")
+        import socket
+        import struct
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()  # RST, not FIN: the body did not end
+
+    async def check(url: str, connections: list[int]) -> None:
+        async with client() as http:
+            with pytest.raises(httpx.ReadError):
+                await http.get(url + "/cut")
+
+    serve(handler, check)
