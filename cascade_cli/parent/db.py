@@ -92,7 +92,8 @@ class ThreadedDb:
 
 
 class _Job:
-    __slots__ = ("fn", "future", "loop", "batch", "ok", "value", "started", "abandoned")
+    __slots__ = ("fn", "future", "loop", "batch", "ok", "value", "started", "abandoned",
+                 "settled", "finished")
 
     def __init__(self, fn: Unit[Any], future: asyncio.Future[Any],
                  loop: asyncio.AbstractEventLoop, batch: bool) -> None:
@@ -106,12 +107,19 @@ class _Job:
         # gave up on it first (abandoned).
         self.started = False
         self.abandoned = False
+        # On the event loop: the worker's results were handed over; ``finished`` is what a
+        # cancelled caller waits on for a unit that had started.
+        self.settled = False
+        self.finished: asyncio.Future[None] | None = None
 
 
 def _settle(jobs: list[_Job]) -> None:
     """On the event loop: hand each caller its result."""
     for job in jobs:
-        if job.future.done():
+        job.settled = True
+        if job.finished is not None and not job.finished.done():
+            job.finished.set_result(None)
+        if job.future.done():  # the caller was cancelled
             continue
         if job.ok:
             job.future.set_result(job.value)
@@ -149,9 +157,7 @@ class BatchingDb(ThreadedDb):
                 self._threads.add(thread)
                 thread.start()
         try:
-            # Shielded: the caller's cancellation must not cancel the job's future, which the
-            # worker settles (below: a started unit is waited for).
-            return await asyncio.shield(job.future)  # type: ignore[no-any-return]
+            return await job.future  # type: ignore[no-any-return]
         except asyncio.CancelledError:
             with self._lock:
                 if not job.started:
@@ -159,10 +165,11 @@ class BatchingDb(ThreadedDb):
                     raise
             # Started: it will commit. Like a thread runner, wait for it to end, so that
             # whoever cancelled us (a shutdown, say) knows the work is done or undone.
-            while not job.future.done():
-                with contextlib.suppress(asyncio.CancelledError):
-                    await asyncio.shield(job.future)
-            job.future.exception()  # retrieved: no "never retrieved" warning for an error
+            if not job.settled:
+                job.finished = loop.create_future()
+                while not job.finished.done():
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await asyncio.shield(job.finished)
             raise
 
     # --- the worker thread ---------------------------------------------------------------

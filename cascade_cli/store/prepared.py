@@ -66,7 +66,8 @@ class _Plan:
         # What ``bind`` does per parameter, worked out once: its name, its statement-level
         # value (a constant of the statement, else None), its type's bind processor.
         order = self.names if self.positional else list(self.defaults)
-        self.slots = [(name, self.defaults.get(name), binds.get(name)) for name in order]
+        self.slots = [(name, self.defaults.get(name), binds.get(name), name in self.required)
+                      for name in order]
         self.row: Any = None
         self.results: list[tuple[int, Callable[[Any], Any]]] = []
         columns = compiled._result_columns
@@ -79,12 +80,15 @@ class _Plan:
                     self.results.append((i, proc))
 
     def bind(self, params: Mapping[str, Any]) -> Any:
-        if not self.required.issubset(params.keys()):
-            missing = ", ".join(sorted(self.required - params.keys()))
-            raise TypeError(f"Prepared statement: no value for the parameter(s) {missing}")
         get = params.get
-        values = [get(name, default) for name, default, _ in self.slots]
-        for i, (_, _, proc) in enumerate(self.slots):
+        try:
+            values = [params[name] if required else get(name, default)
+                      for name, default, _, required in self.slots]
+        except KeyError:
+            missing = ", ".join(sorted(self.required - params.keys()))
+            raise TypeError(f"Prepared statement: no value for the parameter(s) {missing}"
+                            ) from None
+        for i, (_, _, proc, _) in enumerate(self.slots):
             if proc is not None:
                 values[i] = proc(values[i])
         if self.positional:
