@@ -586,11 +586,11 @@ def _cheap_probes(client: httpx.AsyncClient) -> bool:
     Relies on httpcore's ``_network_backend`` attribute; if a future version renames it the
     client simply keeps the default backend (slower, same behaviour).
     """
-    main = getattr(client, "_transport", None)
-    transports = [getattr(main, "fallback", main),
-                  *getattr(client, "_mounts", {}).values()]
+    # The client's own transport, the proxy mounts, and the httpx transport a FeedTransport
+    # mount falls back to (for what it does not handle itself).
+    mounted = [getattr(client, "_transport", None), *getattr(client, "_mounts", {}).values()]
     wrapped = False
-    for transport in transports:
+    for transport in (getattr(t, "fallback", t) for t in mounted if t is not None):
         pool = getattr(transport, "_pool", None)
         backend = getattr(pool, "_network_backend", None)
         if isinstance(backend, httpcore.AsyncNetworkBackend) and not isinstance(

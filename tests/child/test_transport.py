@@ -211,3 +211,14 @@ def test_a_reset_during_a_close_delimited_body_is_an_error() -> None:
                 await http.get(url + "/cut")
 
     serve(handler, check)
+
+
+def test_fallback_transports_get_the_cheap_idle_probes() -> None:
+    from cascade_cli.child.fetchers import _CheapProbeBackend
+
+    http = make_http_client(ChildSection())
+    direct = http._transport_for_url(httpx.URL("http://feeds.example.com/rss"))
+    assert isinstance(direct, FeedTransport)
+    for transport in (direct.fallback, http._transport):
+        assert isinstance(transport._pool._network_backend, _CheapProbeBackend)  # type: ignore[attr-defined]
+    asyncio.run(http.aclose())
