@@ -52,6 +52,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.machine import StealMeter, machine_report  # noqa: E402
+
 CLK = os.sysconf("SC_CLK_TCK")
 
 
@@ -256,7 +258,10 @@ def main() -> None:
     if args.baseline:
         baseline(args.baseline)
         return
-    print(json.dumps(run(args.feeds, args.children, args.concurrency, args.keep), indent=2))
+    steal = StealMeter().start()
+    result = run(args.feeds, args.children, args.concurrency, args.keep)
+    result["machine"] = machine_report(steal)
+    print(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ sys.path.insert(0, str(REPO))
 import httpx  # noqa: E402
 from sqlalchemy import create_engine, insert, text  # noqa: E402
 
+from bench.machine import StealMeter, machine_report  # noqa: E402
 from cascade_cli import auth  # noqa: E402
 from cascade_cli.clock import SystemClock  # noqa: E402
 from cascade_cli.config import load_settings  # noqa: E402
@@ -349,12 +350,14 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     parts = args.only or ["cycle", "wake", "planning"]
     out: dict[str, Any] = {"db": args.db, "cpus": os.cpu_count()}
+    steal = StealMeter().start()
     if "cycle" in parts:
         out["cycle"] = bench_cycle(args.db, args.allocations, args.clients)
     if "wake" in parts:
         out["wake"] = bench_wake(args.db, args.wake_rounds)
     if "planning" in parts:
         out["planning"] = bench_planning(args.db, args.feeds, args.nodes)
+    out["machine"] = machine_report(steal)
     print(json.dumps(out, indent=2))
 
 
