@@ -325,10 +325,6 @@ _COMPLETED = _statements({
                            else_=bindparam("b_count")),
     _A.error_message: None, _A.completed_at: _NOW, _A.lease_expires_at: None,
     _A.updated_at: _NOW})
-# Only the new count grows on upload: a retried upload (spool flush after a lost ack) finds
-# nothing new and must not inflate anything. The total comes with the completion.
-_ADD_NEW = Prepared(update(_ALLOC).where(_A.id == bindparam("b_id"))
-                   .values(new_article_count=_A.new_article_count + bindparam("b_new")))
 _SET_ERROR = Prepared(update(_ALLOC).where(_A.id == bindparam("b_id"))
                       .values(error_message=bindparam("b_error")))
 
@@ -447,8 +443,6 @@ def upload_articles(session: Session, now: datetime, node: Node | NodeRow,
         rows.append((feed_id, article))
     new = merge_articles(session, now, rows, schedule_run_id=alloc.schedule_run_id,
                          allocation_id=alloc.id, node_id=node.id)
-    if new:  # an atomic increment: concurrent uploads for one allocation never lose a count
-        _ADD_NEW.execute(session.connection(), {"b_id": alloc.id, "b_new": new})
     return len(rows), new
 
 

@@ -5,17 +5,25 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, func, insert, select
-from sqlalchemy import cast as sa_cast
+from sqlalchemy import (
+    Table,
+    bindparam,
+    column,
+    exists,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from cascade_cli.errors import InvalidInput
 from cascade_cli.protocol import ArticleIn
-from cascade_cli.store.models import Article
+from cascade_cli.store.models import Allocation, Article
 from cascade_cli.store.prepared import Prepared
 
 
@@ -33,21 +41,46 @@ _COLUMNS = [c.name for c in _TABLE.c]
 
 _SQLITE_INSERT_NEW = Prepared(sqlite.insert(_TABLE).on_conflict_do_nothing(index_elements=["id"]),
                               column_keys=_COLUMNS)
-# INSERT ... SELECT FROM unnest(one array per column): the same SQL text whatever the batch
-# size (see merge_articles).
-_PG_UNNEST_INSERT = (
-    postgresql.insert(_TABLE)
-    .from_select(_COLUMNS, select(func.unnest(*[
-        sa_cast(bindparam(f"a_{c.name}"), postgresql.ARRAY(c.type)) for c in _TABLE.c
-    ]).table_valued(*_COLUMNS).render_derived(name="u")))
-    .on_conflict_do_nothing(index_elements=["id"]).returning(_TABLE.c.id))
+_ALLOCATIONS = cast(Table, Allocation.__table__)
+# Only the new count grows on upload: a retried upload (spool flush after a lost ack) finds
+# nothing new and must not inflate anything. An atomic increment: concurrent uploads for one
+# allocation never lose a count.
+_ADD_NEW = Prepared(update(_ALLOCATIONS).where(_ALLOCATIONS.c.id == bindparam("b_id"))
+                    .values(new_article_count=_ALLOCATIONS.c.new_article_count
+                            + bindparam("b_new")))
+# PostgreSQL: the whole merge is one statement with one parameter. The rows travel as one
+# JSON document (encoded by the json module's C encoder) that the server expands into the
+# table's row type; the insert and the allocation's counter are one round trip. Arrays per
+# column (``unnest``) cost more: psycopg builds array literals element by element in Python,
+# and a multi-row VALUES list is a new SQL text for every batch size.
+_ROWS = (func.json_to_recordset(bindparam("b_rows", type_=postgresql.JSON))
+         .table_valued(*[column(c.name, c.type) for c in _TABLE.c])
+         .render_derived(name="r", with_types=True))
+_NEW = (postgresql.insert(_TABLE).from_select(_COLUMNS, select(*_ROWS.c))
+        .on_conflict_do_nothing(index_elements=["id"]).returning(_TABLE.c.id)
+        .cte("new"))
+_BUMP = (update(_ALLOCATIONS).where(_ALLOCATIONS.c.id == bindparam("b_alloc"),
+                                    exists(select(_NEW.c.id)))
+         .values(new_article_count=_ALLOCATIONS.c.new_article_count
+                 + select(func.count()).select_from(_NEW).scalar_subquery())
+         .cte("bump"))
+_PG_MERGE = Prepared(select(func.count()).select_from(_NEW).add_cte(_BUMP))
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, datetime):  # stored as naive UTC (see types.UTCDateTime)
+        if value.tzinfo is not None:
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        return value.isoformat()
+    return value
 
 
 def merge_articles(session: Session, now: datetime, rows: Sequence[tuple[str, ArticleIn]], *,
                    schedule_run_id: str | None, allocation_id: str | None,
                    node_id: str | None) -> int:
-    """Insert what is not stored yet; return how many were new. Idempotent and race-safe:
-    a concurrent insert of the same article by another node is absorbed by the database."""
+    """Insert what is not stored yet; return how many were new, and add that number to the
+    allocation's ``new_article_count``. Idempotent and race-safe: a concurrent insert of the
+    same article by another node is absorbed by the database."""
     values: dict[str, dict[str, Any]] = {}
     for feed_id, a in rows:
         ident = article_identity(feed_id, a)
@@ -63,24 +96,29 @@ def merge_articles(session: Session, now: datetime, rows: Sequence[tuple[str, Ar
     if not values:
         return 0
     batch = list(values.values())
-    table = cast(Table, Article.__table__)  # Core, not the ORM bulk path: runs on every upload
     dialect = session.get_bind().dialect.name
     conn = session.connection()  # Core on the connection: no ORM execution layer
     if dialect == "postgresql":
-        # One short statement with one array per column. A multi-row VALUES list would be
-        # a different, long SQL text for every batch size, which psycopg parses again on
-        # every call (it caches only short queries): that was most of an upload's CPU.
-        arrays = {f"a_{c}": [row[c] for row in batch] for c in _COLUMNS}
-        return len(conn.execute(_PG_UNNEST_INSERT, arrays).all())
+        document = [{k: _json_value(v) for k, v in row.items()} for row in batch]
+        return int(_PG_MERGE.execute(conn, {"b_rows": document, "b_alloc": allocation_id})
+                   .scalar() or 0)
     if dialect == "sqlite":
         # SQLite sums the rows each execution inserted: a skipped conflict counts 0.
-        return _SQLITE_INSERT_NEW.executemany(conn, batch)
-    # MySQL/MariaDB: no RETURNING; skip known ids, INSERT IGNORE absorbs a concurrent insert.
+        new = _SQLITE_INSERT_NEW.executemany(conn, batch)
+    else:
+        new = _insert_ignore(session, values)
+    if new and allocation_id is not None:
+        _ADD_NEW.execute(conn, {"b_id": allocation_id, "b_new": new})
+    return new
+
+
+def _insert_ignore(session: Session, values: dict[str, dict[str, Any]]) -> int:
+    """MySQL/MariaDB: no RETURNING; skip known ids, INSERT IGNORE absorbs a concurrent insert."""
     existing = set(session.scalars(select(Article.id).where(Article.id.in_(list(values)))))
-    fresh = [v for v in batch if v["id"] not in existing]
+    fresh = [v for v in values.values() if v["id"] not in existing]
     if not fresh:
         return 0
     # Core execution on the session's connection: the ORM result of a bulk insert has no
     # rowcount, and the rowcount is what tells how many were really new.
-    result = session.connection().execute(insert(table).prefix_with("IGNORE"), fresh)
+    result = session.connection().execute(insert(_TABLE).prefix_with("IGNORE"), fresh)
     return int(result.rowcount or 0)
