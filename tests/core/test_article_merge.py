@@ -1,7 +1,6 @@
 """merge_articles stores every field faithfully and only once, on every database (each has
 its own insert path: one JSON document expanded by json_to_recordset on PostgreSQL,
-executemany on SQLite, INSERT IGNORE
-on MySQL/MariaDB)."""
+executemany on SQLite, INSERT IGNORE on MySQL/MariaDB)."""
 
 from __future__ import annotations
 
