@@ -141,6 +141,27 @@ _CLAIMED = {_A.status: CLAIMED, _A.node_id: bindparam("b_node"), _A.epoch: _A.ep
             _A.started_at: None, _A.updated_at: _NOW}
 
 
+_MT = cast(Table, MessageTask.__table__).c
+# What a task package needs of the allocation's task, returned by the claim itself where the
+# database has UPDATE ... RETURNING (one round trip less per claimed allocation).
+_TASK_COLUMNS = (
+    select(_MT.message_type).where(_MT.id == _A.task_id).scalar_subquery()
+    .label("task_message_type"),
+    select(_MT.cron_exp).where(_MT.id == _A.task_id).scalar_subquery().label("task_cron_exp"))
+
+
+def _free_capacity(dialect: str) -> Any:
+    """How many more the claiming node may take now: ``min(b_want, b_capacity - running)``,
+    never negative (SQLite reads a negative LIMIT as no limit at all)."""
+    running = (select(func.count()).select_from(_ALLOC)
+               .where(_A.node_id == bindparam("b_node"), _A.status.in_(ACTIVE_STATES))
+               .scalar_subquery())
+    free = bindparam("b_capacity") - running
+    if dialect == "sqlite":  # SQLite's scalar min()/max() take several arguments
+        return func.max(0, func.min(bindparam("b_want"), free))
+    return func.greatest(0, func.least(bindparam("b_want"), free))
+
+
 @lru_cache(maxsize=8)
 def _claim_statements(dialect: str, returning: bool) -> tuple[Prepared, Prepared]:
     """The candidate query and the claiming UPDATE for a database, built once."""
@@ -151,37 +172,38 @@ def _claim_statements(dialect: str, returning: bool) -> tuple[Prepared, Prepared
         return Prepared(q), Prepared(update(_ALLOC).where(
             _A.id == bindparam("b_id"), _A.status == PENDING,
             _A.epoch == bindparam("b_epoch")).values(_CLAIMED))
-    # One statement: the candidates (locked, skipping rows other claims hold) are moved
-    # and returned at once. ``status = 'pending'`` is checked again on the locked rows.
-    # On PostgreSQL the candidates are a CTE: it runs exactly once (an ``IN (SELECT ...
-    # LIMIT n)`` may be re-run by the planner and move more than n rows).
-    picked = q.with_only_columns(_A.id)
+    # One statement: the node's free capacity is counted, the candidates (locked, skipping
+    # rows other claims hold) are moved and returned at once, with their task's package
+    # fields. ``status = 'pending'`` is checked again on the locked rows. On PostgreSQL the
+    # candidates are a CTE: it runs exactly once (an ``IN (SELECT ... LIMIT n)`` may be
+    # re-run by the planner and move more than n rows).
+    picked = q.with_only_columns(_A.id).limit(_free_capacity(dialect))
     if dialect == "postgresql":
         target = _A.id == picked.cte("picked").c.id
     else:
         target = _A.id.in_(picked.scalar_subquery())
     return Prepared(q), Prepared(update(_ALLOC).where(target, _A.status == PENDING)
-                                 .values(_CLAIMED).returning(*_ALLOC.c))
+                                 .values(_CLAIMED).returning(*_ALLOC.c, *_TASK_COLUMNS))
 
 
 def claim(session: Session, now: datetime, node: Node | NodeRow, settings: Settings, *,
           max_count: int = 1) -> list[AllocationRow]:
     """Claim up to ``max_count`` allocations within the node's free capacity."""
-    free = node.max_capacity - running_count(session, node.id)
-    want = min(max_count, free)
-    if want <= 0:
-        return []
     conn = session.connection()
     dialect = conn.dialect
     candidates, claiming = _claim_statements(dialect.name, bool(dialect.update_returning))
-    params = {"b_node": node.id, "b_cutoff": _cutoff(now, settings), "b_want": want,
-              "b_now": now, "b_lease": now + timedelta(seconds=lease_ttl(settings))}
+    params = {"b_node": node.id, "b_cutoff": _cutoff(now, settings), "b_want": max_count,
+              "b_capacity": node.max_capacity, "b_now": now,
+              "b_lease": now + timedelta(seconds=lease_ttl(settings))}
     if dialect.update_returning:  # PostgreSQL, SQLite >= 3.35
         allocs = list(claiming.execute(conn, params).all())
         allocs.sort(key=lambda a: (a.created_at, a.id))
         return allocs
     # MySQL/MariaDB have no UPDATE ... RETURNING: a conditional UPDATE per candidate,
     # checked by row count, then the claimed rows are read back.
+    params["b_want"] = min(max_count, node.max_capacity - running_count(session, node.id))
+    if params["b_want"] <= 0:
+        return []
     claimed_ids: list[str] = []
     for alloc_id, seen_epoch in candidates.execute(conn, params).all():
         result = claiming.execute(conn, {**params, "b_id": alloc_id, "b_epoch": seen_epoch})
@@ -196,7 +218,6 @@ def claim(session: Session, now: datetime, node: Node | NodeRow, settings: Setti
     return allocs
 
 
-_MT = cast(Table, MessageTask.__table__).c
 _TASK_SCHEDULE = Prepared(select(_MT.message_type, _MT.cron_exp)
                           .where(_MT.id == bindparam("b_id")))
 
@@ -204,7 +225,11 @@ _TASK_SCHEDULE = Prepared(select(_MT.message_type, _MT.cron_exp)
 def package(session: Session, alloc: AllocationRow, now: datetime) -> dict[str, Any]:
     """The task package of PROTOCOL.md for a claimed allocation."""
     feeds = package_feeds(session, list(alloc.feed_ids or []))
-    task = _TASK_SCHEDULE.execute(session.connection(), {"b_id": alloc.task_id}).first()
+    if hasattr(alloc, "task_message_type"):  # returned by the claim (see _TASK_COLUMNS)
+        message_type, cron_exp = alloc.task_message_type, alloc.task_cron_exp
+    else:
+        task = _TASK_SCHEDULE.execute(session.connection(), {"b_id": alloc.task_id}).first()
+        message_type, cron_exp = (task.message_type, task.cron_exp) if task else (None, None)
     ttl = 0
     if alloc.lease_expires_at:
         ttl = max(0, int((alloc.lease_expires_at - now).total_seconds()))
@@ -212,8 +237,8 @@ def package(session: Session, alloc: AllocationRow, now: datetime) -> dict[str, 
         "allocation_id": alloc.id, "task_id": alloc.task_id, "task_name": alloc.task_name,
         "schedule_run_id": alloc.schedule_run_id, "attempt": alloc.attempt, "epoch": alloc.epoch,
         "lease": {"expires_at": isoformat_z(alloc.lease_expires_at), "ttl": ttl},
-        "message_type": task.message_type if task else 0,
-        "cron_exp": task.cron_exp if task else None,
+        "message_type": message_type if message_type is not None else 0,  # task deleted
+        "cron_exp": cron_exp,
         "feeds": [feeds[f] for f in alloc.feed_ids or [] if f in feeds],
         "dispatched_at": isoformat_z(alloc.dispatched_at),
         "protocol": PROTOCOL_VERSION,

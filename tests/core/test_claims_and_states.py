@@ -204,3 +204,24 @@ def test_affinity_targets_node_then_returns_to_pool(any_store, clock, settings):
     with any_store.session() as s:
         s.merge(b).last_heartbeat_at = clock.now()
     assert len(_claim(any_store, clock.now(), b, settings, n=2)) == 2
+
+
+def test_package_carries_the_task_schedule(any_store, clock, settings):
+    """The claim returns the task's message type and cron with each allocation (one round
+    trip fewer where the database has UPDATE ... RETURNING), for tasks that differ."""
+    now = clock.now()
+    node = make_node(any_store, now, "child-a", capacity=3)
+    feeds = make_feeds(any_store, now, 2)
+    daily = make_task(any_store, now, feeds[:1], cron_exp="0 9 * * *", message_type=1)
+    plain = make_task(any_store, now, feeds[1:], name="plain")
+    with any_store.session() as s:
+        dispatch(s, now, settings, task_id=daily)
+        dispatch(s, now, settings, task_id=plain)
+    with any_store.session() as s:
+        claimed = alloc_repo.claim(s, now, s.merge(node), settings, max_count=3)
+        packages = {p["task_id"]: p for p in
+                    (alloc_repo.package(s, a, now) for a in claimed)}
+    assert set(packages) == {daily, plain}
+    assert (packages[daily]["message_type"], packages[daily]["cron_exp"]) == (1, "0 9 * * *")
+    assert (packages[plain]["message_type"], packages[plain]["cron_exp"]) == (0, None)
+    assert [f["id"] for f in packages[daily]["feeds"]] == feeds[:1]
