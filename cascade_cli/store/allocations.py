@@ -72,7 +72,7 @@ from cascade_cli.store.models import (
 )
 from cascade_cli.store.nodes import NodeRow
 from cascade_cli.store.prepared import Prepared
-from cascade_cli.store.runs import allocation_finished
+from cascade_cli.store.runs import allocation_finished, with_run_decrement
 
 
 class AllocationNotFound(ProtocolError):
@@ -156,7 +156,7 @@ def _free_capacity(dialect: str) -> Any:
     running = (select(func.count()).select_from(_ALLOC)
                .where(_A.node_id == bindparam("b_node"), _A.status.in_(ACTIVE_STATES))
                .scalar_subquery())
-    free = bindparam("b_capacity") - running
+    free: Any = bindparam("b_capacity") - running
     if dialect == "sqlite":  # SQLite's scalar min()/max() take several arguments
         return func.max(0, func.min(bindparam("b_want"), free))
     return func.greatest(0, func.least(bindparam("b_want"), free))
@@ -192,18 +192,20 @@ def claim(session: Session, now: datetime, node: Node | NodeRow, settings: Setti
     conn = session.connection()
     dialect = conn.dialect
     candidates, claiming = _claim_statements(dialect.name, bool(dialect.update_returning))
-    params = {"b_node": node.id, "b_cutoff": _cutoff(now, settings), "b_want": max_count,
-              "b_capacity": node.max_capacity, "b_now": now,
-              "b_lease": now + timedelta(seconds=lease_ttl(settings))}
+    params: dict[str, Any] = {
+        "b_node": node.id, "b_cutoff": _cutoff(now, settings), "b_want": max_count,
+        "b_capacity": node.max_capacity, "b_now": now,
+        "b_lease": now + timedelta(seconds=lease_ttl(settings))}
     if dialect.update_returning:  # PostgreSQL, SQLite >= 3.35
         allocs = list(claiming.execute(conn, params).all())
         allocs.sort(key=lambda a: (a.created_at, a.id))
         return allocs
     # MySQL/MariaDB have no UPDATE ... RETURNING: a conditional UPDATE per candidate,
     # checked by row count, then the claimed rows are read back.
-    params["b_want"] = min(max_count, node.max_capacity - running_count(session, node.id))
-    if params["b_want"] <= 0:
+    want = min(max_count, node.max_capacity - running_count(session, node.id))
+    if want <= 0:
         return []
+    params["b_want"] = want
     claimed_ids: list[str] = []
     for alloc_id, seen_epoch in candidates.execute(conn, params).all():
         result = claiming.execute(conn, {**params, "b_id": alloc_id, "b_epoch": seen_epoch})
@@ -312,15 +314,22 @@ class _OwnerWrite:
     def __init__(self, values: dict[Any, Any], ordered: bool = False) -> None:
         self.updates = {e: _owner_update(values, with_epoch=e, ordered=ordered)
                         for e in (False, True)}
-        self._prepared: dict[tuple[bool, tuple[str, ...] | None], Prepared] = {}
+        self._prepared: dict[tuple[bool, tuple[str, ...] | None, bool], Prepared] = {}
 
-    def prepared(self, with_epoch: bool, returning: Sequence[Any] | None) -> Prepared:
-        key = (with_epoch, tuple(c.key for c in returning) if returning is not None else None)
+    def prepared(self, with_epoch: bool, returning: Sequence[Any] | None,
+                 counted: bool = False) -> Prepared:
+        """``counted``: with the run's counter decremented in the same statement
+        (``runs.with_run_decrement``, PostgreSQL)."""
+        key = (with_epoch, tuple(c.key for c in returning) if returning is not None else None,
+               counted)
         stmt = self._prepared.get(key)
         if stmt is None:
-            update_ = self.updates[with_epoch]
-            stmt = self._prepared[key] = Prepared(
-                update_.returning(*returning) if returning is not None else update_)
+            update_: Any = self.updates[with_epoch]
+            if returning is not None:
+                update_ = update_.returning(*returning)
+            if counted:
+                update_ = with_run_decrement(update_)
+            stmt = self._prepared[key] = Prepared(update_)
         return stmt
 
 
@@ -362,21 +371,30 @@ _INT_MAX = 2**31 - 1
 
 def _owner_write(session: Session, now: datetime, node: Node | NodeRow, alloc_id: str,
                  epoch: int | None, settings: Settings, stmts: _OwnerWrite,
-                 returning: Sequence[Any] = tuple(_A), **params: Any) -> AllocationRow | None:
+                 returning: Sequence[Any] = tuple(_A), terminal: bool = False,
+                 **params: Any) -> AllocationRow | None:
     """Run an owner write; the returned columns of the changed row, or None if the node may
-    not write to this allocation now (then ``_diagnose`` tells why)."""
+    not write to this allocation now (then ``_diagnose`` tells why). ``terminal``: the write
+    ends the allocation; pass the row to ``_finished`` afterwards."""
     if epoch is not None and epoch > _INT_MAX:
         return None  # no stored epoch is that large (and the driver could not bind it)
     conn = session.connection()
     params.update(b_id=alloc_id, b_node=node.id, b_epoch=epoch, b_now=now,
                   b_lease=now + timedelta(seconds=lease_ttl(settings)))
     if conn.dialect.update_returning:  # PostgreSQL, SQLite >= 3.35
-        return stmts.prepared(epoch is not None, returning).execute(conn, params).first()
+        counted = terminal and conn.dialect.name == "postgresql"
+        return stmts.prepared(epoch is not None, returning, counted).execute(conn, params).first()
     # MySQL/MariaDB: no UPDATE ... RETURNING. The row count is of matched rows (the driver's
     # FOUND_ROWS flag), and our UPDATE holds the row lock, so the read-back is ours.
     if stmts.prepared(epoch is not None, None).execute(conn, params).rowcount != 1:
         return None
     return conn.execute(select(*returning).where(_A.id == alloc_id)).first()
+
+
+def _finished(session: Session, now: datetime, alloc: AllocationRow, settings: Settings) -> None:
+    """The run's side of a terminal owner write (``_owner_write(..., terminal=True)``)."""
+    allocation_finished(session, now, alloc.schedule_run_id, settings,
+                        remaining=getattr(alloc, "run_open_allocations", None))
 
 
 def _diagnose(session: Session, alloc_id: str, epoch: int | None, node: Node | NodeRow, *,
@@ -414,9 +432,9 @@ def set_status(session: Session, now: datetime, node: Node | NodeRow, body: Task
         alloc = _owner_write(*args, _EXECUTING, returning=(_A.id, _A.status))
     elif body.status == "failed":
         error = body.error_message or "reported failed by the node"
-        alloc = _owner_write(*args, _FAILED, b_error=error)
+        alloc = _owner_write(*args, _FAILED, terminal=True, b_error=error)
         if alloc is not None:
-            allocation_finished(session, now, alloc.schedule_run_id, settings)
+            _finished(session, now, alloc, settings)
             insert_event(session, now, "task_failed", node_id=node.id, direction="inbound",
                          status="failed", task_id=alloc.task_id, allocation_id=alloc.id,
                          error=error)
@@ -498,7 +516,7 @@ def _summary(body: ReportCompletionIn) -> dict[str, Any]:
 def report_completion(session: Session, now: datetime, node: Node | NodeRow,
                       body: ReportCompletionIn, settings: Settings) -> AllocationRow:
     alloc = _owner_write(session, now, node, body.allocation_id, body.epoch, settings,
-                         _COMPLETED, b_summary=_summary(body),
+                         _COMPLETED, terminal=True, b_summary=_summary(body),
                          b_count=body.article_count)
     if alloc is None:
         alloc = _diagnose(session, body.allocation_id, body.epoch, node, allow_terminal=True)
@@ -506,6 +524,7 @@ def report_completion(session: Session, now: datetime, node: Node | NodeRow,
             return alloc  # idempotent: a repeat gets the same answer and changes nothing
         raise InvalidTransition(f"allocation {alloc.id} is already {alloc.status}; "
                                 "it cannot be completed")
+    written = alloc  # as the completing write returned it (with the run's counter)
     conn = session.connection()
     feeds = set(alloc.feed_ids or [])
     new_by_feed: dict[str, int] = dict(_NEW_BY_FEED.execute(conn, {"b_id": alloc.id}).all())
@@ -539,7 +558,7 @@ def report_completion(session: Session, now: datetime, node: Node | NodeRow,
         error = "; ".join(errors)[:4000]
         _SET_ERROR.execute(conn, {"b_id": alloc.id, "b_error": error})
         alloc = conn.execute(select(*_ALLOC.c).where(_A.id == alloc.id)).one()
-    allocation_finished(session, now, alloc.schedule_run_id, settings)
+    _finished(session, now, written, settings)
     insert_event(session, now, "report_completion", node_id=node.id, direction="inbound",
                  status="failed" if errors and len(errors) == len(seen) else "ok",
                  task_id=alloc.task_id, allocation_id=alloc.id, count=alloc.article_count,
