@@ -497,13 +497,18 @@ _FEED_FETCHED = Prepared(
             etag=func.coalesce(bindparam("b_etag"), _FEEDS.c.etag),
             last_modified=func.coalesce(bindparam("b_last_modified"), _FEEDS.c.last_modified),
             last_fetched_at=bindparam("b_now", type_=_FEEDS.c.last_fetched_at.type)))
-_INSERT_RESULT = Prepared(insert(cast(Table, FeedResult.__table__)), column_keys=[
-    "allocation_id", "schedule_run_id", "feed_id", "node_id", "status", "article_count",
-    "new_article_count", "error", "duration_ms", "created_at"])
+_RESULTS = cast(Table, FeedResult.__table__)
 _ARTICLES = cast(Table, Article.__table__)
-_NEW_BY_FEED = Prepared(select(_ARTICLES.c.feed_id, func.count())
-                        .where(_ARTICLES.c.allocation_id == bindparam("b_id"))
-                        .group_by(_ARTICLES.c.feed_id))
+_RESULT_KEYS = ["allocation_id", "schedule_run_id", "feed_id", "node_id", "status",
+                "article_count", "error", "duration_ms", "created_at"]
+# One row per feed result, its new-article count counted by the INSERT itself (articles this
+# allocation stored first for the feed): no separate read before the insert.
+_INSERT_RESULT = Prepared(insert(_RESULTS).from_select(
+    [*_RESULT_KEYS, "new_article_count"],
+    select(*[bindparam(f"b_{k}", type_=_RESULTS.c[k].type) for k in _RESULT_KEYS],
+           select(func.count()).select_from(_ARTICLES).where(
+               _ARTICLES.c.allocation_id == bindparam("b_allocation_id"),
+               _ARTICLES.c.feed_id == bindparam("b_feed_id")).scalar_subquery())))
 
 
 def _summary(body: ReportCompletionIn) -> dict[str, Any]:
@@ -527,7 +532,6 @@ def report_completion(session: Session, now: datetime, node: Node | NodeRow,
     written = alloc  # as the completing write returned it (with the run's counter)
     conn = session.connection()
     feeds = set(alloc.feed_ids or [])
-    new_by_feed: dict[str, int] = dict(_NEW_BY_FEED.execute(conn, {"b_id": alloc.id}).all())
     errors = []
     results: list[dict[str, Any]] = []
     fetched: list[dict[str, Any]] = []
@@ -537,11 +541,10 @@ def report_completion(session: Session, now: datetime, node: Node | NodeRow,
         if fid not in feeds or fid in seen:
             continue  # results for feeds outside the allocation are ignored, not stored
         seen.add(fid)
-        results.append({"allocation_id": alloc.id, "schedule_run_id": alloc.schedule_run_id,
-                        "feed_id": fid, "node_id": node.id, "status": r.status,
-                        "article_count": r.article_count,
-                        "new_article_count": int(new_by_feed.get(fid, 0)), "error": r.error,
-                        "duration_ms": r.duration_ms, "created_at": now})
+        results.append({"b_allocation_id": alloc.id, "b_schedule_run_id": alloc.schedule_run_id,
+                        "b_feed_id": fid, "b_node_id": node.id, "b_status": r.status,
+                        "b_article_count": r.article_count, "b_error": r.error,
+                        "b_duration_ms": r.duration_ms, "b_created_at": now})
         ok_ = r.status != "failed"
         fetched.append({"b_id": fid, "b_status": r.status,
                         "b_error": None if ok_ else r.error,

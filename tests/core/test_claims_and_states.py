@@ -225,3 +225,31 @@ def test_package_carries_the_task_schedule(any_store, clock, settings):
     assert (packages[daily]["message_type"], packages[daily]["cron_exp"]) == (1, "0 9 * * *")
     assert (packages[plain]["message_type"], packages[plain]["cron_exp"]) == (0, None)
     assert [f["id"] for f in packages[daily]["feeds"]] == feeds[:1]
+
+
+def test_feed_results_count_each_feeds_new_articles(any_store, clock, settings):
+    """Each feed result's new-article count is what this allocation stored first for that
+    feed (counted by the result's INSERT itself)."""
+    from cascade_cli.store.models import FeedResult
+
+    now = clock.now()
+    node = make_node(any_store, now, "solo", capacity=1)
+    feeds = make_feeds(any_store, now, 2)
+    task_id = make_task(any_store, now, feeds)
+    with any_store.session() as s:
+        dispatch(s, now, settings, task_id=task_id)
+    (alloc_id, epoch), = _claim(any_store, now, node, settings)
+    one, two = feeds
+    arts = ([ArticleIn(feed_id=one, title=f"t{i}", url=f"http://x/{i}") for i in range(3)]
+            + [ArticleIn(feed_id=two, title="u", url="http://y/0")])
+    with any_store.session() as s:
+        assert alloc_repo.upload_articles(s, now, s.merge(node), UploadArticlesIn(
+            allocation_id=alloc_id, articles=arts, epoch=epoch), settings) == (4, 4)
+        alloc_repo.report_completion(s, now, s.merge(node), ReportCompletionIn(
+            allocation_id=alloc_id, article_count=4, epoch=epoch, results=[
+                FeedResultIn(feed_id=one, status="success", article_count=3),
+                FeedResultIn(feed_id=two, status="success", article_count=1)]), settings)
+    with any_store.session() as s:
+        counts = {r.feed_id: (r.article_count, r.new_article_count, r.node_id)
+                  for r in s.query(FeedResult).filter_by(allocation_id=alloc_id)}
+    assert counts == {one: (3, 3, node.id), two: (1, 1, node.id)}
