@@ -31,6 +31,7 @@ from cascade_cli.parent.longpoll import Waiters
 from cascade_cli.parent.metrics import Metrics
 from cascade_cli.parent.routes_doctor import doctor_router
 from cascade_cli.protocol import CANONICAL_PREFIX, LEGACY_PREFIX
+from cascade_cli.store import nodes
 from cascade_cli.store.engine import Store
 
 log = logging.getLogger("cascade.parent.http")
@@ -163,8 +164,9 @@ def create_app(store: Store, clock: Clock, settings: Settings, *,
     pool = settings.model.database.pool_size
     # SQLite has one writer and every transaction takes the write lock (BEGIN IMMEDIATE):
     # more threads would only queue in its sleeping busy handler, which wrecks tail latency.
-    db = (BatchingDb(store, clock) if store.dialect == "sqlite"
-          else BatchingDb(store, clock, pool_threads=pool))
+    # A batch of node requests reads all of its callers' nodes in one query (prelude).
+    db = BatchingDb(store, clock, pool_threads=None if store.dialect == "sqlite" else pool,
+                    prelude=nodes.read_ahead)
     state = AppState(store=store, clock=clock, settings=settings, db=db, metrics=metrics,
                      throttle=Throttle(a.failed_attempts_limit, a.failed_attempts_window),
                      waiters=Waiters(), admin_secret=admin_secret)

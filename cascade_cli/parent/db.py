@@ -83,21 +83,23 @@ class ThreadedDb:
                 time.sleep(0.005 * (attempt + 1))
         raise AssertionError("unreachable")
 
-    async def run(self, fn: Unit[T], *, batch: bool = False) -> T:
+    async def run(self, fn: Unit[T], *, batch: bool = False, hint: Any = None) -> T:
         """Run ``fn`` off the event loop. ``batch`` (a short unit that may share a
-        transaction with others) only matters to ``BatchingDb``."""
+        transaction with others) and ``hint`` (what the batch's prelude reads ahead for it)
+        only matter to ``BatchingDb``."""
         if self._limiter is None:
             self._limiter = anyio.CapacityLimiter(self.max_threads)
         return await anyio.to_thread.run_sync(self.call, fn, limiter=self._limiter)
 
 
 class _Job:
-    __slots__ = ("fn", "future", "loop", "batch", "ok", "value", "started", "abandoned",
-                 "settled", "finished")
+    __slots__ = ("fn", "future", "loop", "batch", "hint", "ok", "value", "started",
+                 "abandoned", "settled", "finished")
 
     def __init__(self, fn: Unit[Any], future: asyncio.Future[Any],
-                 loop: asyncio.AbstractEventLoop, batch: bool) -> None:
+                 loop: asyncio.AbstractEventLoop, batch: bool, hint: Any = None) -> None:
         self.fn = fn
+        self.hint = hint
         self.future = future
         self.loop = loop
         self.batch = batch
@@ -133,8 +135,12 @@ class BatchingDb(ThreadedDb):
     IDLE_EXIT = 5.0  # seconds; an idle thread ends, and starts again on demand
 
     def __init__(self, store: Store, clock: Clock, *, workers: int = 1,
-                 max_batch: int = 64, pool_threads: int | None = None) -> None:
+                 max_batch: int = 64, pool_threads: int | None = None,
+                 prelude: Callable[[Session, list[Any]], None] | None = None) -> None:
         super().__init__(store, clock, max_threads=pool_threads or 1)
+        # ``prelude(session, hints)`` runs first in a batch's transaction, with the units'
+        # hints: what every unit would look up for itself, read once for all of them.
+        self.prelude = prelude
         self.workers = workers
         # With ``pool_threads``, units that are not batchable (admin work, a dispatch, the
         # reaper) run in a thread pool of that size beside the workers instead of in line.
@@ -145,11 +151,11 @@ class BatchingDb(ThreadedDb):
         self._threads: set[threading.Thread] = set()
         self.batches = 0  # transactions that carried more than one unit (for tests)
 
-    async def run(self, fn: Unit[T], *, batch: bool = False) -> T:
+    async def run(self, fn: Unit[T], *, batch: bool = False, hint: Any = None) -> T:
         if self.pooled and not batch:
             return await super().run(fn)
         loop = asyncio.get_running_loop()
-        job = _Job(fn, loop.create_future(), loop, batch)
+        job = _Job(fn, loop.create_future(), loop, batch, hint)
         self._queue.put(job)
         with self._lock:
             if len(self._threads) < self.workers:
@@ -229,6 +235,8 @@ class BatchingDb(ThreadedDb):
         failed: _Job | None = None
         try:
             with self.store.session() as s:
+                if self.prelude is not None:
+                    self.prelude(s, [job.hint for job in jobs if job.hint is not None])
                 for job in jobs:
                     failed = job
                     job.value = job.fn(s, self.clock.now())

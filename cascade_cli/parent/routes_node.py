@@ -59,7 +59,7 @@ async def node_op(request: Request, p: NodeAuth,
         return fn(s, now, p.node(s, now))
 
     try:
-        return await state.db.run(work, batch=True)
+        return await state.db.run(work, batch=True, hint=p.parsed.api_key)
     except ProtocolError:
         if first and p.signed and p.node_id is not None:
             # The work was refused and rolled back with the nonce it recorded: remember

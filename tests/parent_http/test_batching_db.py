@@ -150,3 +150,37 @@ def test_a_cancelled_caller_waits_for_its_started_unit(db: BatchingDb, store: St
         assert rows(store) == ["slow"]  # committed before the caller ended
 
     asyncio.run(scenario())
+
+
+def test_prelude_reads_ahead_once_per_batch_for_its_units(store: Store,
+                                                         clock: FakeClock) -> None:
+    """The prelude runs first in a batch's transaction, once, with the hints of its units;
+    the units see what it read. A unit that runs alone gets no prelude (it looks up what it
+    needs itself)."""
+    calls: list[list[Any]] = []
+
+    def prelude(s: Any, hints: list[Any]) -> None:
+        calls.append(sorted(hints))
+        s.info["read"] = set(hints)
+
+    db = BatchingDb(store, clock, prelude=prelude)
+
+    def unit(name: str) -> Any:
+        def fn(s: Any, now: Any) -> tuple[str, bool]:
+            return name, name in s.info.get("read", set())
+        return fn
+
+    async def scenario() -> tuple[list[Any], Any]:
+        first, release = await _hold_worker(db)
+        tasks = [asyncio.create_task(db.run(unit(n), batch=True, hint=n)) for n in "abc"]
+        await asyncio.sleep(0.05)
+        release.set()
+        await first
+        batched = await asyncio.gather(*tasks)
+        alone = await db.run(unit("d"), batch=True, hint="d")
+        return batched, alone
+
+    batched, alone = asyncio.run(scenario())
+    assert batched == [("a", True), ("b", True), ("c", True)]
+    assert alone == ("d", False)
+    assert calls == [["a", "b", "c"]]
