@@ -21,17 +21,22 @@ from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
+    Integer,
+    String,
     Table,
+    Text,
     Update,
     and_,
     bindparam,
     case,
+    column,
     func,
     insert,
     or_,
     select,
     update,
 )
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from cascade_cli import PROTOCOL_VERSION
@@ -65,6 +70,7 @@ from cascade_cli.store.models import (
     TERMINAL_STATES,
     Allocation,
     Article,
+    Event,
     Feed,
     FeedResult,
     MessageTask,
@@ -511,6 +517,49 @@ _INSERT_RESULT = Prepared(insert(_RESULTS).from_select(
                _ARTICLES.c.feed_id == bindparam("b_feed_id")).scalar_subquery())))
 
 
+_EVENTS = cast(Table, Event.__table__)
+_EVENT_KEYS = ["node_id", "operation", "direction", "status", "task_id", "allocation_id",
+               "count", "error", "detail", "created_at"]
+
+
+def _pg_record_completion() -> Prepared:
+    """PostgreSQL: a completion's feed results, its feeds' fetch outcomes and its event in
+    one statement (three round trips before). The results travel as one JSON document,
+    expanded once (CTE ``r``) and read by the two data-modifying CTEs."""
+    fc = _FEEDS.c
+    rows = (func.json_to_recordset(bindparam("b_results", type_=postgresql.JSON))
+            .table_valued(column("feed_id", String()), column("status", String()),
+                          column("article_count", Integer()), column("error", Text()),
+                          column("duration_ms", Integer()), column("last_error", Text()),
+                          column("etag", fc.etag.type),
+                          column("last_modified", fc.last_modified.type))
+            .render_derived(name="rows", with_types=True))
+    r = select(*rows.c).cte("r")
+    now = bindparam("b_now", type_=_RESULTS.c.created_at.type)
+    new_count = (select(func.count()).select_from(_ARTICLES)
+                 .where(_ARTICLES.c.allocation_id == bindparam("b_allocation_id"),
+                        _ARTICLES.c.feed_id == r.c.feed_id).scalar_subquery())
+    results = insert(_RESULTS).from_select(
+        ["allocation_id", "schedule_run_id", "feed_id", "node_id", "status", "article_count",
+         "new_article_count", "error", "duration_ms", "created_at"],
+        select(bindparam("b_allocation_id", type_=_RESULTS.c.allocation_id.type),
+               bindparam("b_schedule_run_id", type_=_RESULTS.c.schedule_run_id.type),
+               r.c.feed_id, bindparam("b_node_id", type_=_RESULTS.c.node_id.type),
+               r.c.status, r.c.article_count, new_count, r.c.error, r.c.duration_ms, now)
+    ).cte("results")
+    feeds = update(_FEEDS).where(fc.id == r.c.feed_id).values(
+        last_status=r.c.status, last_error=r.c.last_error,
+        etag=func.coalesce(r.c.etag, fc.etag),
+        last_modified=func.coalesce(r.c.last_modified, fc.last_modified),
+        last_fetched_at=now).cte("fetched")
+    event = insert(_EVENTS).values(
+        {k: bindparam(f"e_{k}", type_=_EVENTS.c[k].type) for k in _EVENT_KEYS})
+    return Prepared(event.add_cte(results, feeds))
+
+
+_PG_RECORD_COMPLETION = _pg_record_completion()
+
+
 def _summary(body: ReportCompletionIn) -> dict[str, Any]:
     counts = {"success": 0, "failed": 0, "not_modified": 0}
     for r in body.results:
@@ -534,38 +583,48 @@ def report_completion(session: Session, now: datetime, node: Node | NodeRow,
     feeds = set(alloc.feed_ids or [])
     errors = []
     results: list[dict[str, Any]] = []
-    fetched: list[dict[str, Any]] = []
     seen: set[str] = set()
     for r in body.results:
         fid = r.source_feed_id
         if fid not in feeds or fid in seen:
             continue  # results for feeds outside the allocation are ignored, not stored
         seen.add(fid)
-        results.append({"b_allocation_id": alloc.id, "b_schedule_run_id": alloc.schedule_run_id,
-                        "b_feed_id": fid, "b_node_id": node.id, "b_status": r.status,
-                        "b_article_count": r.article_count, "b_error": r.error,
-                        "b_duration_ms": r.duration_ms, "b_created_at": now})
         ok_ = r.status != "failed"
-        fetched.append({"b_id": fid, "b_status": r.status,
-                        "b_error": None if ok_ else r.error,
-                        "b_etag": r.etag if ok_ else None,
-                        "b_last_modified": r.last_modified if ok_ else None,
-                        "b_now": now})
+        # A failed fetch, or a result without validators, keeps the feed's old validators.
+        results.append({"feed_id": fid, "status": r.status, "article_count": r.article_count,
+                        "error": r.error, "duration_ms": r.duration_ms,
+                        "last_error": None if ok_ else r.error,
+                        "etag": r.etag if ok_ else None,
+                        "last_modified": r.last_modified if ok_ else None})
         if not ok_:
             errors.append(f"{fid}: {r.error or 'failed'}")
-    if results:
-        # Core statements: one executemany each instead of an ORM object per feed.
-        _INSERT_RESULT.executemany(conn, results)
-        _FEED_FETCHED.executemany(conn, fetched)
-    if errors:  # known only now (results outside the allocation are ignored): rarely taken
-        error = "; ".join(errors)[:4000]
+    # known only now (results outside the allocation are ignored)
+    error = "; ".join(errors)[:4000] if errors else None
+    event = {"node_id": node.id, "operation": "report_completion", "direction": "inbound",
+             "status": "failed" if errors and len(errors) == len(seen) else "ok",
+             "task_id": alloc.task_id, "allocation_id": alloc.id,
+             "count": alloc.article_count, "error": error, "detail": alloc.result_summary}
+    if conn.dialect.name == "postgresql":
+        _PG_RECORD_COMPLETION.execute(conn, {
+            "b_results": results, "b_now": now, "b_allocation_id": alloc.id,
+            "b_schedule_run_id": alloc.schedule_run_id, "b_node_id": node.id,
+            "e_created_at": now, **{f"e_{k}": v for k, v in event.items()}})
+    else:
+        if results:  # Core statements: one executemany each, not an ORM object per feed
+            _INSERT_RESULT.executemany(conn, [{
+                "b_allocation_id": alloc.id, "b_schedule_run_id": alloc.schedule_run_id,
+                "b_feed_id": r["feed_id"], "b_node_id": node.id, "b_status": r["status"],
+                "b_article_count": r["article_count"], "b_error": r["error"],
+                "b_duration_ms": r["duration_ms"], "b_created_at": now} for r in results])
+            _FEED_FETCHED.executemany(conn, [{
+                "b_id": r["feed_id"], "b_status": r["status"], "b_error": r["last_error"],
+                "b_etag": r["etag"], "b_last_modified": r["last_modified"], "b_now": now}
+                for r in results])
+        insert_event(session, now, **event)
+    if error is not None:  # rarely taken
         _SET_ERROR.execute(conn, {"b_id": alloc.id, "b_error": error})
         alloc = conn.execute(select(*_ALLOC.c).where(_A.id == alloc.id)).one()
     _finished(session, now, written, settings)
-    insert_event(session, now, "report_completion", node_id=node.id, direction="inbound",
-                 status="failed" if errors and len(errors) == len(seen) else "ok",
-                 task_id=alloc.task_id, allocation_id=alloc.id, count=alloc.article_count,
-                 detail=alloc.result_summary, error=alloc.error_message)
     return alloc
 
 
