@@ -32,8 +32,10 @@ from sqlalchemy import (
     column,
     func,
     insert,
+    literal,
     or_,
     select,
+    type_coerce,
     update,
 )
 from sqlalchemy.dialects import postgresql
@@ -59,7 +61,7 @@ from cascade_cli.protocol import (
 from cascade_cli.store import nodes as node_repo
 from cascade_cli.store.articles import merge_articles
 from cascade_cli.store.events import insert_event
-from cascade_cli.store.feeds import package_feeds
+from cascade_cli.store.feeds import PACKAGE_COLUMNS, package_feeds
 from cascade_cli.store.models import (
     ACTIVE_STATES,
     CLAIMED,
@@ -101,6 +103,7 @@ _ALLOC = cast(Table, Allocation.__table__)
 _A = _ALLOC.c
 _NODES = cast(Table, Node.__table__)
 _N = _NODES.c
+_FEEDS = cast(Table, Feed.__table__)
 # An allocation as a Core ``Row``: the model's column names as attributes, no ORM object.
 # The claim and the owner writes return these (the ORM's identity map and unit of work were
 # most of the parent's CPU per request).
@@ -156,6 +159,18 @@ _TASK_COLUMNS = (
     select(_MT.cron_exp).where(_MT.id == _A.task_id).scalar_subquery().label("task_cron_exp"))
 
 
+def _package_feeds_column() -> Any:
+    """PostgreSQL: the allocation's feeds as a task package lists them, as one JSON array
+    returned by the claim itself (``feeds.package_feeds`` is one more round trip)."""
+    f = _FEEDS.alias("f")
+    ids = func.json_array_elements_text(_A.feed_ids).table_valued("value")
+    fields = [part for c in PACKAGE_COLUMNS for part in (literal(c.name), f.c[c.name])]
+    return type_coerce(
+        select(func.json_agg(func.json_build_object(*fields)))
+        .where(f.c.id.in_(select(ids.c.value))).scalar_subquery(), JSON
+    ).label("package_feeds")
+
+
 def _free_capacity(dialect: str) -> Any:
     """How many more the claiming node may take now: ``min(b_want, b_capacity - running)``,
     never negative (SQLite reads a negative LIMIT as no limit at all)."""
@@ -188,8 +203,10 @@ def _claim_statements(dialect: str, returning: bool) -> tuple[Prepared, Prepared
         target = _A.id == picked.cte("picked").c.id
     else:
         target = _A.id.in_(picked.scalar_subquery())
+    extra = (_package_feeds_column(),) if dialect == "postgresql" else ()
     return Prepared(q), Prepared(update(_ALLOC).where(target, _A.status == PENDING)
-                                 .values(_CLAIMED).returning(*_ALLOC.c, *_TASK_COLUMNS))
+                                 .values(_CLAIMED).returning(*_ALLOC.c, *_TASK_COLUMNS,
+                                                             *extra))
 
 
 def claim(session: Session, now: datetime, node: Node | NodeRow, settings: Settings, *,
@@ -232,7 +249,10 @@ _TASK_SCHEDULE = Prepared(select(_MT.message_type, _MT.cron_exp)
 
 def package(session: Session, alloc: AllocationRow, now: datetime) -> dict[str, Any]:
     """The task package of PROTOCOL.md for a claimed allocation."""
-    feeds = package_feeds(session, list(alloc.feed_ids or []))
+    if hasattr(alloc, "package_feeds"):  # returned by the claim (PostgreSQL)
+        feeds = {feed["id"]: feed for feed in alloc.package_feeds or []}
+    else:
+        feeds = package_feeds(session, list(alloc.feed_ids or []))
     if hasattr(alloc, "task_message_type"):  # returned by the claim (see _TASK_COLUMNS)
         message_type, cron_exp = alloc.task_message_type, alloc.task_cron_exp
     else:
@@ -496,7 +516,6 @@ def upload_articles(session: Session, now: datetime, node: Node | NodeRow,
 
 
 # A feed's fetch outcome; a failed fetch or a result without validators keeps the old ones.
-_FEEDS = cast(Table, Feed.__table__)
 _FEED_FETCHED = Prepared(
     update(_FEEDS).where(_FEEDS.c.id == bindparam("b_id"))
     .values(last_status=bindparam("b_status"), last_error=bindparam("b_error"),

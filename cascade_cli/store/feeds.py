@@ -118,7 +118,7 @@ def package_feed(feed: Feed) -> dict[str, Any]:
 
 # Table columns, not ORM attributes: a plain Core select skips the ORM execution layer.
 _FC = cast(Table, Feed.__table__).c
-_PACKAGE_COLUMNS = (_FC.id, _FC.faker_id, _FC.mp_name, _FC.mp_cover, _FC.mp_intro,
+PACKAGE_COLUMNS = (_FC.id, _FC.faker_id, _FC.mp_name, _FC.mp_cover, _FC.mp_intro,
                     _FC.status, _FC.url, _FC.kind, _FC.etag, _FC.last_modified)
 
 
@@ -126,7 +126,7 @@ _PACKAGE_COLUMNS = (_FC.id, _FC.faker_id, _FC.mp_name, _FC.mp_cover, _FC.mp_intr
 # padded with NULLs (which match no id) up to the next size. A handful of fixed statements
 # instead of a new SQL text for every list length.
 _PACKAGE_BUCKETS = (1, 8, 64, 512)
-_PACKAGE_BY_IDS = {n: Prepared(select(*_PACKAGE_COLUMNS).where(
+_PACKAGE_BY_IDS = {n: Prepared(select(*PACKAGE_COLUMNS).where(
     _FC.id.in_([bindparam(f"i{j}", type_=_FC.id.type) for j in range(n)])))
     for n in _PACKAGE_BUCKETS}
 

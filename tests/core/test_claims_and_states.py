@@ -225,6 +225,14 @@ def test_package_carries_the_task_schedule(any_store, clock, settings):
     assert (packages[daily]["message_type"], packages[daily]["cron_exp"]) == (1, "0 9 * * *")
     assert (packages[plain]["message_type"], packages[plain]["cron_exp"]) == (0, None)
     assert [f["id"] for f in packages[daily]["feeds"]] == feeds[:1]
+    # the feeds returned with the claim (PostgreSQL) are what the separate lookup gives
+    from cascade_cli.store.feeds import package_feeds
+
+    with any_store.session() as s:
+        looked_up = package_feeds(s, feeds)
+    for p in packages.values():
+        for feed in p["feeds"]:
+            assert feed == looked_up[feed["id"]]
 
 
 def test_feed_results_count_each_feeds_new_articles(any_store, clock, settings):
