@@ -43,6 +43,8 @@ from cascade_cli.store.engine import Store
 
 T = TypeVar("T")
 Unit = Callable[[Session, Any], T]
+# A batch's prelude: reads ahead for the units' hints; may return a verifier (see BatchingDb).
+Prelude = Callable[[Session, list[Any]], Callable[[Session], None] | None]
 log = logging.getLogger("cascade.parent.db")
 
 _TX_ATTEMPTS = 4
@@ -136,10 +138,12 @@ class BatchingDb(ThreadedDb):
 
     def __init__(self, store: Store, clock: Clock, *, workers: int = 1,
                  max_batch: int = 64, pool_threads: int | None = None,
-                 prelude: Callable[[Session, list[Any]], None] | None = None) -> None:
+                 prelude: Prelude | None = None) -> None:
         super().__init__(store, clock, max_threads=pool_threads or 1)
         # ``prelude(session, hints)`` runs first in a batch's transaction, with the units'
-        # hints: what every unit would look up for itself, read once for all of them.
+        # hints: what every unit would look up for itself, read once for all of them. It
+        # may return a verifier, called after the units and before the commit: if it
+        # raises, the batch is rolled back and every unit runs again alone.
         self.prelude = prelude
         self.workers = workers
         # With ``pool_threads``, units that are not batchable (admin work, a dispatch, the
@@ -235,12 +239,15 @@ class BatchingDb(ThreadedDb):
         failed: _Job | None = None
         try:
             with self.store.session() as s:
+                verify = None
                 if self.prelude is not None:
-                    self.prelude(s, [job.hint for job in jobs if job.hint is not None])
+                    verify = self.prelude(s, [job.hint for job in jobs if job.hint is not None])
                 for job in jobs:
                     failed = job
                     job.value = job.fn(s, self.clock.now())
                 failed = None
+                if verify is not None:
+                    verify(s)
             for job in jobs:
                 job.ok = True
             with self._lock:

@@ -579,6 +579,33 @@ def _pg_record_completion() -> Prepared:
 _PG_RECORD_COMPLETION = _pg_record_completion()
 
 
+# MySQL/MariaDB: the driver sends an executemany of a plain INSERT ... VALUES as one
+# multi-row INSERT, but runs an INSERT ... SELECT once per row (a round trip each): the new
+# counts are read first, in one query, instead.
+_NEW_BY_FEED = Prepared(select(_ARTICLES.c.feed_id, func.count())
+                        .where(_ARTICLES.c.allocation_id == bindparam("b_id"))
+                        .group_by(_ARTICLES.c.feed_id))
+_INSERT_RESULT_ROWS = Prepared(insert(_RESULTS), column_keys=[
+    *_RESULT_KEYS, "new_article_count"])
+
+
+def _insert_results(conn: Any, alloc: AllocationRow, node_id: str, now: datetime,
+                    results: list[dict[str, Any]]) -> None:
+    """SQLite and MySQL/MariaDB: one feed_results row per result (PostgreSQL: see
+    ``_pg_record_completion``)."""
+    rows = [{"allocation_id": alloc.id, "schedule_run_id": alloc.schedule_run_id,
+             "feed_id": r["feed_id"], "node_id": node_id, "status": r["status"],
+             "article_count": r["article_count"], "error": r["error"],
+             "duration_ms": r["duration_ms"], "created_at": now} for r in results]
+    if conn.dialect.name == "sqlite":  # in process: counted by each row's own INSERT
+        _INSERT_RESULT.executemany(conn, [{f"b_{k}": v for k, v in row.items()}
+                                          for row in rows])
+        return
+    new_by_feed = dict(_NEW_BY_FEED.execute(conn, {"b_id": alloc.id}).all())
+    _INSERT_RESULT_ROWS.executemany(conn, [
+        {**row, "new_article_count": int(new_by_feed.get(row["feed_id"], 0))} for row in rows])
+
+
 def _summary(body: ReportCompletionIn) -> dict[str, Any]:
     counts = {"success": 0, "failed": 0, "not_modified": 0}
     for r in body.results:
@@ -630,11 +657,7 @@ def report_completion(session: Session, now: datetime, node: Node | NodeRow,
             "e_created_at": now, **{f"e_{k}": v for k, v in event.items()}})
     else:
         if results:  # Core statements: one executemany each, not an ORM object per feed
-            _INSERT_RESULT.executemany(conn, [{
-                "b_allocation_id": alloc.id, "b_schedule_run_id": alloc.schedule_run_id,
-                "b_feed_id": r["feed_id"], "b_node_id": node.id, "b_status": r["status"],
-                "b_article_count": r["article_count"], "b_error": r["error"],
-                "b_duration_ms": r["duration_ms"], "b_created_at": now} for r in results])
+            _insert_results(conn, alloc, node.id, now, results)
             _FEED_FETCHED.executemany(conn, [{
                 "b_id": r["feed_id"], "b_status": r["status"], "b_error": r["last_error"],
                 "b_etag": r["etag"], "b_last_modified": r["last_modified"], "b_now": now}

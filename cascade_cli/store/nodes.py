@@ -3,6 +3,7 @@ creation or rotation, inside a ``NodeCredentials`` returned to the caller for di
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -79,7 +80,9 @@ def find_row_by_key(session: Session, api_key: str) -> NodeRow | None:
     known = session.info.get(_BY_KEY)
     if known is not None and api_key in known:
         return known[api_key]
-    return _ROW_BY_KEY.execute(session.connection(), {"b_key": api_key}).first()
+    row = _ROW_BY_KEY.execute(session.connection(), {"b_key": api_key}).first()
+    # Exact: MySQL/MariaDB compare strings without regard to case.
+    return row if row is not None and row.api_key == api_key else None
 
 
 def get_row(session: Session, node_id: str) -> NodeRow | None:
@@ -90,23 +93,28 @@ def get_row(session: Session, node_id: str) -> NodeRow | None:
 
 
 # Node rows read ahead for a group-committed batch of node requests (parent.db.BatchingDb):
-# one query for the whole batch instead of one per request. The rows are those of the
-# batch's transaction at its start; node requests never change the columns authentication
-# and claims read (secrets, keys, enabled, revoked, capacity), so every request of the batch
-# sees what it would have read itself.
+# one query for the whole batch instead of one per request. Node requests never change the
+# columns authentication and claims read (_CHECKED), so within the batch every request sees
+# what it would have read itself. An admin change committed by another connection while the
+# batch runs is the one thing that could differ (PostgreSQL and MySQL read committed data
+# afresh at every statement; on SQLite the batch holds the write lock, so none can commit):
+# the verifier that ``read_ahead`` returns reads the rows again once the batch's work is
+# done, and a difference sends the batch's requests to run again one by one.
 _BY_KEY = "cascade.nodes_by_key"
 _BY_ID = "cascade.nodes_by_id"
+_CHECKED = ("id", "api_key", "name", "secret_hash", "public_key", "prev_secret_hash",
+            "prev_public_key", "prev_valid_until", "enabled", "revoked_at", "max_capacity")
 _KEY_BUCKETS = (8, 64)  # NULL-padded IN lists: two fixed statements for any batch
 _ROWS_BY_KEYS = {n: Prepared(select(*_NODES.c).where(_NODES.c.api_key.in_(
     [bindparam(f"k{j}", type_=_NODES.c.api_key.type) for j in range(n)])))
     for n in _KEY_BUCKETS}
 
 
-def read_ahead(session: Session, api_keys: list[str]) -> None:
-    """Look up the nodes of these API keys in one query; ``find_row_by_key`` and
-    ``get_row`` in this session answer from it (an unknown key: no node, as a lookup of
-    it would find)."""
-    keys = sorted({k for k in api_keys if auth.API_KEY_RE.match(k or "")})
+class StaleReadAhead(Exception):
+    """A node read ahead for a batch changed while the batch ran (see ``read_ahead``)."""
+
+
+def _read(session: Session, keys: list[str]) -> dict[str, NodeRow | None]:
     by_key: dict[str, NodeRow | None] = dict.fromkeys(keys)
     conn = session.connection()
     top = _KEY_BUCKETS[-1]
@@ -115,9 +123,34 @@ def read_ahead(session: Session, api_keys: list[str]) -> None:
         size = next(n for n in _KEY_BUCKETS if n >= len(chunk))
         params = {f"k{j}": chunk[j] if j < len(chunk) else None for j in range(size)}
         for row in _ROWS_BY_KEYS[size].execute(conn, params).all():
-            by_key[row.api_key] = row
+            if row.api_key in by_key:  # exact (MySQL compares without regard to case)
+                by_key[row.api_key] = row
+    return by_key
+
+
+def _checked(row: NodeRow | None) -> tuple[Any, ...] | None:
+    return None if row is None else tuple(getattr(row, name) for name in _CHECKED)
+
+
+def read_ahead(session: Session, api_keys: list[str]) -> Callable[[Session], None] | None:
+    """Look up the nodes of these API keys in one query; ``find_row_by_key`` and
+    ``get_row`` in this session answer from it (an unknown key: no node, as a lookup of
+    it would find). Returns the verifier to call once the batch's work is done (it raises
+    ``StaleReadAhead``), or None where no other connection can change a node meanwhile."""
+    keys = sorted({k for k in api_keys if auth.API_KEY_RE.match(k or "")})
+    by_key = _read(session, keys)
     session.info[_BY_KEY] = by_key
     session.info[_BY_ID] = {row.id: row for row in by_key.values() if row is not None}
+    if session.get_bind().dialect.name == "sqlite":
+        return None
+    seen = {k: _checked(row) for k, row in by_key.items()}
+
+    def verify(s: Session) -> None:
+        now = {k: _checked(row) for k, row in _read(s, keys).items()}
+        if now != seen:
+            raise StaleReadAhead("a node changed while its requests ran")
+
+    return verify
 
 
 def list_nodes(session: Session) -> list[Node]:

@@ -184,3 +184,32 @@ def test_prelude_reads_ahead_once_per_batch_for_its_units(store: Store,
     assert batched == [("a", True), ("b", True), ("c", True)]
     assert alone == ("d", False)
     assert calls == [["a", "b", "c"]]
+
+
+def test_a_failing_verifier_reruns_every_unit_alone(store: Store, clock: FakeClock) -> None:
+    """The prelude's verifier runs after the units, before the commit; when it raises, the
+    batch's work is rolled back and each unit runs again in its own transaction."""
+    with store.engine.begin() as conn:
+        conn.execute(text("CREATE TABLE scratch (k TEXT PRIMARY KEY)"))
+    verified: list[int] = []
+
+    def prelude(s: Any, hints: list[Any]) -> Any:
+        def verify(s: Any) -> None:
+            verified.append(len(hints))
+            raise RuntimeError("changed meanwhile")
+        return verify
+
+    db = BatchingDb(store, clock, prelude=prelude)
+
+    async def scenario() -> list[Any]:
+        first, release = await _hold_worker(db)
+        tasks = [asyncio.create_task(db.run(insert(k), batch=True, hint=k)) for k in "xyz"]
+        await asyncio.sleep(0.05)
+        release.set()
+        await first
+        return await asyncio.gather(*tasks)
+
+    assert asyncio.run(scenario()) == ["x", "y", "z"]
+    assert verified == [3]  # once, for the batch; the units alone have no prelude
+    assert rows(store) == ["x", "y", "z"]  # each inserted once, by its own transaction
+    assert db.batches == 0
