@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, func, select
+from sqlalchemy import Table, func, select
 from sqlalchemy.orm import Session
 
 from cascade_cli.clock import isoformat_z
@@ -15,7 +15,7 @@ from cascade_cli.config import Settings
 from cascade_cli.errors import Conflict, InvalidInput, NotFound
 from cascade_cli.protocol import FeedIn, FeedUpdate
 from cascade_cli.store.models import Allocation, Article, Feed, FeedResult, Node
-from cascade_cli.store.prepared import Prepared
+from cascade_cli.store.prepared import PaddedIn
 
 _URL_RE = re.compile(r"^(https?|file)://\S+$|^cmd:\S*$")
 
@@ -122,27 +122,15 @@ PACKAGE_COLUMNS = (_FC.id, _FC.faker_id, _FC.mp_name, _FC.mp_cover, _FC.mp_intro
                     _FC.status, _FC.url, _FC.kind, _FC.etag, _FC.last_modified)
 
 
-# Prepared lookups for 1, 8, 64 and 512 ids: a longer list is cut into chunks, and a chunk is
-# padded with NULLs (which match no id) up to the next size. A handful of fixed statements
-# instead of a new SQL text for every list length.
-_PACKAGE_BUCKETS = (1, 8, 64, 512)
-_PACKAGE_BY_IDS = {n: Prepared(select(*PACKAGE_COLUMNS).where(
-    _FC.id.in_([bindparam(f"i{j}", type_=_FC.id.type) for j in range(n)])))
-    for n in _PACKAGE_BUCKETS}
+# Prepared lookups for lists of any length (NULL-padded to 1, 8, 64 or 512 ids).
+_PACKAGE_BY_IDS = PaddedIn(lambda ids: select(*PACKAGE_COLUMNS).where(_FC.id.in_(ids)),
+                           _FC.id.type)
 
 
 def package_feeds(session: Session, ids: list[str]) -> dict[str, dict[str, Any]]:
     """Feeds as a child sees them in a task package, by id (columns only: on the claim path)."""
-    out: dict[str, dict[str, Any]] = {}
-    conn = session.connection()
-    top = _PACKAGE_BUCKETS[-1]
-    for start in range(0, len(ids), top):
-        chunk = ids[start:start + top]
-        size = next(n for n in _PACKAGE_BUCKETS if n >= len(chunk))
-        params = {f"i{j}": chunk[j] if j < len(chunk) else None for j in range(size)}
-        for row in _PACKAGE_BY_IDS[size].execute(conn, params).all():
-            out[row.id] = row._asdict()
-    return out
+    return {row.id: row._asdict()
+            for row in _PACKAGE_BY_IDS.rows(session.connection(), ids)}
 
 
 def feed_status(session: Session, now: datetime, settings: Settings, *, limit: int = 100,

@@ -17,7 +17,7 @@ from cascade_cli.auth import NodeCredentials
 from cascade_cli.clock import isoformat_z
 from cascade_cli.errors import Conflict, InvalidInput, NotFound
 from cascade_cli.store.models import ACTIVE_STATES, PENDING, Allocation, AuthNonce, Node
-from cascade_cli.store.prepared import Prepared
+from cascade_cli.store.prepared import PaddedIn, Prepared
 
 NODE_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$"
 
@@ -104,10 +104,9 @@ _BY_KEY = "cascade.nodes_by_key"
 _BY_ID = "cascade.nodes_by_id"
 _CHECKED = ("id", "api_key", "name", "secret_hash", "public_key", "prev_secret_hash",
             "prev_public_key", "prev_valid_until", "enabled", "revoked_at", "max_capacity")
-_KEY_BUCKETS = (8, 64)  # NULL-padded IN lists: two fixed statements for any batch
-_ROWS_BY_KEYS = {n: Prepared(select(*_NODES.c).where(_NODES.c.api_key.in_(
-    [bindparam(f"k{j}", type_=_NODES.c.api_key.type) for j in range(n)])))
-    for n in _KEY_BUCKETS}
+# NULL-padded IN lists: two fixed statements for any batch
+_ROWS_BY_KEYS = PaddedIn(lambda keys: select(*_NODES.c).where(_NODES.c.api_key.in_(keys)),
+                         _NODES.c.api_key.type, sizes=(8, 64))
 
 
 class StaleReadAhead(Exception):
@@ -116,15 +115,9 @@ class StaleReadAhead(Exception):
 
 def _read(session: Session, keys: list[str]) -> dict[str, NodeRow | None]:
     by_key: dict[str, NodeRow | None] = dict.fromkeys(keys)
-    conn = session.connection()
-    top = _KEY_BUCKETS[-1]
-    for start in range(0, len(keys), top):
-        chunk = keys[start:start + top]
-        size = next(n for n in _KEY_BUCKETS if n >= len(chunk))
-        params = {f"k{j}": chunk[j] if j < len(chunk) else None for j in range(size)}
-        for row in _ROWS_BY_KEYS[size].execute(conn, params).all():
-            if row.api_key in by_key:  # exact (MySQL compares without regard to case)
-                by_key[row.api_key] = row
+    for row in _ROWS_BY_KEYS.rows(session.connection(), keys):
+        if row.api_key in by_key:  # exact (MySQL compares without regard to case)
+            by_key[row.api_key] = row
     return by_key
 
 

@@ -18,7 +18,7 @@ every execution: column defaults computed in Python are not applied here.
 from __future__ import annotations
 
 from collections import namedtuple
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Connection
@@ -184,3 +184,31 @@ class Prepared:
             return int(cursor.rowcount)
 
         return _run(conn, plan, call, bound)  # type: ignore[no-any-return]
+
+
+class PaddedIn:
+    """A SELECT over ``column IN (values)`` for lists of any length, as a handful of
+    ``Prepared`` statements: one per size in ``sizes``. A longer list is cut into chunks of
+    the largest size, and a chunk is padded with NULLs (which match nothing) up to the next
+    size: a few fixed SQL texts instead of a new one for every list length.
+
+    ``make(binds)`` builds the statement from the list of bound parameters to put in the IN.
+    """
+
+    __slots__ = ("sizes", "_stmts")
+
+    def __init__(self, make: Callable[[list[Any]], Executable], value_type: Any,
+                 sizes: Sequence[int] = (1, 8, 64, 512)) -> None:
+        from sqlalchemy import bindparam
+
+        self.sizes = tuple(sizes)
+        self._stmts = {n: Prepared(make([bindparam(f"in{j}", type_=value_type)
+                                         for j in range(n)])) for n in self.sizes}
+
+    def rows(self, conn: Connection, values: Sequence[Any]) -> Iterator[Any]:
+        top = self.sizes[-1]
+        for start in range(0, len(values), top):
+            chunk = values[start:start + top]
+            size = next(n for n in self.sizes if n >= len(chunk))
+            params = {f"in{j}": chunk[j] if j < len(chunk) else None for j in range(size)}
+            yield from self._stmts[size].execute(conn, params).all()
