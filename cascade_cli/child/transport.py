@@ -344,6 +344,8 @@ class FeedTransport(httpx.AsyncBaseTransport):
 def tls_context() -> ssl.SSLContext:
     """httpx's TLS defaults (certifi, or ``SSL_CERT_FILE``/``SSL_CERT_DIR``), HTTP/1.1 only."""
     ctx = httpx.create_ssl_context(trust_env=True)
+    # Some TLS builds have no ALPN: the server then picks the protocol, and HTTP/1.1 is
+    # still all this connection speaks.
     with contextlib.suppress(NotImplementedError):
         ctx.set_alpn_protocols(["http/1.1"])
     return ctx
