@@ -151,6 +151,22 @@ def _unique_id(prefix_tag: str) -> Callable[[APIRoute], str]:
     return gen
 
 
+class CascadeApp(FastAPI):
+    """FastAPI, with two outer layers around its middleware stack: ``BodyLimitMiddleware``
+    (every request), then ``NodeFastPath`` (the hot node routes; see ``fastpath``)."""
+
+    def __init__(self, *, max_body_bytes: int, metrics: Metrics, **kwargs: Any) -> None:
+        self.max_body_bytes = max_body_bytes
+        self.metrics = metrics
+        super().__init__(**kwargs)
+
+    def build_middleware_stack(self) -> ASGIApp:
+        from cascade_cli.parent.fastpath import NodeFastPath
+
+        return BodyLimitMiddleware(NodeFastPath(super().build_middleware_stack(), self),
+                                   max_bytes=self.max_body_bytes, metrics=self.metrics)
+
+
 def create_app(store: Store, clock: Clock, settings: Settings, *,
                admin_secret: bytes | None = None) -> FastAPI:
     """Build the app. ``admin_secret`` defaults to the configured secret file (read once)."""
@@ -171,14 +187,13 @@ def create_app(store: Store, clock: Clock, settings: Settings, *,
                      throttle=Throttle(a.failed_attempts_limit, a.failed_attempts_window),
                      waiters=Waiters(), admin_secret=admin_secret)
 
-    app = FastAPI(title="Cascade parent", version=__version__,
-                  description=f"Cascade wire protocol version {PROTOCOL_VERSION}. Every route "
-                              f"is served under {CANONICAL_PREFIX} and {LEGACY_PREFIX}.",
-                  docs_url="/docs", redoc_url=None)
+    app = CascadeApp(max_body_bytes=settings.parent.limits.max_body_bytes, metrics=metrics,
+                     title="Cascade parent", version=__version__,
+                     description=f"Cascade wire protocol version {PROTOCOL_VERSION}. Every "
+                                 f"route is served under {CANONICAL_PREFIX} and {LEGACY_PREFIX}.",
+                     docs_url="/docs", redoc_url=None)
     app.state.cascade = state
     install_handlers(app)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.parent.limits.max_body_bytes,
-                       metrics=metrics)
 
     for router in (node_router, admin_router, doctor_router()):
         app.include_router(router, prefix=CANONICAL_PREFIX,
