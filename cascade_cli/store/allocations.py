@@ -82,7 +82,7 @@ from cascade_cli.store.models import (
 )
 from cascade_cli.store.nodes import NodeRow
 from cascade_cli.store.prepared import Prepared
-from cascade_cli.store.runs import allocation_finished, with_run_decrement
+from cascade_cli.store.runs import allocation_finished
 
 
 class AllocationNotFound(ProtocolError):
@@ -357,21 +357,15 @@ class _OwnerWrite:
     def __init__(self, values: dict[Any, Any], ordered: bool = False) -> None:
         self.updates = {e: _owner_update(values, with_epoch=e, ordered=ordered)
                         for e in (False, True)}
-        self._prepared: dict[tuple[bool, tuple[str, ...] | None, bool], Prepared] = {}
+        self._prepared: dict[tuple[bool, tuple[str, ...] | None], Prepared] = {}
 
-    def prepared(self, with_epoch: bool, returning: Sequence[Any] | None,
-                 counted: bool = False) -> Prepared:
-        """``counted``: with the run's counter decremented in the same statement
-        (``runs.with_run_decrement``, PostgreSQL)."""
-        key = (with_epoch, tuple(c.key for c in returning) if returning is not None else None,
-               counted)
+    def prepared(self, with_epoch: bool, returning: Sequence[Any] | None) -> Prepared:
+        key = (with_epoch, tuple(c.key for c in returning) if returning is not None else None)
         stmt = self._prepared.get(key)
         if stmt is None:
             update_: Any = self.updates[with_epoch]
             if returning is not None:
                 update_ = update_.returning(*returning)
-            if counted:
-                update_ = with_run_decrement(update_)
             stmt = self._prepared[key] = Prepared(update_)
         return stmt
 
@@ -414,19 +408,18 @@ _INT_MAX = 2**31 - 1
 
 def _owner_write(session: Session, now: datetime, node: Node | NodeRow, alloc_id: str,
                  epoch: int | None, settings: Settings, stmts: _OwnerWrite,
-                 returning: Sequence[Any] = tuple(_A), terminal: bool = False,
+                 returning: Sequence[Any] = tuple(_A),
                  **params: Any) -> AllocationRow | None:
     """Run an owner write; the returned columns of the changed row, or None if the node may
-    not write to this allocation now (then ``_diagnose`` tells why). ``terminal``: the write
-    ends the allocation; pass the row to ``_finished`` afterwards."""
+    not write to this allocation now (then ``_diagnose`` tells why). A write that ends the
+    allocation passes the row to ``_finished`` afterwards."""
     if epoch is not None and epoch > _INT_MAX:
         return None  # no stored epoch is that large (and the driver could not bind it)
     conn = session.connection()
     params.update(b_id=alloc_id, b_node=node.id, b_epoch=epoch, b_now=now,
                   b_lease=now + timedelta(seconds=lease_ttl(settings)))
     if conn.dialect.update_returning:  # PostgreSQL, SQLite >= 3.35
-        counted = terminal and conn.dialect.name == "postgresql"
-        return stmts.prepared(epoch is not None, returning, counted).execute(conn, params).first()
+        return stmts.prepared(epoch is not None, returning).execute(conn, params).first()
     # MySQL/MariaDB: no UPDATE ... RETURNING. The row count is of matched rows (the driver's
     # FOUND_ROWS flag), and our UPDATE holds the row lock, so the read-back is ours.
     if stmts.prepared(epoch is not None, None).execute(conn, params).rowcount != 1:
@@ -435,9 +428,8 @@ def _owner_write(session: Session, now: datetime, node: Node | NodeRow, alloc_id
 
 
 def _finished(session: Session, now: datetime, alloc: AllocationRow, settings: Settings) -> None:
-    """The run's side of a terminal owner write (``_owner_write(..., terminal=True)``)."""
-    allocation_finished(session, now, alloc.schedule_run_id, settings,
-                        remaining=getattr(alloc, "run_open_allocations", None))
+    """The run's side of a terminal owner write."""
+    allocation_finished(session, now, alloc.schedule_run_id, settings)
 
 
 def _diagnose(session: Session, alloc_id: str, epoch: int | None, node: Node | NodeRow, *,
@@ -475,7 +467,7 @@ def set_status(session: Session, now: datetime, node: Node | NodeRow, body: Task
         alloc = _owner_write(*args, _EXECUTING, returning=(_A.id, _A.status))
     elif body.status == "failed":
         error = body.error_message or "reported failed by the node"
-        alloc = _owner_write(*args, _FAILED, terminal=True, b_error=error)
+        alloc = _owner_write(*args, _FAILED, b_error=error)
         if alloc is not None:
             _finished(session, now, alloc, settings)
             insert_event(session, now, "task_failed", node_id=node.id, direction="inbound",
@@ -634,7 +626,7 @@ def _summary(body: ReportCompletionIn) -> dict[str, Any]:
 def report_completion(session: Session, now: datetime, node: Node | NodeRow,
                       body: ReportCompletionIn, settings: Settings) -> AllocationRow:
     alloc = _owner_write(session, now, node, body.allocation_id, body.epoch, settings,
-                         _COMPLETED, terminal=True, b_summary=_summary(body),
+                         _COMPLETED, b_summary=_summary(body),
                          b_count=body.article_count)
     if alloc is None:
         alloc = _diagnose(session, body.allocation_id, body.epoch, node, allow_terminal=True)

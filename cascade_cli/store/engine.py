@@ -7,10 +7,10 @@ or daemon ``run``) and pass it down.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
@@ -139,12 +139,42 @@ def build_engine(url: str, *, echo: bool = False, pool_size: int = 10) -> Engine
     return engine
 
 
+_BEFORE_COMMIT = "cascade.before_commit"
+H = TypeVar("H", bound=Callable[[Session], None])
+
+
+def before_commit(session: Session, key: str, make: Callable[[], H]) -> H:
+    """The transaction's hook registered under ``key`` (made by ``make()`` the first time):
+    ``hook(session)`` runs once, in the transaction, just before it commits. A rollback of
+    the transaction drops it. For work that should hold its locks as briefly as possible;
+    the hook object can gather what the transaction's units hand it (see ``runs``)."""
+    hooks: dict[str, Any] = session.info.setdefault(_BEFORE_COMMIT, {})
+    hook = hooks.get(key)
+    if hook is None:
+        hook = hooks[key] = make()
+    return hook  # type: ignore[no-any-return]
+
+
+def _run_before_commit(session: Session) -> None:
+    if session.in_nested_transaction():
+        return  # a savepoint is released: the transaction goes on
+    for hook in session.info.pop(_BEFORE_COMMIT, {}).values():
+        hook(session)
+
+
+def _forget_before_commit(session: Session, transaction: Any) -> None:
+    if transaction.parent is None:  # the outermost transaction ended (a rollback: unrun)
+        session.info.pop(_BEFORE_COMMIT, None)
+
+
 class Store:
     """An engine plus a session factory. ``session()`` is one unit of work."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._factory = sessionmaker(bind=engine, expire_on_commit=False, future=True)
+        event.listen(self._factory, "before_commit", _run_before_commit)
+        event.listen(self._factory, "after_transaction_end", _forget_before_commit)
 
     @classmethod
     def from_url(cls, url: str, *, echo: bool = False, pool_size: int = 10) -> Store:

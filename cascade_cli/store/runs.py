@@ -2,8 +2,15 @@
 
 ``schedule_runs.open_allocations`` counts the allocations that are not terminal yet. Every
 terminal transition (completed, failed, timeout) happens exactly once per allocation (the
-state machine guards it), and decrements the counter with one atomic UPDATE. The transition
-that brings it to zero finishes the run and queues its notifications, exactly once.
+state machine guards it) and is recorded with ``allocation_finished``. The counter is
+decremented once per run per transaction, by the total, just before the transaction commits
+(``engine.before_commit``); the decrement that brings it to zero finishes the run and queues
+its notifications, exactly once.
+
+Why just before the commit: the decrement locks the run's row until the commit, and every
+allocation of a run shares that row. Taken with the transition itself, one transaction held
+it through all of its remaining work, and concurrent transactions (group-committed batches
+on several database threads or parent processes) queued behind each other on it.
 
 Why an UPDATE and not ``SELECT ... FOR UPDATE`` on the run: on PostgreSQL the allocations'
 foreign key leaves ``FOR KEY SHARE`` locks on the run row, and two transactions upgrading
@@ -16,12 +23,13 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import Any, cast
+from typing import cast
 
-from sqlalchemy import Connection, Select, Table, Update, bindparam, func, select, update
+from sqlalchemy import Connection, Table, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from cascade_cli.config import Settings
+from cascade_cli.store.engine import before_commit
 from cascade_cli.store.events import log_event
 from cascade_cli.store.models import (
     NON_TERMINAL_STATES,
@@ -52,50 +60,56 @@ def _finish(session: Session, now: datetime, run_id: str, settings: Settings) ->
 
 
 _RUNS = cast(Table, ScheduleRun.__table__)
-_DECREMENT = (update(_RUNS).where(_RUNS.c.id == bindparam("b_id"))
-              .values(open_allocations=_RUNS.c.open_allocations - 1))
+# Only a running run counts down: a finished one (the reaper's safety net may finish a run
+# before the transaction's own decrement) is left as it is.
+_DECREMENT = (update(_RUNS).where(_RUNS.c.id == bindparam("b_id"),
+                                  _RUNS.c.status == RUN_RUNNING)
+              .values(open_allocations=_RUNS.c.open_allocations - bindparam("b_by")))
 _DECREMENT_RETURNING = Prepared(_DECREMENT.returning(_RUNS.c.open_allocations))
+_COUNTER = Prepared(select(_RUNS.c.open_allocations).where(_RUNS.c.id == bindparam("b_id")))
+_SETTLE = "cascade.runs.settle"
 
 
-def _decrement(conn: Connection, run_id: str) -> int | None:
-    if conn.dialect.name in ("postgresql", "sqlite"):
-        return _DECREMENT_RETURNING.execute(conn, {"b_id": run_id}).scalar()  # type: ignore[no-any-return]
+def _decrement(conn: Connection, run_id: str, by: int) -> int | None:
+    """The run's counter after taking ``by`` off; None if the run is not running."""
+    params = {"b_id": run_id, "b_by": by}
+    if conn.dialect.update_returning:  # PostgreSQL, SQLite
+        return _DECREMENT_RETURNING.execute(conn, params).scalar()  # type: ignore[no-any-return]
     # MySQL/MariaDB: no RETURNING; our UPDATE holds the row lock, so this read is ours
-    conn.execute(_DECREMENT, {"b_id": run_id})
-    return conn.execute(select(_RUNS.c.open_allocations).where(_RUNS.c.id == run_id)).scalar()
-
-
-def with_run_decrement(transition: Update) -> Select[Any]:
-    """PostgreSQL: a terminal transition (an UPDATE ... RETURNING of allocation rows) and the
-    decrement of its run's counter as one statement, a data-modifying CTE: the rows the
-    transition returns, plus ``run_open_allocations``, the counter after the decrement (NULL
-    when the transition matched nothing). Pass that value to ``allocation_finished``. One
-    round trip instead of two on every completion and failure report."""
-    done = transition.cte("done")
-    decrement = (update(_RUNS).where(_RUNS.c.id == done.c.schedule_run_id)
-                 .values(open_allocations=_RUNS.c.open_allocations - 1)
-                 .returning(_RUNS.c.open_allocations).cte("decrement"))
-    return select(*done.c, select(decrement.c.open_allocations).scalar_subquery()
-                  .label("run_open_allocations"))
+    if conn.execute(_DECREMENT, params).rowcount != 1:
+        return None
+    return _COUNTER.execute(conn, {"b_id": run_id}).scalar()  # type: ignore[no-any-return]
 
 
 def allocation_finished(session: Session, now: datetime, run_id: str,
-                        settings: Settings, *, remaining: int | None = None) -> bool:
-    """Record one allocation of ``run_id`` becoming terminal; finish the run at zero.
+                        settings: Settings) -> None:
+    """Record one allocation of ``run_id`` becoming terminal, in the transition's own
+    transaction. Call exactly once per terminal transition. The run's counter goes down when
+    the transaction commits (see the module docstring), and the run finishes at zero."""
+    before_commit(session, _SETTLE, lambda: _Settlement(now, settings)).add(run_id)
 
-    Call exactly once per terminal transition, in the transition's own transaction.
-    ``remaining``: the run's counter already decremented by the transition's own statement
-    (``with_run_decrement``).
-    """
-    # Core statements on the connection (not ORM-enabled ones): this runs on every terminal
-    # transition, on the parent's hot path.
-    if remaining is None:
-        remaining = _decrement(session.connection(), run_id)
-    if remaining is None or remaining > 0:
-        return False
-    if remaining < 0:  # counter not maintained for this run (made outside dispatch): count
-        return finish_run_if_done(session, now, run_id, settings)
-    return _finish(session, now, run_id, settings)
+
+class _Settlement:
+    """A transaction's terminal transitions per run, applied just before it commits."""
+
+    def __init__(self, now: datetime, settings: Settings) -> None:
+        self.now = now
+        self.settings = settings
+        self.by_run: dict[str, int] = {}
+
+    def add(self, run_id: str) -> None:
+        self.by_run[run_id] = self.by_run.get(run_id, 0) + 1
+
+    def __call__(self, session: Session) -> None:
+        conn = session.connection()
+        for run_id in sorted(self.by_run):  # one order for every transaction: no deadlock
+            remaining = _decrement(conn, run_id, self.by_run[run_id])
+            if remaining is None or remaining > 0:
+                continue
+            if remaining < 0:  # counter not maintained for this run (made outside dispatch)
+                finish_run_if_done(session, self.now, run_id, self.settings)
+            else:
+                _finish(session, self.now, run_id, self.settings)
 
 
 def finish_run_if_done(session: Session, now: datetime, run_id: str, settings: Settings) -> bool:
