@@ -61,9 +61,12 @@ def _sqlite_bind(value: Any) -> str | None:
     if not isinstance(value, datetime):
         raise TypeError(f"SQLite DateTime type only accepts Python datetime objects as input, "
                         f"not {type(value).__name__}")
-    if value.tzinfo is not None:
-        value = value.astimezone(UTC).replace(tzinfo=None)
-    return value.isoformat(" ", "microseconds")
+    if value.tzinfo is None:
+        return value.isoformat(" ", "microseconds")
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    # "YYYY-MM-DD HH:MM:SS.ffffff+00:00" without the offset (the year always has 4 digits)
+    return value.isoformat(" ", "microseconds")[:26]
 
 
 def _sqlite_result(value: Any) -> datetime | None:

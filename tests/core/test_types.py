@@ -13,6 +13,7 @@ from cascade_cli.store.types import UTCDateTime
 
 VALUES = [datetime(2026, 1, 2, 3, 4, 5), datetime(2026, 1, 2, 3, 4, 5, 7),
           datetime(999, 12, 31, 23, 59, 59, 999999),
+          datetime(2026, 1, 2, 3, 4, 5, 42, tzinfo=UTC), datetime(1000, 1, 1, tzinfo=UTC),
           datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=timezone(timedelta(hours=8))),
           datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone(timedelta(hours=-5, minutes=-30)))]
 
