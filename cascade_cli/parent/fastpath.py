@@ -43,8 +43,9 @@ from cascade_cli.protocol import (
 
 # ``claim-task``'s query parameters in their plain forms; anything else goes through FastAPI,
 # which validates (and words its errors) as the route declares.
-_WAIT = re.compile(r"\d{1,2}(\.\d{1,6})?")
-_MAX = re.compile(r"\d{1,3}")
+# ASCII digits only: float() and int() also read other scripts' digits, pydantic does not.
+_WAIT = re.compile(r"[0-9]{1,2}(\.[0-9]{1,6})?")
+_MAX = re.compile(r"[0-9]{1,3}")
 
 
 @dataclass(frozen=True)
@@ -103,10 +104,17 @@ class NodeFastPath:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         route = None
         if scope["type"] == "http" and not scope.get("root_path") \
-                and not self.fastapi_app.dependency_overrides:
+                and not self.fastapi_app.dependency_overrides and not self._traced():
             route = self.routes.get((scope["method"], scope["path"]))
         if route is None or not await self._serve(route, scope, receive, send):
             await self.app(scope, receive, send)
+
+    def _traced(self) -> bool:
+        """FastAPI's own OpenTelemetry instrumentation is on (someone configured a tracer or
+        meter provider): it names spans and metrics while routing, so let FastAPI route."""
+        telemetry = getattr(self.fastapi_app, "_native_telemetry", None)
+        enabled = getattr(telemetry, "enabled", None)
+        return bool(enabled()) if callable(enabled) else False
 
     async def _serve(self, route: _Route, scope: Scope, receive: Receive, send: Send) -> bool:
         """Serve the request; False (nothing sent, nothing consumed) when it is not plain."""
@@ -140,22 +148,39 @@ class NodeFastPath:
             node = await require_node(request)
             response = await route.call(request, node, *args)
         except Exception as exc:  # noqa: BLE001 - answered by the app's own handlers
-            response = await self._handled(request, exc)
-        await response(scope, receive, send)
+            await self._answer_error(request, exc, scope, receive, send)
+        else:
+            await response(scope, receive, send)
         return True
 
-    async def _handled(self, request: Request, exc: Exception) -> Response:
-        """The response the app's exception handlers give for ``exc`` (the catch-all
-        ``Exception`` handler logs a bug and answers 500 in the envelope)."""
+    async def _answer_error(self, request: Request, exc: Exception, scope: Scope,
+                            receive: Receive, send: Send) -> None:
+        """What FastAPI does with an exception: the app's handler for its class answers it;
+        a bug (only the catch-all ``Exception`` handler applies), or a handler that fails,
+        gets the catch-all's 500 envelope and is raised on for the server to log, as
+        Starlette's ServerErrorMiddleware does."""
         handlers = self.fastapi_app.exception_handlers
-        for cls in type(exc).__mro__:
-            handler = handlers.get(cls)
-            if handler is not None:
-                response = handler(request, exc)
-                if inspect.isawaitable(response):
-                    response = await response
-                return response  # type: ignore[no-any-return]
+        handler = next((handlers[cls] for cls in type(exc).__mro__
+                        if cls is not Exception and cls in handlers), None)
+        if handler is not None:
+            try:
+                response = await _call(handler, request, exc)
+            except Exception as failure:  # noqa: BLE001 - a bug in the handler itself
+                exc = failure
+            else:
+                await response(scope, receive, send)
+                return
+        catch_all = handlers.get(Exception)
+        if catch_all is not None:
+            await (await _call(catch_all, request, exc))(scope, receive, send)
         raise exc
+
+
+async def _call(handler: Callable[..., Any], request: Request, exc: Exception) -> Response:
+    response = handler(request, exc)
+    if inspect.isawaitable(response):
+        response = await response
+    return response  # type: ignore[no-any-return]
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:
