@@ -181,8 +181,12 @@ def create_app(store: Store, clock: Clock, settings: Settings, *,
     # SQLite has one writer and every transaction takes the write lock (BEGIN IMMEDIATE):
     # more threads would only queue in its sleeping busy handler, which wrecks tail latency.
     # A batch of node requests reads all of its callers' nodes in one query (prelude).
-    db = BatchingDb(store, clock, pool_threads=None if store.dialect == "sqlite" else pool,
-                    prelude=nodes.read_ahead)
+    # On PostgreSQL and MySQL/MariaDB two batching threads overlap one batch's round trips
+    # with the next batch's work: +15-20% allocations per second on 2 cores (three threads
+    # added little more, and more CPU per request).
+    sqlite = store.dialect == "sqlite"
+    db = BatchingDb(store, clock, workers=1 if sqlite else 2,
+                    pool_threads=None if sqlite else pool, prelude=nodes.read_ahead)
     state = AppState(store=store, clock=clock, settings=settings, db=db, metrics=metrics,
                      throttle=Throttle(a.failed_attempts_limit, a.failed_attempts_window),
                      waiters=Waiters(), admin_secret=admin_secret)
