@@ -634,7 +634,7 @@ def report_completion(session: Session, now: datetime, node: Node | NodeRow,
             return alloc  # idempotent: a repeat gets the same answer and changes nothing
         raise InvalidTransition(f"allocation {alloc.id} is already {alloc.status}; "
                                 "it cannot be completed")
-    written = alloc  # as the completing write returned it (with the run's counter)
+    written = alloc  # the completing write's row (``alloc`` is re-read on the error path)
     conn = session.connection()
     feeds = set(alloc.feed_ids or [])
     errors = []

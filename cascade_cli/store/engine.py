@@ -22,7 +22,7 @@ from sqlalchemy.exc import (
     NoSuchModuleError,
     SQLAlchemyError,
 )
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
 from cascade_cli.errors import ConfigError, StoreError
 
@@ -140,14 +140,17 @@ def build_engine(url: str, *, echo: bool = False, pool_size: int = 10) -> Engine
 
 
 _BEFORE_COMMIT = "cascade.before_commit"
+_UNDONE = "cascade.savepoints_rolled_back"
 H = TypeVar("H", bound=Callable[[Session], None])
 
 
 def before_commit(session: Session, key: str, make: Callable[[], H]) -> H:
     """The transaction's hook registered under ``key`` (made by ``make()`` the first time):
-    ``hook(session)`` runs once, in the transaction, just before it commits. A rollback of
-    the transaction drops it. For work that should hold its locks as briefly as possible;
-    the hook object can gather what the transaction's units hand it (see ``runs``)."""
+    ``Store.session()`` runs ``hook(session)`` once, in the transaction, after the unit of
+    work and just before the commit; a rollback drops it. For work that should hold its
+    locks as briefly as possible; the hook object gathers what the units hand it, tagged
+    with ``current_transaction`` so that it can leave out what a savepoint rollback undid
+    (``undone``)."""
     hooks: dict[str, Any] = session.info.setdefault(_BEFORE_COMMIT, {})
     hook = hooks.get(key)
     if hook is None:
@@ -155,16 +158,43 @@ def before_commit(session: Session, key: str, make: Callable[[], H]) -> H:
     return hook  # type: ignore[no-any-return]
 
 
+def current_transaction(session: Session) -> SessionTransaction | None:
+    """The innermost transaction: a savepoint if one is open."""
+    return session.get_nested_transaction() or session.get_transaction()
+
+
+def undone(session: Session, transaction: SessionTransaction | None) -> bool:
+    """Whether what was done in ``transaction`` was undone by a savepoint rollback."""
+    rolled_back = session.info.get(_UNDONE)
+    while rolled_back and transaction is not None:
+        if transaction in rolled_back:
+            return True
+        transaction = transaction.parent
+    return False
+
+
 def _run_before_commit(session: Session) -> None:
-    if session.in_nested_transaction():
-        return  # a savepoint is released: the transaction goes on
     for hook in session.info.pop(_BEFORE_COMMIT, {}).values():
         hook(session)
 
 
-def _forget_before_commit(session: Session, transaction: Any) -> None:
-    if transaction.parent is None:  # the outermost transaction ended (a rollback: unrun)
+def _refuse_commit_with_hooks(session: Session) -> None:
+    # SQLAlchemy's own event cannot tell the outermost commit from a savepoint release while
+    # a savepoint is open: the hooks run from Store.session() instead, and a commit made any
+    # other way with hooks pending is a bug that would lose their work.
+    if session.info.get(_BEFORE_COMMIT) and not session.in_nested_transaction():
+        raise RuntimeError("before-commit hooks are pending: commit through Store.session()")
+
+
+def _note_savepoint_rollback(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.nested:
+        session.info.setdefault(_UNDONE, set()).add(transaction)
+
+
+def _forget_transaction(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None:  # the outermost transaction ended
         session.info.pop(_BEFORE_COMMIT, None)
+        session.info.pop(_UNDONE, None)
 
 
 class Store:
@@ -173,8 +203,9 @@ class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._factory = sessionmaker(bind=engine, expire_on_commit=False, future=True)
-        event.listen(self._factory, "before_commit", _run_before_commit)
-        event.listen(self._factory, "after_transaction_end", _forget_before_commit)
+        event.listen(self._factory, "before_commit", _refuse_commit_with_hooks)
+        event.listen(self._factory, "after_soft_rollback", _note_savepoint_rollback)
+        event.listen(self._factory, "after_transaction_end", _forget_transaction)
 
     @classmethod
     def from_url(cls, url: str, *, echo: bool = False, pool_size: int = 10) -> Store:
@@ -198,6 +229,7 @@ class Store:
         s = self._factory()
         try:
             yield s
+            _run_before_commit(s)
             s.commit()
         except DBAPIError as exc:
             s.rollback()

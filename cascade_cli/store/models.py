@@ -156,8 +156,9 @@ class ScheduleRun(Base):
     trigger: Mapped[str] = mapped_column(String(16), default="manual")  # cron | manual | api
     status: Mapped[str] = mapped_column(String(16), default=RUN_RUNNING, index=True)
     allocation_count: Mapped[int] = mapped_column(Integer, default=0)
-    # Allocations not yet terminal. Decremented once per terminal transition with an atomic
-    # UPDATE, so finding the end of a run costs O(1) instead of a count per completion.
+    # Allocations not yet terminal. Each transaction's terminal transitions take it down with
+    # one atomic UPDATE per run just before the commit (store.runs), so finding the end of a
+    # run costs O(1) instead of a count per completion.
     open_allocations: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

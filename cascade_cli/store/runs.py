@@ -4,8 +4,9 @@
 terminal transition (completed, failed, timeout) happens exactly once per allocation (the
 state machine guards it) and is recorded with ``allocation_finished``. The counter is
 decremented once per run per transaction, by the total, just before the transaction commits
-(``engine.before_commit``); the decrement that brings it to zero finishes the run and queues
-its notifications, exactly once.
+(``engine.before_commit``, run by ``Store.session``; transitions a savepoint rollback undid
+are left out); the decrement that brings it to zero finishes the run and queues its
+notifications, exactly once.
 
 Why just before the commit: the decrement locks the run's row until the commit, and every
 allocation of a run shares that row. Taken with the transition itself, one transaction held
@@ -26,10 +27,10 @@ from datetime import datetime
 from typing import cast
 
 from sqlalchemy import Connection, Table, bindparam, func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
 
 from cascade_cli.config import Settings
-from cascade_cli.store.engine import before_commit
+from cascade_cli.store.engine import before_commit, current_transaction, undone
 from cascade_cli.store.events import log_event
 from cascade_cli.store.models import (
     NON_TERMINAL_STATES,
@@ -86,7 +87,8 @@ def allocation_finished(session: Session, now: datetime, run_id: str,
     """Record one allocation of ``run_id`` becoming terminal, in the transition's own
     transaction. Call exactly once per terminal transition. The run's counter goes down when
     the transaction commits (see the module docstring), and the run finishes at zero."""
-    before_commit(session, _SETTLE, lambda: _Settlement(now, settings)).add(run_id)
+    settlement = before_commit(session, _SETTLE, lambda: _Settlement(now, settings))
+    settlement.add(run_id, current_transaction(session))
 
 
 class _Settlement:
@@ -95,15 +97,19 @@ class _Settlement:
     def __init__(self, now: datetime, settings: Settings) -> None:
         self.now = now
         self.settings = settings
-        self.by_run: dict[str, int] = {}
+        self.transitions: list[tuple[str, SessionTransaction | None]] = []
 
-    def add(self, run_id: str) -> None:
-        self.by_run[run_id] = self.by_run.get(run_id, 0) + 1
+    def add(self, run_id: str, transaction: SessionTransaction | None) -> None:
+        self.transitions.append((run_id, transaction))
 
     def __call__(self, session: Session) -> None:
+        by_run: dict[str, int] = {}
+        for run_id, transaction in self.transitions:
+            if not undone(session, transaction):  # a savepoint rollback took it back
+                by_run[run_id] = by_run.get(run_id, 0) + 1
         conn = session.connection()
-        for run_id in sorted(self.by_run):  # one order for every transaction: no deadlock
-            remaining = _decrement(conn, run_id, self.by_run[run_id])
+        for run_id in sorted(by_run):  # one order for every transaction: no deadlock
+            remaining = _decrement(conn, run_id, by_run[run_id])
             if remaining is None or remaining > 0:
                 continue
             if remaining < 0:  # counter not maintained for this run (made outside dispatch)
