@@ -7,57 +7,30 @@ from __future__ import annotations
 import threading
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import text
 
-from cascade_cli.parent.dispatch import dispatch
-from cascade_cli.protocol import FeedResultIn, ReportCompletionIn, TaskStatusIn
+from cascade_cli.protocol import TaskStatusIn
 from cascade_cli.store import allocations as alloc_repo
 from cascade_cli.store.engine import Store, before_commit
-from cascade_cli.store.models import Event, ScheduleRun
-from tests.core.helpers import make_feeds, make_node, make_task
-
-
-def _world(store: Store, now, settings, n_feeds: int):  # type: ignore[no-untyped-def]
-    node = make_node(store, now, "child-a", capacity=n_feeds)
-    task_id = make_task(store, now, make_feeds(store, now, n_feeds))
-    with store.session() as s:
-        run_id = dispatch(s, now, settings, task_id=task_id).runs[0].schedule_run_id
-    with store.session() as s:
-        claimed = alloc_repo.claim(s, now, s.merge(node), settings, max_count=n_feeds)
-    assert len(claimed) == n_feeds
-    return node, run_id, [(a.id, a.epoch, a.feed_ids[0]) for a in claimed]
-
-
-def _complete(s, now, node, settings, alloc):  # type: ignore[no-untyped-def]
-    alloc_id, epoch, feed = alloc
-    return alloc_repo.report_completion(s, now, s.merge(node), ReportCompletionIn(
-        allocation_id=alloc_id, epoch=epoch,
-        results=[FeedResultIn(feed_id=feed, status="success")]), settings)
-
-
-def _run(store: Store, run_id: str) -> tuple[str, int, int]:
-    with store.session() as s:
-        run = s.get(ScheduleRun, run_id)
-        finished = s.scalar(select(func.count()).select_from(Event).where(
-            Event.operation == "run_finished"))
-        return run.status, run.open_allocations, int(finished or 0)
+from cascade_cli.store.models import ScheduleRun
+from tests.core.helpers import claimed_run, complete_one, run_state
 
 
 def test_many_in_one_transaction_and_a_rollback(any_store, clock, settings) -> None:
-    node, run_id, allocs = _world(any_store, clock.now(), settings, 3)
+    node, run_id, allocs = claimed_run(any_store, clock.now(), settings, 3)
     with pytest.raises(RuntimeError), any_store.session() as s:
-        _complete(s, clock.now(), node, settings, allocs[0])
+        complete_one(s, clock.now(), node, settings, allocs[0])
         raise RuntimeError("rolled back")
-    assert _run(any_store, run_id) == ("running", 3, 0)
+    assert run_state(any_store, run_id) == ("running", 3, 0)
     with any_store.session() as s:  # two completions, one decrement of 2 at commit
-        _complete(s, clock.now(), node, settings, allocs[0])
-        _complete(s, clock.now(), node, settings, allocs[1])
+        complete_one(s, clock.now(), node, settings, allocs[0])
+        complete_one(s, clock.now(), node, settings, allocs[1])
         assert s.get(ScheduleRun, run_id).open_allocations == 3  # not before the commit
-    assert _run(any_store, run_id) == ("running", 1, 0)
+    assert run_state(any_store, run_id) == ("running", 1, 0)
     with any_store.session() as s:
         alloc_repo.set_status(s, clock.now(), s.merge(node), TaskStatusIn(
             allocation_id=allocs[2][0], status="failed", epoch=allocs[2][1]), settings)
-    assert _run(any_store, run_id) == ("finished", 0, 1)
+    assert run_state(any_store, run_id) == ("finished", 0, 1)
 
 
 @pytest.mark.parametrize("kind", [pytest.param("postgres", marks=pytest.mark.postgres),
@@ -70,7 +43,7 @@ def test_concurrent_completions_do_not_wait_for_each_other(kind, clock, settings
         store = Store.from_url(url)
         try:
             migrate.upgrade(store)
-            node, run_id, allocs = _world(store, clock.now(), settings, 2)
+            node, run_id, allocs = claimed_run(store, clock.now(), settings, 2)
             first_done = threading.Event()
             release_first = threading.Event()
             errors: list[BaseException] = []
@@ -78,7 +51,7 @@ def test_concurrent_completions_do_not_wait_for_each_other(kind, clock, settings
             def first() -> None:
                 try:
                     with store.session() as s:
-                        _complete(s, clock.now(), node, settings, allocs[0])
+                        complete_one(s, clock.now(), node, settings, allocs[0])
                         first_done.set()
                         assert release_first.wait(20)
                 except BaseException as exc:  # noqa: BLE001 - reported below
@@ -96,12 +69,12 @@ def test_concurrent_completions_do_not_wait_for_each_other(kind, clock, settings
                     s.execute(text("SET LOCAL lock_timeout = '2s'"))
                 else:
                     s.execute(text("SET SESSION innodb_lock_wait_timeout = 2"))
-                _complete(s, clock.now(), node, settings, allocs[1])
-            assert _run(store, run_id) == ("running", 1, 0)
+                complete_one(s, clock.now(), node, settings, allocs[1])
+            assert run_state(store, run_id) == ("running", 1, 0)
             release_first.set()
             t.join(20)
             assert not errors, errors
-            assert _run(store, run_id) == ("finished", 0, 1)
+            assert run_state(store, run_id) == ("finished", 0, 1)
         finally:
             store.dispose()
 

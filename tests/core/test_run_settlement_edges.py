@@ -10,15 +10,14 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import func, select, text
 
-from cascade_cli.parent.dispatch import dispatch
 from cascade_cli.parent.reaper import reap_expired
-from cascade_cli.protocol import ArticleIn, FeedResultIn, ReportCompletionIn, UploadArticlesIn
+from cascade_cli.protocol import ArticleIn, UploadArticlesIn
 from cascade_cli.store import allocations as alloc_repo
 from cascade_cli.store import migrate
 from cascade_cli.store import runs as runs_mod
 from cascade_cli.store.engine import Store
-from cascade_cli.store.models import Allocation, Delivery, Event, ScheduleRun
-from tests.core.helpers import make_feeds, make_node, make_task
+from cascade_cli.store.models import Allocation, Delivery, ScheduleRun
+from tests.core.helpers import claimed_run, complete_one, run_state
 from tests.dbservers import fresh_database
 
 SERVERS = [pytest.param("postgres", marks=pytest.mark.postgres),
@@ -34,33 +33,10 @@ def server_store(request: pytest.FixtureRequest) -> Iterator[Store]:
         store.dispose()
 
 
-def _world(store: Store, now, settings, n_feeds: int, name: str = "news",  # type: ignore[no-untyped-def]
-           node_name: str = "child-a", prefix: str = "MP_WXS_", **task_kw):
-    node = make_node(store, now, node_name, capacity=n_feeds)
-    task_id = make_task(store, now, make_feeds(store, now, n_feeds, prefix=prefix), name=name,
-                        **task_kw)
-    with store.session() as s:
-        run_id = dispatch(s, now, settings, task_id=task_id).runs[0].schedule_run_id
-    with store.session() as s:
-        claimed = alloc_repo.claim(s, now, s.merge(node), settings, max_count=n_feeds)
-    assert len(claimed) == n_feeds
-    return node, run_id, [(a.id, a.epoch, a.feed_ids[0]) for a in claimed]
 
 
-def _complete(s, now, node, settings, alloc):  # type: ignore[no-untyped-def]
-    alloc_id, epoch, feed = alloc
-    return alloc_repo.report_completion(s, now, s.merge(node), ReportCompletionIn(
-        allocation_id=alloc_id, epoch=epoch,
-        results=[FeedResultIn(feed_id=feed, status="success")]), settings)
 
 
-def _run(store: Store, run_id: str) -> tuple[str, int, int]:
-    """(status, open_allocations, run_finished events of this run)."""
-    with store.session() as s:
-        run = s.get(ScheduleRun, run_id)
-        events = s.scalars(select(Event.detail).where(Event.operation == "run_finished")).all()
-        finished = sum(1 for d in events if (d or {}).get("schedule_run_id") == run_id)
-        return run.status, run.open_allocations, finished
 
 
 def _open(store: Store, run_id: str) -> int:
@@ -78,48 +54,48 @@ def test_a_transition_undone_by_a_savepoint_rollback_is_not_counted(any_store, c
     transition made inside a savepoint that is rolled back is undone, yet it stays recorded
     in the settlement and is counted at the outer commit: the run finishes (and queues its
     notifications) with an allocation still open."""
-    node, run_id, allocs = _world(any_store, clock.now(), settings, 1)
+    node, run_id, allocs = claimed_run(any_store, clock.now(), settings, 1)
     with any_store.session() as s, pytest.raises(RuntimeError), s.begin_nested():
-        _complete(s, clock.now(), node, settings, allocs[0])
+        complete_one(s, clock.now(), node, settings, allocs[0])
         raise RuntimeError("undo this completion")
     assert _open(any_store, run_id) == 1  # the completion was undone...
-    assert _run(any_store, run_id) == ("running", 1, 0)  # ...so the run must not finish
+    assert run_state(any_store, run_id) == ("running", 1, 0)  # ...so the run must not finish
 
 
 def test_the_outer_commit_with_a_savepoint_still_open_settles(any_store, clock,
                                                               settings) -> None:
     """A unit that leaves a savepoint open: Store.session() settles, then the commit releases
     the savepoint and commits."""
-    node, run_id, allocs = _world(any_store, clock.now(), settings, 1)
+    node, run_id, allocs = claimed_run(any_store, clock.now(), settings, 1)
     with any_store.session() as s:
         s.begin_nested()
-        _complete(s, clock.now(), node, settings, allocs[0])
+        complete_one(s, clock.now(), node, settings, allocs[0])
     assert _open(any_store, run_id) == 0
-    assert _run(any_store, run_id) == ("finished", 0, 1)
+    assert run_state(any_store, run_id) == ("finished", 0, 1)
 
 
 def test_a_commit_that_would_skip_the_settlement_is_refused(any_store, clock,
                                                              settings) -> None:
     """Hooks run from Store.session(); a commit made another way with a settlement pending
     is refused (its decrement would be lost), and changes nothing."""
-    node, run_id, allocs = _world(any_store, clock.now(), settings, 1)
+    node, run_id, allocs = claimed_run(any_store, clock.now(), settings, 1)
     s = any_store._factory()
     try:
-        _complete(s, clock.now(), node, settings, allocs[0])
+        complete_one(s, clock.now(), node, settings, allocs[0])
         with pytest.raises(RuntimeError, match="Store.session"):
             s.commit()
         s.rollback()
     finally:
         s.close()
     assert _open(any_store, run_id) == 1
-    assert _run(any_store, run_id) == ("running", 1, 0)
+    assert run_state(any_store, run_id) == ("running", 1, 0)
 
 
 # --- a settlement that fails at commit --------------------------------------------------------
 
 def test_a_failing_settlement_rolls_back_and_leaves_nothing_behind(
         any_store, clock, settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    node, run_id, allocs = _world(any_store, clock.now(), settings, 2)
+    node, run_id, allocs = claimed_run(any_store, clock.now(), settings, 2)
     real = runs_mod._decrement
     calls = [0]
 
@@ -131,23 +107,23 @@ def test_a_failing_settlement_rolls_back_and_leaves_nothing_behind(
 
     monkeypatch.setattr(runs_mod, "_decrement", failing)
     with pytest.raises(RuntimeError), any_store.session() as s:
-        _complete(s, clock.now(), node, settings, allocs[0])
+        complete_one(s, clock.now(), node, settings, allocs[0])
     assert _open(any_store, run_id) == 2  # the completion was rolled back
     with any_store.session() as s:
         s.execute(text("SELECT 1"))
     assert calls[0] == 1  # nothing left over for a later transaction
     with any_store.session() as s:
-        _complete(s, clock.now(), node, settings, allocs[0])
-        _complete(s, clock.now(), node, settings, allocs[1])
+        complete_one(s, clock.now(), node, settings, allocs[0])
+        complete_one(s, clock.now(), node, settings, allocs[1])
     assert calls[0] == 2  # one decrement (by 2) for the run
-    assert _run(any_store, run_id) == ("finished", 0, 1)
+    assert run_state(any_store, run_id) == ("finished", 0, 1)
 
 
 # --- notifications queued by the settlement ------------------------------------------------------
 
 def test_the_settlement_queues_the_run_s_notifications_once(any_store, clock,
                                                            settings) -> None:
-    node, run_id, allocs = _world(any_store, clock.now(), settings, 3,
+    node, run_id, allocs = claimed_run(any_store, clock.now(), settings, 3,
                                   web_hook_url="https://example.org/hook")
     with any_store.session() as s:
         for alloc_id, epoch, feed in allocs:
@@ -158,8 +134,8 @@ def test_the_settlement_queues_the_run_s_notifications_once(any_store, clock,
                 settings)
     with any_store.session() as s:
         for alloc in allocs:
-            _complete(s, clock.now(), node, settings, alloc)
-    assert _run(any_store, run_id) == ("finished", 0, 1)
+            complete_one(s, clock.now(), node, settings, alloc)
+    assert run_state(any_store, run_id) == ("finished", 0, 1)
     with any_store.session() as s:
         keys = sorted(s.scalars(select(Delivery.idempotency_key)).all())
         assert keys == sorted(f"{run_id}:{f}" for _, _, f in allocs)
@@ -208,8 +184,8 @@ class _Paused(threading.Thread):
 def test_crossing_runs_in_concurrent_transactions_do_not_deadlock(server_store, clock,
                                                                   settings) -> None:
     store = server_store
-    node_a, run_1, allocs_1 = _world(store, clock.now(), settings, 2, "one", "child-a", "A_")
-    node_b, run_2, allocs_2 = _world(store, clock.now(), settings, 2, "two", "child-b", "B_")
+    node_a, run_1, allocs_1 = claimed_run(store, clock.now(), settings, 2, "one", "child-a", "A_")
+    node_b, run_2, allocs_2 = claimed_run(store, clock.now(), settings, 2, "two", "child-b", "B_")
     barrier = threading.Barrier(2, timeout=20)
     errors: list[BaseException] = []
 
@@ -217,8 +193,8 @@ def test_crossing_runs_in_concurrent_transactions_do_not_deadlock(server_store, 
         try:
             with store.session() as s:
                 _lock_timeout(s, 5)
-                _complete(s, clock.now(), *first)
-                _complete(s, clock.now(), *second)
+                complete_one(s, clock.now(), *first)
+                complete_one(s, clock.now(), *second)
                 barrier.wait()  # both hold their allocation rows; now both commit
         except BaseException as exc:  # noqa: BLE001
             errors.append(exc)
@@ -232,8 +208,8 @@ def test_crossing_runs_in_concurrent_transactions_do_not_deadlock(server_store, 
     for t in threads:
         t.join(30)
     assert not errors, errors
-    assert _run(store, run_1) == ("finished", 0, 1)
-    assert _run(store, run_2) == ("finished", 0, 1)
+    assert run_state(store, run_1) == ("finished", 0, 1)
+    assert run_state(store, run_2) == ("finished", 0, 1)
 
 
 @pytest.fixture
@@ -246,7 +222,7 @@ def last_attempt(tmp_path):  # type: ignore[no-untyped-def]
 def _reaper_world(store: Store, clock, settings):  # type: ignore[no-untyped-def]
     """Two claimed allocations on their last attempt; the second's lease renewed so that
     only the first has expired once the clock is moved on by ``ttl``."""
-    node, run_id, allocs = _world(store, clock.now(), settings, 2)
+    node, run_id, allocs = claimed_run(store, clock.now(), settings, 2)
     ttl = settings.parent.lease_ttl
     clock.advance(ttl / 2)
     from cascade_cli.protocol import HeartbeatIn
@@ -263,7 +239,7 @@ def test_reaper_and_completion_of_a_run_s_last_two_allocations(server_store, clo
     store, settings = server_store, last_attempt
     node, run_id, allocs = _reaper_world(store, clock, settings)
     reap = lambda s, now: reap_expired(s, now, settings)  # noqa: E731
-    complete = lambda s, now: _complete(s, now, node, settings, allocs[1])  # noqa: E731
+    complete = lambda s, now: complete_one(s, now, node, settings, allocs[1])  # noqa: E731
     one, two = (reap, complete) if first == "reaper" else (complete, reap)
     paused = _Paused(store, clock, one)
     paused.start()
@@ -281,7 +257,7 @@ def test_reaper_and_completion_of_a_run_s_last_two_allocations(server_store, clo
     reaped = paused.result if first == "reaper" else other.result
     assert reaped["timed_out"] == 1  # type: ignore[index]
     assert _open(store, run_id) == 0
-    assert _run(store, run_id) == ("finished", 0, 1)
+    assert run_state(store, run_id) == ("finished", 0, 1)
 
 
 def test_two_batching_workers_settle_every_run_once(server_store, clock, settings) -> None:
@@ -298,7 +274,7 @@ def test_two_batching_workers_settle_every_run_once(server_store, clock, setting
     from cascade_cli.protocol import TaskStatusIn
 
     store = server_store
-    worlds = [_world(store, clock.now(), settings, 10, f"t{i}", f"child-{i}", f"F{i}_")
+    worlds = [claimed_run(store, clock.now(), settings, 10, f"t{i}", f"child-{i}", f"F{i}_")
               for i in range(4)]
     db_errors: list[str] = []
     event.listen(store.engine, "handle_error",
@@ -311,7 +287,7 @@ def test_two_batching_workers_settle_every_run_once(server_store, clock, setting
                     s, now, node, TaskStatusIn(allocation_id=a[0], epoch=a[1],
                                                status="failed"), settings))
             else:
-                units.append(lambda s, now, node=node, a=alloc: _complete(
+                units.append(lambda s, now, node=node, a=alloc: complete_one(
                     s, now, node, settings, a))
     random.Random(7).shuffle(units)
     db = BatchingDb(store, clock, workers=2, pool_threads=4)
@@ -331,4 +307,4 @@ def test_two_batching_workers_settle_every_run_once(server_store, clock, setting
     assert not db_errors, db_errors
     assert db.batches > 0
     for _, run_id, _ in worlds:
-        assert _run(store, run_id) == ("finished", 0, 1)
+        assert run_state(store, run_id) == ("finished", 0, 1)
