@@ -206,9 +206,8 @@ def _claim_statements(dialect: str, returning: bool) -> tuple[Prepared, Prepared
             _A.epoch == bindparam("b_epoch")).values(_CLAIMED))
     # One statement: the node's free capacity is counted, the candidates (locked, skipping
     # rows other claims hold) are moved and returned at once, with their task's package
-    # fields. ``status = 'pending'`` is checked again on the locked rows. On PostgreSQL the
-    # candidates are a CTE: it runs exactly once (an ``IN (SELECT ... LIMIT n)`` may be
-    # re-run by the planner and move more than n rows).
+    # fields. On PostgreSQL the candidates are a CTE: it runs exactly once (an ``IN (SELECT
+    # ... LIMIT n)`` may be re-run by the planner and move more than n rows).
     picked = q.with_only_columns(_A.id).limit(_free_capacity(dialect))
     if dialect == "postgresql":
         target = _A.id == picked.cte("picked").c.id
@@ -412,7 +411,7 @@ def _owner_write(session: Session, now: datetime, node: Node | NodeRow, alloc_id
                  **params: Any) -> AllocationRow | None:
     """Run an owner write; the returned columns of the changed row, or None if the node may
     not write to this allocation now (then ``_diagnose`` tells why). A write that ends the
-    allocation passes the row to ``_finished`` afterwards."""
+    allocation records it with ``runs.allocation_finished`` afterwards."""
     if epoch is not None and epoch > _INT_MAX:
         return None  # no stored epoch is that large (and the driver could not bind it)
     conn = session.connection()
@@ -425,11 +424,6 @@ def _owner_write(session: Session, now: datetime, node: Node | NodeRow, alloc_id
     if stmts.prepared(epoch is not None, None).execute(conn, params).rowcount != 1:
         return None
     return conn.execute(select(*returning).where(_A.id == alloc_id)).first()
-
-
-def _finished(session: Session, now: datetime, alloc: AllocationRow, settings: Settings) -> None:
-    """The run's side of a terminal owner write."""
-    allocation_finished(session, now, alloc.schedule_run_id, settings)
 
 
 def _diagnose(session: Session, alloc_id: str, epoch: int | None, node: Node | NodeRow, *,
@@ -469,7 +463,7 @@ def set_status(session: Session, now: datetime, node: Node | NodeRow, body: Task
         error = body.error_message or "reported failed by the node"
         alloc = _owner_write(*args, _FAILED, b_error=error)
         if alloc is not None:
-            _finished(session, now, alloc, settings)
+            allocation_finished(session, now, alloc.schedule_run_id, settings)
             insert_event(session, now, "task_failed", node_id=node.id, direction="inbound",
                          status="failed", task_id=alloc.task_id, allocation_id=alloc.id,
                          error=error)
@@ -567,13 +561,14 @@ def _pg_record_completion() -> Prepared:
     new_count = (select(func.count()).select_from(_ARTICLES)
                  .where(_ARTICLES.c.allocation_id == bindparam("b_allocation_id"),
                         _ARTICLES.c.feed_id == r.c.feed_id).scalar_subquery())
+    given = {"allocation_id": bindparam("b_allocation_id", type_=_RESULTS.c.allocation_id.type),
+             "schedule_run_id": bindparam("b_schedule_run_id",
+                                          type_=_RESULTS.c.schedule_run_id.type),
+             "node_id": bindparam("b_node_id", type_=_RESULTS.c.node_id.type),
+             "created_at": now}
     results = insert(_RESULTS).from_select(
-        ["allocation_id", "schedule_run_id", "feed_id", "node_id", "status", "article_count",
-         "new_article_count", "error", "duration_ms", "created_at"],
-        select(bindparam("b_allocation_id", type_=_RESULTS.c.allocation_id.type),
-               bindparam("b_schedule_run_id", type_=_RESULTS.c.schedule_run_id.type),
-               r.c.feed_id, bindparam("b_node_id", type_=_RESULTS.c.node_id.type),
-               r.c.status, r.c.article_count, new_count, r.c.error, r.c.duration_ms, now)
+        [*_RESULT_KEYS, "new_article_count"],
+        select(*[given[k] if k in given else r.c[k] for k in _RESULT_KEYS], new_count)
     ).cte("results")
     feeds = update(_FEEDS).where(fc.id == r.c.feed_id,
                                  fc.id == _any_of(select(r.c.feed_id))).values(
@@ -634,7 +629,6 @@ def report_completion(session: Session, now: datetime, node: Node | NodeRow,
             return alloc  # idempotent: a repeat gets the same answer and changes nothing
         raise InvalidTransition(f"allocation {alloc.id} is already {alloc.status}; "
                                 "it cannot be completed")
-    written = alloc  # the completing write's row (``alloc`` is re-read on the error path)
     conn = session.connection()
     feeds = set(alloc.feed_ids or [])
     errors = []
@@ -676,7 +670,7 @@ def report_completion(session: Session, now: datetime, node: Node | NodeRow,
     if error is not None:  # rarely taken
         _SET_ERROR.execute(conn, {"b_id": alloc.id, "b_error": error})
         alloc = conn.execute(select(*_ALLOC.c).where(_A.id == alloc.id)).one()
-    _finished(session, now, written, settings)
+    allocation_finished(session, now, alloc.schedule_run_id, settings)
     return alloc
 
 
