@@ -8,6 +8,7 @@ state lives on ``app.state.cascade`` (no module globals), so several apps can li
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.responses import Response
 from fastapi.routing import APIRoute
+from starlette.applications import Starlette
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cascade_cli import PROTOCOL_VERSION, __version__
@@ -155,10 +157,37 @@ class CascadeApp(FastAPI):
     """FastAPI, with two outer layers around its middleware stack: ``BodyLimitMiddleware``
     (every request), then ``NodeFastPath`` (the hot node routes; see ``fastpath``)."""
 
+    # How long the answer to "is FastAPI's native OpenTelemetry on?" is reused. FastAPI asks
+    # on every request: three provider look-ups, each an ``os.environ`` probe, 3-4% of the
+    # parent's CPU per allocation. A provider configured while the server runs (OpenTelemetry
+    # lets each be set once) is seen within this delay.
+    TELEMETRY_RECHECK = 1.0
+
     def __init__(self, *, max_body_bytes: int, metrics: Metrics, **kwargs: Any) -> None:
         self.max_body_bytes = max_body_bytes
         self.metrics = metrics
+        self._telemetry_on = False
+        self._telemetry_checked = -math.inf
         super().__init__(**kwargs)
+
+    def telemetry_on(self) -> bool:
+        """FastAPI's native OpenTelemetry instrumentation is enabled (a tracer, meter or
+        logger provider is configured), as of at most ``TELEMETRY_RECHECK`` seconds ago."""
+        now = time.monotonic()
+        if now - self._telemetry_checked >= self.TELEMETRY_RECHECK:
+            native = getattr(self, "_native_telemetry", None)  # absent before FastAPI 0.13x
+            enabled = getattr(native, "enabled", None)
+            self._telemetry_on = bool(enabled()) if callable(enabled) else False
+            self._telemetry_checked = now
+        return self._telemetry_on
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not self.root_path and not self.telemetry_on():
+            # What FastAPI.__call__ does for a request when its telemetry is off, without
+            # asking the providers again.
+            await Starlette.__call__(self, scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
     def build_middleware_stack(self) -> ASGIApp:
         from cascade_cli.parent.fastpath import NodeFastPath

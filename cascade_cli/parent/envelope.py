@@ -45,12 +45,15 @@ _STATUS_CODES = {
 }
 
 
+# One encoder for every response: ``json.dumps`` with options builds a new one per call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
+
+
 class EnvelopeResponse(JSONResponse):
     """UTF-8 JSON without ASCII escaping (the no-work message is Chinese)."""
 
     def render(self, content: Any) -> bytes:
-        return json.dumps(content, ensure_ascii=False, separators=(",", ":"),
-                          default=str).encode("utf-8")
+        return _ENCODER.encode(content).encode("utf-8")
 
 
 def ok(data: Any = None, message: str = "ok", status: int = 200) -> EnvelopeResponse:

@@ -112,8 +112,11 @@ class NodeFastPath:
     def _traced(self) -> bool:
         """FastAPI's own OpenTelemetry instrumentation is on (someone configured a tracer or
         meter provider): it names spans and metrics while routing, so let FastAPI route."""
-        telemetry = getattr(self.fastapi_app, "_native_telemetry", None)
-        enabled = getattr(telemetry, "enabled", None)
+        telemetry_on = getattr(self.fastapi_app, "telemetry_on", None)  # CascadeApp's cache
+        if callable(telemetry_on):
+            return bool(telemetry_on())
+        native = getattr(self.fastapi_app, "_native_telemetry", None)
+        enabled = getattr(native, "enabled", None)
         return bool(enabled()) if callable(enabled) else False
 
     async def _serve(self, route: _Route, scope: Scope, receive: Receive, send: Send) -> bool:

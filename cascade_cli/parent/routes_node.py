@@ -33,6 +33,7 @@ from cascade_cli.protocol import (
     TaskStatusIn,
     UploadArticlesIn,
 )
+from cascade_cli.store import allocations
 from cascade_cli.store.nodes import NodeRow, remember_nonce
 
 router = APIRouter(tags=["node"])
@@ -80,8 +81,6 @@ async def heartbeat_get(request: Request, p: AnyP) -> Response:
 @router.post("/heartbeat", summary="Mark the node online and renew its leases")
 async def heartbeat_post(request: Request, p: NodeP,
                          body: Annotated[HeartbeatIn | None, Body()] = None) -> Response:
-    from cascade_cli.store import allocations
-
     state = _state(request)
     hb = body or HeartbeatIn()
     data = await node_op(request, p, lambda s, now, node: allocations.heartbeat(
@@ -91,8 +90,6 @@ async def heartbeat_post(request: Request, p: NodeP,
 
 async def _claim(request: Request, p: NodeAuth, max_count: int, wait: float,
                  node_id: str | None = None) -> list[Any]:
-    from cascade_cli.store import allocations
-
     state = _state(request)
     settings = state.settings
 
@@ -135,8 +132,6 @@ async def pending_tasks(request: Request, p: NodeP,
 
 @router.put("/task-status", summary="executing / failed / released")
 async def task_status(request: Request, p: NodeP, body: TaskStatusIn) -> Response:
-    from cascade_cli.store import allocations
-
     state = _state(request)
     result = await node_op(request, p, lambda s, now, node: _alloc_answer(
         allocations.set_status(s, now, node, body, state.settings)))
@@ -151,8 +146,6 @@ def _alloc_answer(alloc: Any) -> dict[str, Any]:
 
 @router.post("/upload-articles", summary="Upload fetched articles (idempotent)")
 async def upload_articles(request: Request, p: NodeP, body: UploadArticlesIn) -> Response:
-    from cascade_cli.store import allocations
-
     state = _state(request)
     limit = state.settings.parent.limits.max_articles_per_request
     if len(body.articles) > limit:
@@ -166,8 +159,6 @@ async def upload_articles(request: Request, p: NodeP, body: UploadArticlesIn) ->
 
 @router.post("/report-completion", summary="Per-feed results; finishes the allocation")
 async def report_completion(request: Request, p: NodeP, body: ReportCompletionIn) -> Response:
-    from cascade_cli.store import allocations
-
     state = _state(request)
     result = await node_op(request, p, lambda s, now, node: _alloc_answer(
         allocations.report_completion(s, now, node, body, state.settings)))

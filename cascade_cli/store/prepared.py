@@ -25,10 +25,12 @@ from sqlalchemy import Connection
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.expression import Executable
 
+_UNSET = object()  # equal to no value: the first row of a batch is always converted
+
 
 class _Plan:
     __slots__ = ("sql", "names", "positional", "defaults", "binds", "row", "results", "slots",
-                 "required")
+                 "required", "processed")
 
     def __init__(self, stmt: Any, dialect: Dialect, column_keys: Sequence[str] | None) -> None:
         compiled = stmt.compile(dialect=dialect, column_keys=column_keys)
@@ -68,6 +70,8 @@ class _Plan:
         order = self.names if self.positional else list(self.defaults)
         self.slots = [(name, self.defaults.get(name), binds.get(name), name in self.required)
                       for name in order]
+        self.processed = [(i, proc) for i, (_, _, proc, _) in enumerate(self.slots)
+                          if proc is not None]
         self.row: Any = None
         self.results: list[tuple[int, Callable[[Any], Any]]] = []
         columns = compiled._result_columns
@@ -79,21 +83,42 @@ class _Plan:
                 if proc is not None:
                     self.results.append((i, proc))
 
-    def bind(self, params: Mapping[str, Any]) -> Any:
+    def _values(self, params: Mapping[str, Any]) -> list[Any]:
         get = params.get
         try:
-            values = [params[name] if required else get(name, default)
-                      for name, default, _, required in self.slots]
+            return [params[name] if required else get(name, default)
+                    for name, default, _, required in self.slots]
         except KeyError:
             missing = ", ".join(sorted(self.required - params.keys()))
             raise TypeError(f"Prepared statement: no value for the parameter(s) {missing}"
                             ) from None
-        for i, (_, _, proc, _) in enumerate(self.slots):
-            if proc is not None:
-                values[i] = proc(values[i])
+
+    def _shaped(self, values: list[Any]) -> Any:
         if self.positional:
             return values
         return {slot[0]: value for slot, value in zip(self.slots, values, strict=True)}
+
+    def bind(self, params: Mapping[str, Any]) -> Any:
+        values = self._values(params)
+        for i, proc in self.processed:
+            values[i] = proc(values[i])
+        return self._shaped(values)
+
+    def bind_many(self, params: Sequence[Mapping[str, Any]]) -> list[Any]:
+        """``bind`` for each parameter set. Rows of one batch often share a value (the same
+        ``created_at`` object in every row of an upload): a slot whose value is the very
+        object of the row before reuses its processed form instead of converting it again.
+        Safe within one call: nothing can change a value while the batch is bound."""
+        rows = [self._values(p) for p in params]
+        for i, proc in self.processed:
+            last_raw: Any = _UNSET
+            last: Any = None
+            for values in rows:
+                raw = values[i]
+                if raw is not last_raw:
+                    last_raw, last = raw, proc(raw)
+                values[i] = last
+        return [self._shaped(values) for values in rows]
 
     def make_row(self, raw: Sequence[Any]) -> Any:
         if self.results:
@@ -177,7 +202,7 @@ class Prepared:
         if not params:
             return 0
         plan = self.plan(conn.dialect)
-        bound = [plan.bind(p) for p in params]
+        bound = plan.bind_many(params)
 
         def call(cursor: Any) -> int:
             cursor.executemany(plan.sql, bound)

@@ -3,7 +3,7 @@ errors), on every database."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, cast
 
 import pytest
@@ -109,3 +109,26 @@ def test_inserts_must_list_defaulted_columns() -> None:
     # events.direction/status/count have Python-side defaults that Prepared cannot apply.
     with pytest.raises(TypeError, match="direction"):
         Prepared(insert(_E), column_keys=["operation", "created_at"]).plan(sqlite.dialect())
+
+
+def test_executemany_converts_each_rows_own_values(any_store) -> None:
+    """Rows sharing one object reuse its conversion; every row still stores its own value
+    (shared, alternating, equal-but-distinct, another zone, JSON values and None)."""
+    ins = Prepared(insert(_E), column_keys=["operation", "direction", "status", "count",
+                                            "detail", "created_at"])
+    shared = {"k": 1}
+    other_zone = datetime(2026, 5, 1, 10, 0, 0, 123456, tzinfo=timezone(timedelta(hours=2)))
+    times = [T0, T0, T0 + timedelta(seconds=2), T0 + timedelta(seconds=1), T0, other_zone,
+             T0.replace(), T0]
+    details = [shared, shared, {"k": 2}, shared, None, shared, {"k": 1}, shared]
+    rows = [{"operation": f"op{i}", "direction": "internal", "status": "ok", "count": i,
+             "detail": d, "created_at": t} for i, (t, d) in enumerate(zip(times, details))]
+    with any_store.session() as s:
+        conn = s.connection()
+        ins.executemany(conn, rows)
+        got = conn.execute(select(_E.c.count, _E.c.created_at, _E.c.detail)
+                           .order_by(_E.c.count)).all()
+    expected_times = [t.astimezone(UTC) for t in times]
+    assert [(r.count, r.created_at, r.detail) for r in got] == list(
+        zip(range(len(rows)), expected_times, details))
+    assert expected_times[5] == T0  # 10:00 at +02:00 is T0

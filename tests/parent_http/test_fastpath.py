@@ -540,3 +540,43 @@ async def test_fastapi_native_request_metrics_like_fastapi(tmp_path: Path,
 
     fast, slow = await _probe(tmp_path, settings, probe)
     assert fast == slow
+
+
+async def test_telemetry_answer_is_reused_then_rechecked(tmp_path: Path,
+                                                         settings: Settings) -> None:
+    """FastAPI asks its providers on every request; CascadeApp asks once per
+    ``TELEMETRY_RECHECK`` and sees a provider configured while it serves after that."""
+    store = Store.from_url(f"sqlite:///{tmp_path / 'telemetry.db'}")
+    migrate.upgrade(store)
+    try:
+        app = create_app(store, FakeClock(), settings, admin_secret=ADMIN_SECRET)
+        with store.session() as s:
+            _node, creds = nodes_mod.create_node(s, FakeClock().now(), "a", max_capacity=4)
+        asked = 0
+        native_enabled = app._native_telemetry.enabled
+
+        def counting() -> bool:
+            nonlocal asked
+            asked += 1
+            return bool(native_enabled())
+
+        app._native_telemetry.enabled = counting
+        app.TELEMETRY_RECHECK = 3600.0
+        transport = httpx.ASGITransport(app=app, client=("10.0.0.1", 1234))
+        async with httpx.AsyncClient(transport=transport, base_url="http://parent") as client:
+            for _ in range(5):
+                r = await client.post(P + "/claim-task", headers=_plain(creds))
+                assert r.status_code == 200, r.text
+            assert asked == 1
+            provider = _MeterProvider()
+            app._telemetry["meter_provider"] = provider
+            await client.post(P + "/claim-task", headers=_plain(creds))
+            assert provider.records == []  # the cached answer: not yet
+            app.TELEMETRY_RECHECK = 0.0
+            r = await client.post(P + "/claim-task", headers=_plain(creds))
+            assert r.status_code == 200, r.text
+            assert asked >= 2
+            # Recorded by FastAPI, with the route it matched (the fast path stands aside).
+            assert [rec.get("http.route") for rec in provider.records] == [P + "/claim-task"]
+    finally:
+        store.dispose()
