@@ -72,7 +72,9 @@ def generate_credentials() -> NodeCredentials:
 
 
 def hash_secret(api_secret: str) -> str:
-    digest = hmac.new(_HASH_PEPPER, api_secret.encode("utf-8"), hashlib.sha256).hexdigest()
+    # hmac.digest: OpenSSL's one-shot HMAC, the same bytes as hmac.new(...).digest() without
+    # the pure-Python HMAC object (checked on every plain AK-SK request).
+    digest = hmac.digest(_HASH_PEPPER, api_secret.encode("utf-8"), "sha256").hex()
     return f"hmac-sha256${digest}"
 
 

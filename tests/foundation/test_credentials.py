@@ -41,6 +41,16 @@ def test_hash_is_one_way_and_verification_exact() -> None:
     assert not auth.verify_secret(secret, "")
 
 
+def test_stored_hash_format_is_stable() -> None:
+    """Hashes already stored in databases must keep verifying: HMAC-SHA256 with the
+    pepper, hex, behind the ``hmac-sha256$`` tag."""
+    import hashlib
+    import hmac
+
+    expected = hmac.new(auth._HASH_PEPPER, b"CS-known", hashlib.sha256).hexdigest()
+    assert auth.hash_secret("CS-known") == f"hmac-sha256${expected}"
+
+
 def test_mask_secret() -> None:
     assert auth.mask_secret("CSabcdefghijk") == "CSab…"
     assert auth.mask_secret(None) == ""
