@@ -10,17 +10,24 @@ Method:
   feeds is dispatched; the clock runs from dispatch until every allocation is completed (all
   articles uploaded and stored by the parent, all completions reported);
 * **plain loop** (the issue's reference): one process doing the same fetch (httpx) + parse
-  (feedparser) of the same URLs one after the other, nothing else. It runs twice (the first run
-  warms the feed server's document cache) and the second run counts; its CPU time is measured
-  around the loop only (``time.process_time``), like Cascade's, which is measured from dispatch
-  on already started processes, so neither side counts interpreter start-up or imports;
+  (feedparser) of the same URLs one after the other, nothing else. A first run warms the feed
+  server's document cache and is not counted; then one run before Cascade's and one after it
+  count, and the baseline is their mean: the development machine's speed drifts by tens of
+  percent within a quarter of an hour, and a baseline measured only before Cascade's run was
+  seen 24% off in the flattering direction. Its CPU time is measured around the loop only
+  (``time.process_time``), like Cascade's, which is measured from dispatch on already started
+  processes, so neither side counts interpreter start-up or imports;
 * **parallel plain loops** (a control, not the target): ``--children`` plain loops at once, each
   over its share of the URLs. On a machine with few cores, ``--children`` children + a parent +
   the feed server compete for the CPU, and the same Python code then costs more CPU seconds
   (caches, context switches). The control pays that same price, so ``cascade - parallel loops``
   isolates what Cascade itself adds from what the machine's contention adds;
 * CPU seconds of each Cascade process come from /proc (utime+stime) sampled just before the
-  dispatch and when the last allocation is completed; peak memory from VmHWM.
+  dispatch and when the last allocation is completed; peak memory from VmHWM;
+* ``phases`` gives each phase's ``reference_ms`` (``bench/machine.py``, measured just before
+  and after it) and the two plain runs' CPU per feed: when they disagree by more than a few
+  percent, the machine's speed changed during the benchmark and its overhead figures are
+  rough.
 
 ``overhead_pct`` is Cascade's own share of the CPU work against the plain loop:
 (CPU of children + parent - CPU of the plain loop) / (CPU of children + parent). It includes
@@ -44,6 +51,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +60,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.machine import StealMeter, machine_report  # noqa: E402
+from bench.machine import StealMeter, machine_report, reference_ms  # noqa: E402
 
 CLK = os.sysconf("SC_CLK_TCK")
 
@@ -88,6 +96,22 @@ def baseline(urls_file: str) -> None:
     ru = resource.getrusage(resource.RUSAGE_SELF)
     print(json.dumps({"wall_s": wall, "cpu_s": cpu, "articles": articles,
                       "max_rss_mb": ru.ru_maxrss / 1024}))
+
+
+def plain_loop(urls_file: Path) -> dict[str, Any]:
+    """One plain loop in its own process (``baseline``); its JSON result."""
+    out = subprocess.run([sys.executable, __file__, "--baseline", str(urls_file)],
+                         capture_output=True, text=True, check=True, cwd=ROOT)
+    return json.loads(out.stdout)  # type: ignore[no-any-return]
+
+
+def measured(phases: dict[str, Any], name: str, work: Callable[[], dict[str, Any]]
+             ) -> dict[str, Any]:
+    """Run one phase between two measurements of the machine's speed."""
+    ref_before = reference_ms(3)
+    out = work()
+    phases[name] = {"reference_ms": [ref_before, reference_ms(3)]}
+    return out
 
 
 def parallel_baseline(root: Path, urls: list[str], n: int) -> dict[str, Any]:
@@ -141,18 +165,11 @@ def run(n_feeds: int, n_children: int, concurrency: int, keep: bool) -> dict[str
         # --- plain loop ------------------------------------------------------------------
         urls_file = root / "urls.txt"
         urls_file.write_text("\n".join(urls))
-        # Warm the server's document cache so both runs see the same server cost.
-        out = subprocess.run([sys.executable, __file__, "--baseline", str(urls_file)],
-                             capture_output=True, text=True, check=True, cwd=ROOT)
-        out = subprocess.run([sys.executable, __file__, "--baseline", str(urls_file)],
-                             capture_output=True, text=True, check=True, cwd=ROOT)
-        base = json.loads(out.stdout)
-        result["plain_loop"] = {"wall_s": round(base["wall_s"], 2),
-                                "cpu_s": round(base["cpu_s"], 2),
-                                "feeds_per_s": round(n_feeds / base["wall_s"], 1),
-                                "articles": base["articles"],
-                                "max_rss_mb": round(base["max_rss_mb"], 1)}
-        par = parallel_baseline(root, urls, n_children)
+        phases: dict[str, Any] = {}
+        plain_loop(urls_file)  # warms the server's document cache: every run then sees the same
+        before = measured(phases, "plain_loop_before", lambda: plain_loop(urls_file))
+        par = measured(phases, "parallel_plain_loops",
+                       lambda: parallel_baseline(root, urls, n_children))
         result["parallel_plain_loops"] = par
 
         # --- cascade ---------------------------------------------------------------------
@@ -193,6 +210,7 @@ def run(n_feeds: int, n_children: int, concurrency: int, keep: bool) -> dict[str
         children = [procs.start(n, "run-child", config=c) for n, c in zip(names, cfgs,
                                                                          strict=True)]
         _wait_online(procs, store, clock, settings, names, 30)
+        ref_before = reference_ms(3)
         cpu0 = {p.pid: proc_cpu(p.pid) for p in [parent, *children]}
         t0 = time.perf_counter()
         with store.session() as s:
@@ -209,12 +227,27 @@ def run(n_feeds: int, n_children: int, concurrency: int, keep: bool) -> dict[str
         cpu_children = sum(proc_cpu(p.pid) - cpu0[p.pid] for p in children)
         cpu_parent = proc_cpu(parent.pid) - cpu0[parent.pid]
         hwm = [round(proc_hwm_mb(p.pid), 1) for p in children]
+        phases["cascade"] = {"reference_ms": [ref_before, reference_ms(3)]}
         with store.session() as s:
             rows, _ = alloc_store.list_allocations(s, task_id=task_id, limit=200)
             articles = sum(int(r.get("article_count") or 0) for r in
                            alloc_store.list_allocations(s, task_id=task_id,
                                                         limit=max(created, 1))[0])
         store.dispose()
+        procs.stop()  # the last plain run gets the machine to itself, like the first
+        after = measured(phases, "plain_loop_after", lambda: plain_loop(urls_file))
+        base = {"wall_s": (before["wall_s"] + after["wall_s"]) / 2,
+                "cpu_s": (before["cpu_s"] + after["cpu_s"]) / 2}
+        result["plain_loop"] = {"wall_s": round(base["wall_s"], 2),
+                                "cpu_s": round(base["cpu_s"], 2),
+                                "feeds_per_s": round(n_feeds / base["wall_s"], 1),
+                                "articles": before["articles"],
+                                "max_rss_mb": round(max(before["max_rss_mb"],
+                                                        after["max_rss_mb"]), 1),
+                                "cpu_ms_per_feed_runs": [
+                                    round(1000 * run["cpu_s"] / n_feeds, 2)
+                                    for run in (before, after)]}
+        result["phases"] = phases
         total_cpu = cpu_children + cpu_parent
         result["cascade"] = {
             "wall_s": round(wall, 2), "feeds_per_s": round(n_feeds / wall, 1),
