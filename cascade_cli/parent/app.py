@@ -175,7 +175,7 @@ class CascadeApp(FastAPI):
         logger provider is configured), as of at most ``TELEMETRY_RECHECK`` seconds ago."""
         now = time.monotonic()
         if now - self._telemetry_checked >= self.TELEMETRY_RECHECK:
-            native = getattr(self, "_native_telemetry", None)  # absent before FastAPI 0.13x
+            native = getattr(self, "_native_telemetry", None)  # FastAPI without telemetry: none
             enabled = getattr(native, "enabled", None)
             self._telemetry_on = bool(enabled()) if callable(enabled) else False
             self._telemetry_checked = now
