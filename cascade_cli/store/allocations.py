@@ -210,7 +210,11 @@ def _claim_statements(dialect: str, returning: bool) -> tuple[Prepared, Prepared
     # ... LIMIT n)`` may be re-run by the planner and move more than n rows).
     picked = q.with_only_columns(_A.id).limit(_free_capacity(dialect))
     if dialect == "postgresql":
-        target = _A.id == picked.cte("picked").c.id
+        # ``= ANY(ARRAY(...))`` and not a join with the CTE: the planner cannot know how
+        # many rows the LIMIT expression lets through, guessed a tenth of the pending rows,
+        # and joined them by hashing the whole table (0.7 of a 0.8 ms claim with 3,000
+        # allocations, growing with the table); the array makes it primary-key probes.
+        target = _A.id == _any_of(select(picked.cte("picked").c.id))
     else:
         target = _A.id.in_(picked.scalar_subquery())
     # ``status = 'pending'`` again on the outer rows guards the rows locked after the
