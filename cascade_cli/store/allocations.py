@@ -114,8 +114,24 @@ AllocationRow = Any  # a Core ``Row`` or a ``Prepared`` named tuple: attribute a
 _NOW = bindparam("b_now", type_=_A.updated_at.type)
 _LEASE = bindparam("b_lease", type_=_A.lease_expires_at.type)
 
-_RUNNING = Prepared(select(func.count()).select_from(_ALLOC).where(
-    _A.node_id == bindparam("b_node"), _A.status.in_(ACTIVE_STATES)))
+
+
+def _running_of_node() -> Any:
+    """How many allocations the node ``b_node`` holds: one count per active state, added.
+    An equality on both columns of ``ix_alloc_node_status`` is an index condition whatever
+    the statistics say; with ``status IN (...)`` PostgreSQL, holding statistics from before
+    the node took any work, looked up the node's whole history and filtered it (a claim's
+    cost grew with every allocation the node had ever finished)."""
+    counts = [select(func.count()).select_from(_ALLOC)
+              .where(_A.node_id == bindparam("b_node"), _A.status == state).scalar_subquery()
+              for state in ACTIVE_STATES]
+    total = counts[0]
+    for count in counts[1:]:
+        total = total + count
+    return total
+
+
+_RUNNING = Prepared(select(_running_of_node()))
 
 
 def running_count(session: Session, node_id: str) -> int:
@@ -185,10 +201,7 @@ def _any_of(values: Select[Any]) -> Any:
 def _free_capacity(dialect: str) -> Any:
     """How many more the claiming node may take now: ``min(b_want, b_capacity - running)``,
     never negative (SQLite reads a negative LIMIT as no limit at all)."""
-    running = (select(func.count()).select_from(_ALLOC)
-               .where(_A.node_id == bindparam("b_node"), _A.status.in_(ACTIVE_STATES))
-               .scalar_subquery())
-    free: Any = bindparam("b_capacity") - running
+    free: Any = bindparam("b_capacity") - _running_of_node()
     if dialect == "sqlite":  # SQLite's scalar min()/max() take several arguments
         return func.max(0, func.min(bindparam("b_want"), free))
     return func.greatest(0, func.least(bindparam("b_want"), free))
