@@ -125,7 +125,7 @@ def _running_of_node() -> Any:
     counts = [select(func.count()).select_from(_ALLOC)
               .where(_A.node_id == bindparam("b_node"), _A.status == state).scalar_subquery()
               for state in ACTIVE_STATES]
-    total = counts[0]
+    total: Any = counts[0]
     for count in counts[1:]:
         total = total + count
     return total
