@@ -59,6 +59,23 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def backend_cpu(db: Db) -> dict[int, float]:
+    """CPU seconds of each PostgreSQL backend serving the benchmark's database, where the
+    server runs on this machine (its processes are readable); empty otherwise. The parent's
+    own CPU leaves out the database's share of the work, which on PostgreSQL is about half."""
+    if db.name is None:
+        return {}
+    admin = create_engine(PG_ADMIN)
+    try:
+        with admin.connect() as c:
+            pids = list(c.execute(text("SELECT pid FROM pg_stat_activity WHERE datname = :d"),
+                                  {"d": db.name}).scalars())
+    finally:
+        admin.dispose()
+    found = {pid: cpu_seconds(pid) for pid in pids}
+    return {pid: cpu for pid, cpu in found.items() if cpu is not None}
+
+
 def pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -233,10 +250,12 @@ def bench_cycle(kind: str, n_allocs: int, clients: int) -> dict[str, Any]:
                     return time.perf_counter() - t0
 
                 cpu0 = cpu_seconds(proc.proc.pid)
+                db_cpu0 = backend_cpu(db)
                 client_cpu0 = time.process_time()
                 elapsed = asyncio.run(main())
                 client_cpu = time.process_time() - client_cpu0
                 cpu1 = cpu_seconds(proc.proc.pid)
+                db_cpu1 = backend_cpu(db)
         finally:
             db.drop()
     lat = stats["claim_ms"]
@@ -248,6 +267,11 @@ def bench_cycle(kind: str, n_allocs: int, clients: int) -> dict[str, Any]:
             "server_cpu_ms_per_alloc": (round((cpu1 - cpu0) * 1000 / max(1, stats["done"]), 2)
                                         if cpu0 is not None and cpu1 is not None else None),
             "load_generator_cpu_ms_per_alloc": round(client_cpu * 1000 / max(1, stats["done"]), 2),
+            # backends that started during the run count from zero
+            "database_cpu_ms_per_alloc": (round(sum(cpu - db_cpu0.get(pid, 0.0)
+                                                    for pid, cpu in db_cpu1.items())
+                                                * 1000 / max(1, stats["done"]), 2)
+                                          if db_cpu1 else None),
             "load_avg_1m": round(os.getloadavg()[0], 2)}
 
 
