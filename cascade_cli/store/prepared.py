@@ -17,6 +17,7 @@ every execution: column defaults computed in Python are not applied here.
 
 from __future__ import annotations
 
+import contextlib
 from collections import namedtuple
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -128,18 +129,38 @@ class _Plan:
         return self.row._make(raw)
 
 
+# The DBAPI cursor kept for ``Prepared`` statements on a pooled connection, with the DBAPI
+# connection it belongs to (``info`` lives as long as that connection; the identity check
+# covers a connection replaced underneath). A psycopg cursor costs about 30 us of CPU to
+# make (its adapters and transformer), a third of a short statement's whole client cost;
+# one reused cursor per connection removes that from every statement.
+_CURSOR = "cascade.prepared_cursor"
+
+
+def _cursor(fairy: Any) -> Any:
+    dbapi = fairy.dbapi_connection
+    cached = fairy.info.get(_CURSOR)
+    if cached is not None and cached[0] is dbapi:
+        return cached[1]
+    cursor = dbapi.cursor()
+    fairy.info[_CURSOR] = (dbapi, cursor)
+    return cursor
+
+
 def _run(conn: Connection, plan: _Plan, call: Callable[[Any], Any], bound: Any) -> Any:
     fairy = conn.connection  # the transaction's pooled connection
-    cursor = fairy.dbapi_connection.cursor()  # type: ignore[union-attr]
+    cursor = _cursor(fairy)
     try:
         return call(cursor)
     except Exception as exc:
+        # A cursor that failed is not used again: the next statement makes a fresh one.
+        fairy.info.pop(_CURSOR, None)
+        with contextlib.suppress(Exception):
+            cursor.close()
         # SQLAlchemy's own handling: wraps into DBAPIError subclasses (IntegrityError,
         # OperationalError...) and invalidates a connection the database dropped.
         conn._handle_dbapi_exception(exc, plan.sql, bound, cursor, None)
         raise  # unreachable: the call above always raises
-    finally:
-        cursor.close()
 
 
 class PreparedResult:

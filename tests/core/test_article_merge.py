@@ -42,3 +42,17 @@ def test_merge_round_trips_fields_and_is_idempotent(any_store, clock) -> None:
     assert a.created_at == now
     b = stored[article_identity("F1", bare)]
     assert (b.guid, b.title, b.content, b.publish_time) == (None, "", None, None)
+
+
+def test_merge_keeps_escapes_control_characters_and_non_bmp_text(any_store, clock) -> None:
+    """The JSON document (PostgreSQL) carries text as UTF-8 with only what JSON must escape
+    escaped: quotes, backslashes, control characters and astral-plane characters all come
+    back exactly as sent."""
+    text = 'a "quoted" \\ back\\slash\tTab\nline \x01\x1f ctl 😀 emoji 公众号 \u2028 end'
+    article = ArticleIn(guid="esc-1", title=text[:200], content=text * 3, author="作者 😀")
+    with any_store.session() as s:
+        assert merge_articles(s, clock.now(), [("F1", article)], schedule_run_id=None,
+                              allocation_id="A1", node_id=None) == 1
+    with any_store.session() as s:
+        stored = s.scalars(select(Article)).one()
+    assert (stored.title, stored.content, stored.author) == (text[:200], text * 3, "作者 😀")
