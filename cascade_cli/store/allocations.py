@@ -32,6 +32,7 @@ from sqlalchemy import (
     bindparam,
     case,
     column,
+    exists,
     func,
     insert,
     literal,
@@ -55,13 +56,20 @@ from cascade_cli.errors import (
     ProtocolError,
 )
 from cascade_cli.protocol import (
+    ArticleIn,
     HeartbeatIn,
     ReportCompletionIn,
     TaskStatusIn,
     UploadArticlesIn,
 )
+from cascade_cli.store import alloc_facts
 from cascade_cli.store import nodes as node_repo
-from cascade_cli.store.articles import merge_articles
+from cascade_cli.store.articles import (
+    merge_articles,
+    new_articles_cte,
+    pg_document,
+    unique_articles,
+)
 from cascade_cli.store.events import insert_event
 from cascade_cli.store.feeds import PACKAGE_COLUMNS, package_feeds
 from cascade_cli.store.models import (
@@ -255,6 +263,8 @@ def claim(session: Session, now: datetime, node: Node | NodeRow, settings: Setti
     if dialect.update_returning:  # PostgreSQL, SQLite >= 3.35
         allocs = list(claiming.execute(conn, params).all())
         allocs.sort(key=lambda a: (a.created_at, a.id))
+        if allocs and dialect.name == "postgresql":
+            alloc_facts.remember(session, allocs)
         return allocs
     # MySQL/MariaDB have no UPDATE ... RETURNING: a conditional UPDATE per candidate,
     # checked by row count, then the claimed rows are read back.
@@ -481,6 +491,7 @@ def set_status(session: Session, now: datetime, node: Node | NodeRow, body: Task
         alloc = _owner_write(*args, _FAILED, b_error=error)
         if alloc is not None:
             allocation_finished(session, now, alloc.schedule_run_id, settings)
+            alloc_facts.forget(session, alloc.id)
             insert_event(session, now, "task_failed", node_id=node.id, direction="inbound",
                          status="failed", task_id=alloc.task_id, allocation_id=alloc.id,
                          error=error)
@@ -498,19 +509,11 @@ def set_status(session: Session, now: datetime, node: Node | NodeRow, body: Task
                             f"it cannot become {body.status}")
 
 
-def upload_articles(session: Session, now: datetime, node: Node | NodeRow,
-                    body: UploadArticlesIn, settings: Settings) -> tuple[int, int]:
+def _article_rows(body: UploadArticlesIn, feeds: Sequence[str], allocation_id: str,
+                  settings: Settings) -> list[tuple[str, ArticleIn]]:
+    """The uploaded articles with their feeds, checked against the allocation's feeds and the
+    size limits; the first bad article raises."""
     limits = settings.parent.limits
-    if len(body.articles) > limits.max_articles_per_request:
-        raise PayloadTooLarge(f"{len(body.articles)} articles in one request; the limit is "
-                              f"{limits.max_articles_per_request} (parent.limits."
-                              "max_articles_per_request): send smaller batches")
-    # Ownership check and lease renewal first (the row lock is taken before the articles).
-    alloc = _owner_write(session, now, node, body.allocation_id, body.epoch, settings, _TOUCH,
-                         returning=(_A.id, _A.feed_ids, _A.schedule_run_id))
-    if alloc is None:
-        alloc = _diagnose(session, body.allocation_id, body.epoch, node)  # raises
-    feeds = list(alloc.feed_ids or [])
     rows = []
     for i, article in enumerate(body.articles):
         feed_id = article.source_feed_id or body.feed_id or (feeds[0] if len(feeds) == 1 else None)
@@ -520,7 +523,7 @@ def upload_articles(session: Session, now: datetime, node: Node | NodeRow,
                                code="validation_error")
         if feed_id not in feeds:
             raise InvalidInput(f"articles[{i}]: feed {feed_id!r} is not part of allocation "
-                               f"{alloc.id}", field=f"articles[{i}].feed_id",
+                               f"{allocation_id}", field=f"articles[{i}].feed_id",
                                code="validation_error")
         for name in ("content", "description"):
             value = getattr(article, name)
@@ -530,6 +533,70 @@ def upload_articles(session: Session, now: datetime, node: Node | NodeRow,
                                    "(parent.limits.max_content_length)",
                                    field=f"articles[{i}].{name}", code="validation_error")
         rows.append((feed_id, article))
+    return rows
+
+
+@lru_cache(maxsize=2)
+def _pg_upload(with_epoch: bool) -> Prepared:
+    """PostgreSQL: an owner's upload as one statement. The owner's row is locked (as the
+    lease renewal would), the articles not stored yet are inserted only if it was found, and
+    the renewal and the new-article count are one UPDATE of that row. Returns one row (the
+    new count) for the owner, none otherwise."""
+    where = [_A.id == bindparam("b_id"), _A.node_id == bindparam("b_node"),
+             _A.status.in_(ACTIVE_STATES)]
+    if with_epoch:
+        where.append(_A.epoch == bindparam("b_epoch"))
+    owner = select(_A.id).where(*where).with_for_update().cte("owner")
+    new = new_articles_cte(exists(select(owner.c.id)))
+    added = select(func.count()).select_from(new).scalar_subquery()
+    return Prepared(update(_ALLOC).where(_A.id == owner.c.id)
+                    .values(lease_expires_at=_LEASE, updated_at=_NOW,
+                            new_article_count=_A.new_article_count + added)
+                    .returning(added.label("new")))
+
+
+def _upload_in_one(session: Session, now: datetime, node: Node | NodeRow,
+                   body: UploadArticlesIn, settings: Settings) -> tuple[int, int] | None:
+    """PostgreSQL, for an allocation this process handed out (its feeds are known, see
+    ``alloc_facts``): validate, then one statement. None when this path does not apply;
+    a request with an invalid article takes the ordinary path too, which checks ownership
+    first and so answers exactly as it always has."""
+    facts = alloc_facts.recall(session, body.allocation_id)
+    if facts is None or (body.epoch is not None and body.epoch > _INT_MAX):
+        return None
+    try:
+        rows = _article_rows(body, facts.feed_ids, body.allocation_id, settings)
+        unique = unique_articles(rows)
+    except InvalidInput:
+        return None
+    shared = {"schedule_run_id": facts.schedule_run_id, "allocation_id": body.allocation_id,
+              "node_id": node.id}
+    result = _pg_upload(body.epoch is not None).execute(session.connection(), {
+        "b_id": body.allocation_id, "b_node": node.id, "b_epoch": body.epoch, "b_now": now,
+        "b_lease": now + timedelta(seconds=lease_ttl(settings)),
+        "b_rows": pg_document(unique, now, shared)}).first()
+    if result is None:
+        _diagnose(session, body.allocation_id, body.epoch, node)  # raises
+    return len(rows), int(result.new)
+
+
+def upload_articles(session: Session, now: datetime, node: Node | NodeRow,
+                    body: UploadArticlesIn, settings: Settings) -> tuple[int, int]:
+    limits = settings.parent.limits
+    if len(body.articles) > limits.max_articles_per_request:
+        raise PayloadTooLarge(f"{len(body.articles)} articles in one request; the limit is "
+                              f"{limits.max_articles_per_request} (parent.limits."
+                              "max_articles_per_request): send smaller batches")
+    if body.articles and session.get_bind().dialect.name == "postgresql":
+        done = _upload_in_one(session, now, node, body, settings)
+        if done is not None:
+            return done
+    # Ownership check and lease renewal first (the row lock is taken before the articles).
+    alloc = _owner_write(session, now, node, body.allocation_id, body.epoch, settings, _TOUCH,
+                         returning=(_A.id, _A.feed_ids, _A.schedule_run_id))
+    if alloc is None:
+        alloc = _diagnose(session, body.allocation_id, body.epoch, node)  # raises
+    rows = _article_rows(body, list(alloc.feed_ids or []), alloc.id, settings)
     new = merge_articles(session, now, rows, schedule_run_id=alloc.schedule_run_id,
                          allocation_id=alloc.id, node_id=node.id)
     return len(rows), new
@@ -688,6 +755,7 @@ def report_completion(session: Session, now: datetime, node: Node | NodeRow,
         _SET_ERROR.execute(conn, {"b_id": alloc.id, "b_error": error})
         alloc = conn.execute(select(*_ALLOC.c).where(_A.id == alloc.id)).one()
     allocation_finished(session, now, alloc.schedule_run_id, settings)
+    alloc_facts.forget(session, alloc.id)
     return alloc
 
 

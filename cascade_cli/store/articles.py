@@ -56,9 +56,17 @@ _ADD_NEW = Prepared(update(_ALLOCATIONS).where(_ALLOCATIONS.c.id == bindparam("b
 _ROWS = (func.json_to_recordset(bindparam("b_rows", type_=postgresql.JSON))
          .table_valued(*[column(c.name, c.type) for c in _TABLE.c])
          .render_derived(name="r", with_types=True))
-_NEW = (postgresql.insert(_TABLE).from_select(_COLUMNS, select(*_ROWS.c))
-        .on_conflict_do_nothing(index_elements=["id"]).returning(_TABLE.c.id)
-        .cte("new"))
+
+
+def new_articles_cte(*conditions: Any) -> Any:
+    """PostgreSQL: the CTE that inserts the ``b_rows`` document's articles not stored yet
+    (when ``conditions`` hold) and returns their ids."""
+    return (postgresql.insert(_TABLE).from_select(_COLUMNS, select(*_ROWS.c).where(*conditions))
+            .on_conflict_do_nothing(index_elements=["id"]).returning(_TABLE.c.id)
+            .cte("new"))
+
+
+_NEW = new_articles_cte()
 _BUMP = (update(_ALLOCATIONS).where(_ALLOCATIONS.c.id == bindparam("b_alloc"),
                                     exists(select(_NEW.c.id)))
          .values(new_article_count=_ALLOCATIONS.c.new_article_count
@@ -79,7 +87,7 @@ _OPTIONAL = (("guid", "guid"), ("client_id", "id"), ("pic_url", "pic_url"),
              ("description", "description"), ("content", "content"), ("author", "author"))
 
 
-def _pg_document(unique: dict[str, tuple[str, ArticleIn]], now: datetime,
+def pg_document(unique: dict[str, tuple[str, ArticleIn]], now: datetime,
                  shared: dict[str, Any]) -> list[dict[str, Any]]:
     """PostgreSQL: the rows as one JSON document, built directly in its final form. A NULL
     is left out (``json_to_recordset`` reads a missing key as NULL): a smaller document to
@@ -100,15 +108,21 @@ def _pg_document(unique: dict[str, tuple[str, ArticleIn]], now: datetime,
     return document
 
 
+def unique_articles(rows: Sequence[tuple[str, ArticleIn]]) -> dict[str, tuple[str, ArticleIn]]:
+    """The articles by stored identity, the first of repeats kept."""
+    unique: dict[str, tuple[str, ArticleIn]] = {}
+    for feed_id, a in rows:
+        unique.setdefault(article_identity(feed_id, a), (feed_id, a))
+    return unique
+
+
 def merge_articles(session: Session, now: datetime, rows: Sequence[tuple[str, ArticleIn]], *,
                    schedule_run_id: str | None, allocation_id: str | None,
                    node_id: str | None) -> int:
     """Insert what is not stored yet; return how many were new, and add that number to the
     allocation's ``new_article_count``. Idempotent and race-safe: a concurrent insert of the
     same article by another node is absorbed by the database."""
-    unique: dict[str, tuple[str, ArticleIn]] = {}
-    for feed_id, a in rows:
-        unique.setdefault(article_identity(feed_id, a), (feed_id, a))
+    unique = unique_articles(rows)
     if not unique:
         return 0
     shared = {"schedule_run_id": schedule_run_id, "allocation_id": allocation_id,
@@ -116,7 +130,7 @@ def merge_articles(session: Session, now: datetime, rows: Sequence[tuple[str, Ar
     dialect = session.get_bind().dialect.name
     conn = session.connection()  # Core on the connection: no ORM execution layer
     if dialect == "postgresql":
-        return int(_PG_MERGE.execute(conn, {"b_rows": _pg_document(unique, now, shared),
+        return int(_PG_MERGE.execute(conn, {"b_rows": pg_document(unique, now, shared),
                                             "b_alloc": allocation_id}).scalar() or 0)
     values = {ident: {"id": ident, "feed_id": feed_id, "title": a.title or "",
                       "url": a.url or "", "publish_time": a.publish_time, "created_at": now,
