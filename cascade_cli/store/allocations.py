@@ -415,13 +415,14 @@ _RELEASED = _statements({
     _A.status: PENDING, _A.attempt: case((_A.attempt > 0, _A.attempt - 1), else_=0),
     _A.lease_expires_at: None, _A.started_at: None, _A.updated_at: _NOW})
 _TOUCH = _statements(_RENEW)
-_COMPLETED = _statements({
+_COMPLETED_VALUES = {
     _A.status: COMPLETED, _A.result_summary: bindparam("b_summary", type_=JSON),
     # counters only grow: a completion never lowers what uploads or an earlier report counted
     _A.article_count: case((_A.article_count > bindparam("b_count"), _A.article_count),
                            else_=bindparam("b_count")),
     _A.error_message: None, _A.completed_at: _NOW, _A.lease_expires_at: None,
-    _A.updated_at: _NOW})
+    _A.updated_at: _NOW}
+_COMPLETED = _statements(_COMPLETED_VALUES)
 _SET_ERROR = Prepared(update(_ALLOC).where(_A.id == bindparam("b_id"))
                       .values(error_message=bindparam("b_error")))
 
@@ -628,10 +629,10 @@ _EVENT_KEYS = ["node_id", "operation", "direction", "status", "task_id", "alloca
                "count", "error", "detail", "created_at"]
 
 
-def _pg_record_completion() -> Prepared:
-    """PostgreSQL: a completion's feed results, its feeds' fetch outcomes and its event in
-    one statement (three round trips before). The results travel as one JSON document,
-    expanded once (CTE ``r``) and read by the two data-modifying CTEs."""
+def _pg_completion_ctes(*gate: Any) -> tuple[Any, Any]:
+    """PostgreSQL: a completion's feed results and its feeds' fetch outcomes, as two
+    data-modifying CTEs (when ``gate`` holds). The results travel as one JSON document,
+    expanded once (CTE ``r``) and read by both."""
     fc = _FEEDS.c
     rows = (func.json_to_recordset(bindparam("b_results", type_=postgresql.JSON))
             .table_valued(column("feed_id", String()), column("status", String()),
@@ -640,7 +641,7 @@ def _pg_record_completion() -> Prepared:
                           column("etag", fc.etag.type),
                           column("last_modified", fc.last_modified.type))
             .render_derived(name="rows", with_types=True))
-    r = select(*rows.c).cte("r")
+    r = select(*rows.c).where(*gate).cte("r")
     now = bindparam("b_now", type_=_RESULTS.c.created_at.type)
     new_count = (select(func.count()).select_from(_ARTICLES)
                  .where(_ARTICLES.c.allocation_id == bindparam("b_allocation_id"),
@@ -660,9 +661,34 @@ def _pg_record_completion() -> Prepared:
         etag=func.coalesce(r.c.etag, fc.etag),
         last_modified=func.coalesce(r.c.last_modified, fc.last_modified),
         last_fetched_at=now).cte("fetched")
+    return results, feeds
+
+
+def _pg_record_completion() -> Prepared:
+    """PostgreSQL: a completion's feed results, fetch outcomes and event in one statement
+    (three round trips before)."""
     event = insert(_EVENTS).values(
         {k: bindparam(f"e_{k}", type_=_EVENTS.c[k].type) for k in _EVENT_KEYS})
-    return Prepared(event.add_cte(results, feeds))
+    return Prepared(event.add_cte(*_pg_completion_ctes()))
+
+
+@lru_cache(maxsize=2)
+def _pg_complete(with_epoch: bool) -> Prepared:
+    """PostgreSQL: an owner's completion as one statement, for an allocation whose feeds
+    are known beforehand (see ``_complete_in_one``): the owner write (CTE ``done``, with
+    the error known in advance), then, only if it matched, the results, fetch outcomes and
+    the event, whose count and detail are the completed row's. Returns the completed row, or
+    no row when the caller may not complete it."""
+    values = {**_COMPLETED_VALUES, _A.error_message: bindparam("b_error", type_=Text())}
+    done = _owner_update(values, with_epoch=with_epoch).returning(*_ALLOC.c).cte("done")
+    gate = exists(select(done.c.id))
+    event_values = {k: bindparam(f"e_{k}", type_=_EVENTS.c[k].type) for k in _EVENT_KEYS
+                    if k not in ("task_id", "allocation_id", "count", "detail")}
+    event = insert(_EVENTS).from_select(
+        [*event_values, "task_id", "allocation_id", "count", "detail"],
+        select(*event_values.values(), done.c.task_id, done.c.id, done.c.article_count,
+               done.c.result_summary)).cte("event")
+    return Prepared(select(*done.c).add_cte(*_pg_completion_ctes(gate), event))
 
 
 _PG_RECORD_COMPLETION = _pg_record_completion()
@@ -702,25 +728,17 @@ def _summary(body: ReportCompletionIn) -> dict[str, Any]:
     return {"feeds": len(body.results), **counts}
 
 
-def report_completion(session: Session, now: datetime, node: Node | NodeRow,
-                      body: ReportCompletionIn, settings: Settings) -> AllocationRow:
-    alloc = _owner_write(session, now, node, body.allocation_id, body.epoch, settings,
-                         _COMPLETED, b_summary=_summary(body),
-                         b_count=body.article_count)
-    if alloc is None:
-        alloc = _diagnose(session, body.allocation_id, body.epoch, node, allow_terminal=True)
-        if alloc.status == COMPLETED:
-            return alloc  # idempotent: a repeat gets the same answer and changes nothing
-        raise InvalidTransition(f"allocation {alloc.id} is already {alloc.status}; "
-                                "it cannot be completed")
-    conn = session.connection()
-    feeds = set(alloc.feed_ids or [])
+def _kept_results(body: ReportCompletionIn, feeds: Sequence[str]
+                  ) -> tuple[list[dict[str, Any]], str | None, str]:
+    """The results to store (first per feed, feeds of the allocation only), the error the
+    allocation keeps, and the completion event's status."""
+    allowed = set(feeds)
     errors = []
     results: list[dict[str, Any]] = []
     seen: set[str] = set()
     for r in body.results:
         fid = r.source_feed_id
-        if fid not in feeds or fid in seen:
+        if fid not in allowed or fid in seen:
             continue  # results for feeds outside the allocation are ignored, not stored
         seen.add(fid)
         ok_ = r.status != "failed"
@@ -732,11 +750,53 @@ def report_completion(session: Session, now: datetime, node: Node | NodeRow,
                         "last_modified": r.last_modified if ok_ else None})
         if not ok_:
             errors.append(f"{fid}: {r.error or 'failed'}")
-    # known only now (results outside the allocation are ignored)
     error = "; ".join(errors)[:4000] if errors else None
+    status = "failed" if errors and len(errors) == len(seen) else "ok"
+    return results, error, status
+
+
+def _complete_in_one(session: Session, now: datetime, node: Node | NodeRow,
+                     body: ReportCompletionIn, settings: Settings) -> AllocationRow | None:
+    """PostgreSQL, for an allocation this process handed out: one statement. None when this
+    path does not apply or the write matched nothing (the ordinary path then finds out why,
+    and answers an idempotent repeat)."""
+    facts = alloc_facts.recall(session, body.allocation_id)
+    if facts is None or (body.epoch is not None and body.epoch > _INT_MAX):
+        return None
+    results, error, status = _kept_results(body, facts.feed_ids)
+    alloc = _pg_complete(body.epoch is not None).execute(session.connection(), {
+        "b_id": body.allocation_id, "b_node": node.id, "b_epoch": body.epoch, "b_now": now,
+        "b_summary": _summary(body), "b_count": body.article_count, "b_error": error,
+        "b_results": results, "b_allocation_id": body.allocation_id,
+        "b_schedule_run_id": facts.schedule_run_id, "b_node_id": node.id,
+        "e_node_id": node.id, "e_operation": "report_completion", "e_direction": "inbound",
+        "e_status": status, "e_error": error, "e_created_at": now}).first()
+    if alloc is None:
+        return None
+    allocation_finished(session, now, alloc.schedule_run_id, settings)
+    alloc_facts.forget(session, alloc.id)
+    return alloc
+
+
+def report_completion(session: Session, now: datetime, node: Node | NodeRow,
+                      body: ReportCompletionIn, settings: Settings) -> AllocationRow:
+    conn = session.connection()
+    if conn.dialect.name == "postgresql":
+        done = _complete_in_one(session, now, node, body, settings)
+        if done is not None:
+            return done
+    alloc = _owner_write(session, now, node, body.allocation_id, body.epoch, settings,
+                         _COMPLETED, b_summary=_summary(body),
+                         b_count=body.article_count)
+    if alloc is None:
+        alloc = _diagnose(session, body.allocation_id, body.epoch, node, allow_terminal=True)
+        if alloc.status == COMPLETED:
+            return alloc  # idempotent: a repeat gets the same answer and changes nothing
+        raise InvalidTransition(f"allocation {alloc.id} is already {alloc.status}; "
+                                "it cannot be completed")
+    results, error, status = _kept_results(body, alloc.feed_ids or [])
     event = {"node_id": node.id, "operation": "report_completion", "direction": "inbound",
-             "status": "failed" if errors and len(errors) == len(seen) else "ok",
-             "task_id": alloc.task_id, "allocation_id": alloc.id,
+             "status": status, "task_id": alloc.task_id, "allocation_id": alloc.id,
              "count": alloc.article_count, "error": error, "detail": alloc.result_summary}
     if conn.dialect.name == "postgresql":
         _PG_RECORD_COMPLETION.execute(conn, {
