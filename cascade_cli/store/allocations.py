@@ -123,13 +123,18 @@ _NOW = bindparam("b_now", type_=_A.updated_at.type)
 _LEASE = bindparam("b_lease", type_=_A.lease_expires_at.type)
 
 
-
-def _running_of_node() -> Any:
-    """How many allocations the node ``b_node`` holds: one count per active state, added.
-    An equality on both columns of ``ix_alloc_node_status`` is an index condition whatever
-    the statistics say; with ``status IN (...)`` PostgreSQL, holding statistics from before
-    the node took any work, looked up the node's whole history and filtered it (a claim's
-    cost grew with every allocation the node had ever finished)."""
+def _running_of_node(dialect: str = "postgresql") -> Any:
+    """How many allocations the node ``b_node`` holds. On PostgreSQL one count per active
+    state, added: an equality on both columns of ``ix_alloc_node_status`` is an index
+    condition whatever the statistics say; with ``status IN (...)`` PostgreSQL, holding
+    statistics from before the node took any work, looked up the node's whole history and
+    filtered it (a claim's cost grew with every allocation the node had ever finished).
+    In claims SQLite and MySQL/MariaDB keep the IN form: they seek the index for each
+    listed state themselves, and the sum costs them more."""
+    if dialect != "postgresql":
+        return (select(func.count()).select_from(_ALLOC)
+                .where(_A.node_id == bindparam("b_node"), _A.status.in_(ACTIVE_STATES))
+                .scalar_subquery())
     counts = [select(func.count()).select_from(_ALLOC)
               .where(_A.node_id == bindparam("b_node"), _A.status == state).scalar_subquery()
               for state in ACTIVE_STATES]
@@ -209,7 +214,7 @@ def _any_of(values: Select[Any]) -> Any:
 def _free_capacity(dialect: str) -> Any:
     """How many more the claiming node may take now: ``min(b_want, b_capacity - running)``,
     never negative (SQLite reads a negative LIMIT as no limit at all)."""
-    free: Any = bindparam("b_capacity") - _running_of_node()
+    free: Any = bindparam("b_capacity") - _running_of_node(dialect)
     if dialect == "sqlite":  # SQLite's scalar min()/max() take several arguments
         return func.max(0, func.min(bindparam("b_want"), free))
     return func.greatest(0, func.least(bindparam("b_want"), free))
@@ -492,7 +497,8 @@ def set_status(session: Session, now: datetime, node: Node | NodeRow, body: Task
         alloc = _owner_write(*args, _FAILED, b_error=error)
         if alloc is not None:
             allocation_finished(session, now, alloc.schedule_run_id, settings)
-            alloc_facts.forget(session, alloc.id)
+            if session.get_bind().dialect.name == "postgresql":
+                alloc_facts.forget(session, alloc.id)
             insert_event(session, now, "task_failed", node_id=node.id, direction="inbound",
                          status="failed", task_id=alloc.task_id, allocation_id=alloc.id,
                          error=error)
@@ -815,7 +821,8 @@ def report_completion(session: Session, now: datetime, node: Node | NodeRow,
         _SET_ERROR.execute(conn, {"b_id": alloc.id, "b_error": error})
         alloc = conn.execute(select(*_ALLOC.c).where(_A.id == alloc.id)).one()
     allocation_finished(session, now, alloc.schedule_run_id, settings)
-    alloc_facts.forget(session, alloc.id)
+    if conn.dialect.name == "postgresql":  # only PostgreSQL's claims remember facts
+        alloc_facts.forget(session, alloc.id)
     return alloc
 
 

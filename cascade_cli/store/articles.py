@@ -132,10 +132,13 @@ def merge_articles(session: Session, now: datetime, rows: Sequence[tuple[str, Ar
     if dialect == "postgresql":
         return int(_PG_MERGE.execute(conn, {"b_rows": pg_document(unique, now, shared),
                                             "b_alloc": allocation_id}).scalar() or 0)
-    values = {ident: {"id": ident, "feed_id": feed_id, "title": a.title or "",
-                      "url": a.url or "", "publish_time": a.publish_time, "created_at": now,
-                      **{name: getattr(a, attr) for name, attr in _OPTIONAL}, **shared}
-              for ident, (feed_id, a) in unique.items()}
+    values = {ident: {
+        "id": ident, "feed_id": feed_id, "guid": a.guid, "client_id": a.id,
+        "title": a.title or "", "url": a.url or "", "pic_url": a.pic_url,
+        "description": a.description, "content": a.content, "author": a.author,
+        "publish_time": a.publish_time, "schedule_run_id": schedule_run_id,
+        "allocation_id": allocation_id, "node_id": node_id, "created_at": now,
+    } for ident, (feed_id, a) in unique.items()}
     if dialect == "sqlite":
         # SQLite sums the rows each execution inserted: a skipped conflict counts 0.
         new = _SQLITE_INSERT_NEW.executemany(conn, list(values.values()))
