@@ -62,3 +62,12 @@ def any_store(any_db_url: str) -> Iterator[Store]:
 def pg_url() -> Iterator[str]:
     with fresh_database("postgres") as url:
         yield url
+
+
+@pytest.fixture
+def pg_store(pg_url: str) -> Iterator[Store]:
+    """A migrated PostgreSQL store (tests of PostgreSQL's own paths)."""
+    s = Store.from_url(pg_url)
+    migrate.upgrade(s)
+    yield s
+    s.dispose()

@@ -4,7 +4,6 @@ same answer or error, and the same allocation, feed results, feeds and events af
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -12,21 +11,13 @@ from sqlalchemy import select
 
 from cascade_cli import errors
 from cascade_cli.protocol import ArticleIn, FeedResultIn, ReportCompletionIn, UploadArticlesIn
-from cascade_cli.store import alloc_facts, migrate
+from cascade_cli.store import alloc_facts
 from cascade_cli.store import allocations as alloc_repo
 from cascade_cli.store.engine import Store
 from cascade_cli.store.models import Allocation, Event, Feed, FeedResult
 from tests.core.helpers import claimed_run, complete_one, make_node
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture
-def pg_store(pg_url: str) -> Iterator[Store]:
-    store = Store.from_url(pg_url)
-    migrate.upgrade(store)
-    yield store
-    store.dispose()
 
 
 def _world_state(store: Store, alloc_id: str, names: dict[str, str]) -> Any:

@@ -4,7 +4,7 @@ then merge) gives: the same answer or the same error, and the same rows afterwar
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -13,9 +13,8 @@ from sqlalchemy import select
 
 from cascade_cli import errors
 from cascade_cli.protocol import ArticleIn, TaskStatusIn, UploadArticlesIn
-from cascade_cli.store import alloc_facts, migrate
+from cascade_cli.store import alloc_facts
 from cascade_cli.store import allocations as alloc_repo
-from cascade_cli.store.engine import Store
 from cascade_cli.store.models import Allocation, Article
 from tests.core.helpers import claimed_run, complete_one, make_node
 
@@ -89,14 +88,6 @@ def _normalised(result: Any) -> Any:
     for i, (alloc_id, _, feed) in enumerate(claimed):
         text = text.replace(alloc_id, f"<alloc{i}>").replace(feed, f"<feed{i}>")
     return text, state[0] if state else None, len(stored)
-
-
-@pytest.fixture
-def pg_store(pg_url: str) -> Iterator[Store]:
-    store = Store.from_url(pg_url)
-    migrate.upgrade(store)
-    yield store
-    store.dispose()
 
 
 def _check_same(pg_store: Any, clock: Any, settings: Any, scenario: Any) -> Any:
