@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -30,13 +31,21 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'cascade.db'}"
 
 
+@contextmanager
+def migrated_store(url: str) -> Iterator[Store]:
+    s = Store.from_url(url)
+    migrate.upgrade(s)
+    try:
+        yield s
+    finally:
+        s.dispose()
+
+
 @pytest.fixture
 def store(sqlite_url: str) -> Iterator[Store]:
     """A migrated SQLite store (the default database)."""
-    s = Store.from_url(sqlite_url)
-    migrate.upgrade(s)
-    yield s
-    s.dispose()
+    with migrated_store(sqlite_url) as s:
+        yield s
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres),
@@ -52,10 +61,8 @@ def any_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 @pytest.fixture
 def any_store(any_db_url: str) -> Iterator[Store]:
-    s = Store.from_url(any_db_url)
-    migrate.upgrade(s)
-    yield s
-    s.dispose()
+    with migrated_store(any_db_url) as s:
+        yield s
 
 
 @pytest.fixture
@@ -67,7 +74,5 @@ def pg_url() -> Iterator[str]:
 @pytest.fixture
 def pg_store(pg_url: str) -> Iterator[Store]:
     """A migrated PostgreSQL store (tests of PostgreSQL's own paths)."""
-    s = Store.from_url(pg_url)
-    migrate.upgrade(s)
-    yield s
-    s.dispose()
+    with migrated_store(pg_url) as s:
+        yield s
