@@ -404,12 +404,10 @@ class CommandFetcher:
             async with asyncio.timeout(spec.timeout):
                 stdout, stderr = await _communicate_limited(proc, limit)
         except TimeoutError:
-            _kill_group(proc)
-            await proc.wait()
+            await _stop(proc)
             raise FetchError(f"command '{name}' timed out after {spec.timeout:g}s "
                              f"(child.commands.{name}.timeout)") from None
-        except FetchError:
-            _kill_group(proc)
+        except FetchError:  # too much output: already killed, its pipes read to the end
             await proc.wait()
             raise
         except asyncio.CancelledError:
@@ -446,15 +444,36 @@ async def _communicate_limited(proc: asyncio.subprocess.Process,
 
     async def read(stream: asyncio.StreamReader, cap: int) -> bytes:
         buf = bytearray()
+        over = False
         while chunk := await stream.read(65536):
+            if over:
+                continue  # discarded: read on to the end, see _stop
             buf += chunk
             if len(buf) > cap:
-                raise FetchError(f"command output is larger than child.max_feed_bytes ({cap})")
+                over = True
+                _kill_group(proc)
+        if over:
+            raise FetchError(f"command output is larger than child.max_feed_bytes ({cap})")
         return bytes(buf)
 
     out, err = await asyncio.gather(read(proc.stdout, limit), read(proc.stderr, 1024 * 1024))
     await proc.wait()
     return out, err
+
+
+async def _stop(proc: asyncio.subprocess.Process) -> None:
+    """Kill the command's process group, read what its pipes still hold, and reap it.
+
+    asyncio's ``Process.wait()`` returns only once both pipes are closed, and a pipe is seen
+    closed only when read to its end: a pipe left unread (its reader paused on a full
+    buffer) kept ``wait()`` waiting for ever after the command was killed."""
+    _kill_group(proc)
+    for stream in (proc.stdout, proc.stderr):
+        if stream is not None:
+            with contextlib.suppress(Exception):
+                while await stream.read(65536):
+                    pass
+    await proc.wait()
 
 
 def _kill_group(proc: asyncio.subprocess.Process) -> None:

@@ -259,12 +259,25 @@ def test_command_fetcher_timeout_kills_the_group(tmp_path: Path) -> None:
     start = time.monotonic()
     assert "timed out after 0.5s" in failure("wx://a", "command", cmd_cfg(argv, timeout=0.5))
     assert time.monotonic() - start < 3
+    # with output still unread in its pipes when it is killed
+    chatty = write_script(tmp_path, "chatty.py", "import sys, time\n"
+                          "sys.stdout.write(' ' * 1_000_000); sys.stdout.flush()\n"
+                          "sys.stderr.write('x' * 200_000); sys.stderr.flush(); time.sleep(60)")
+    start = time.monotonic()
+    assert "timed out after 0.5s" in failure("wx://a", "command", cmd_cfg(chatty, timeout=0.5))
+    assert time.monotonic() - start < 5
 
 
 def test_command_fetcher_output_limit_and_missing(tmp_path: Path) -> None:
     argv = write_script(tmp_path, "big.py", "import sys; sys.stdout.write('[' + ' ' * 500000)")
     assert "larger than child.max_feed_bytes" in failure(
         "wx://a", "command", cmd_cfg(argv, max_feed_bytes=100_000))
+    # Far more than the limit, far faster than it is read: the reader stopped with the pipe
+    # full, and the killed command was waited for for ever (asyncio waits for its pipes).
+    flood = write_script(tmp_path, "flood.py", "import sys; sys.stdout.write(' ' * 3_000_000)")
+    for _ in range(3):
+        assert "larger than child.max_feed_bytes (1024)" in failure(
+            "wx://a", "command", cmd_cfg(flood, max_feed_bytes=1024))
     assert "cannot start" in failure("wx://a", "command",
                                      cmd_cfg(["/nonexistent/bin/fetcher"]))
     assert "no command 'other' configured" in failure("command://other/x", "command",
