@@ -472,7 +472,7 @@ async def _stop(proc: asyncio.subprocess.Process) -> None:
         if stream is not None:
             with contextlib.suppress(Exception):
                 while await stream.read(65536):
-                    pass
+                    continue  # what is left is discarded
     await proc.wait()
 
 

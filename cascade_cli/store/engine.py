@@ -106,7 +106,7 @@ def _ping_on_checkout_after_idle(engine: Engine) -> None:
 
 
 def _json_for_postgres(value: Any) -> bytes:
-    """JSON as PostgreSQL receives it: text as UTF-8, not as ``\\uXXXX`` escapes, and no
+    """JSON as PostgreSQL receives it: text as UTF-8, not as ``\\u`` escapes, and no
     blanks, encoded by orjson. An upload's articles travel as one JSON document (see
     ``articles``): the json module tested every character on two passes (about 7% of the
     parent's instructions per allocation), its default turned each CJK character into six
