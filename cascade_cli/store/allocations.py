@@ -369,13 +369,18 @@ def heartbeat(session: Session, now: datetime, node: Node | NodeRow, body: Heart
 
 
 
-def _owner_update(values: dict[Any, Any], *, with_epoch: bool,
-                  ordered: bool = False) -> Update:
+def _owner_conditions(with_epoch: bool) -> list[Any]:
+    """The allocation ``b_id``, held by ``b_node``, still active (and at ``b_epoch``)."""
     where = [_A.id == bindparam("b_id"), _A.node_id == bindparam("b_node"),
              _A.status.in_(ACTIVE_STATES)]
     if with_epoch:  # clients that send no epoch (legacy children) are accepted as owner
         where.append(_A.epoch == bindparam("b_epoch"))
-    stmt = update(_ALLOC).where(*where)
+    return where
+
+
+def _owner_update(values: dict[Any, Any], *, with_epoch: bool,
+                  ordered: bool = False) -> Update:
+    stmt = update(_ALLOC).where(*_owner_conditions(with_epoch))
     # ``ordered``: MySQL/MariaDB evaluate SET assignments left to right, seeing the values
     # already assigned; the dict's order puts columns read by a CASE before they change.
     return stmt.ordered_values(*values.items()) if ordered else stmt.values(values)
@@ -549,11 +554,7 @@ def _pg_upload(with_epoch: bool) -> Prepared:
     lease renewal would), the articles not stored yet are inserted only if it was found, and
     the renewal and the new-article count are one UPDATE of that row. Returns one row (the
     new count) for the owner, none otherwise."""
-    where = [_A.id == bindparam("b_id"), _A.node_id == bindparam("b_node"),
-             _A.status.in_(ACTIVE_STATES)]
-    if with_epoch:
-        where.append(_A.epoch == bindparam("b_epoch"))
-    owner = select(_A.id).where(*where).with_for_update().cte("owner")
+    owner = select(_A.id).where(*_owner_conditions(with_epoch)).with_for_update().cte("owner")
     new = new_articles_cte(exists(select(owner.c.id)))
     added = select(func.count()).select_from(new).scalar_subquery()
     return Prepared(update(_ALLOC).where(_A.id == owner.c.id)

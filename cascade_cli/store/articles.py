@@ -49,7 +49,7 @@ _ADD_NEW = Prepared(update(_ALLOCATIONS).where(_ALLOCATIONS.c.id == bindparam("b
                     .values(new_article_count=_ALLOCATIONS.c.new_article_count
                             + bindparam("b_new")))
 # PostgreSQL: the whole merge is one statement with one parameter. The rows travel as one
-# JSON document (encoded by the json module's C encoder) that the server expands into the
+# JSON document (encoded by orjson, see engine._json_for_postgres) that the server expands into the
 # table's row type; the insert and the allocation's counter are one round trip. Arrays per
 # column (``unnest``) cost more: psycopg builds array literals element by element in Python,
 # and a multi-row VALUES list is a new SQL text for every batch size.
