@@ -39,7 +39,8 @@ _TABLE = cast(Table, Article.__table__)
 _COLUMNS = [c.name for c in _TABLE.c]
 
 
-_SQLITE_INSERT_NEW = Prepared(sqlite.insert(_TABLE).on_conflict_do_nothing(index_elements=["id"]),
+_KEY = ["feed_id", "id"]  # the primary key (see models.Article)
+_SQLITE_INSERT_NEW = Prepared(sqlite.insert(_TABLE).on_conflict_do_nothing(index_elements=_KEY),
                               column_keys=_COLUMNS)
 _ALLOCATIONS = cast(Table, Allocation.__table__)
 # Only the new count grows on upload: a retried upload (spool flush after a lost ack) finds
@@ -62,7 +63,7 @@ def new_articles_cte(*conditions: Any) -> Any:
     """PostgreSQL: the CTE that inserts the ``b_rows`` document's articles not stored yet
     (when ``conditions`` hold) and returns their ids."""
     return (postgresql.insert(_TABLE).from_select(_COLUMNS, select(*_ROWS.c).where(*conditions))
-            .on_conflict_do_nothing(index_elements=["id"]).returning(_TABLE.c.id)
+            .on_conflict_do_nothing(index_elements=_KEY).returning(_TABLE.c.id)
             .cte("new"))
 
 
@@ -151,7 +152,9 @@ def merge_articles(session: Session, now: datetime, rows: Sequence[tuple[str, Ar
 
 def _insert_ignore(session: Session, values: dict[str, dict[str, Any]]) -> int:
     """MySQL/MariaDB: no RETURNING; skip known ids, INSERT IGNORE absorbs a concurrent insert."""
-    existing = set(session.scalars(select(Article.id).where(Article.id.in_(list(values)))))
+    feeds = {v["feed_id"] for v in values.values()}
+    existing = set(session.scalars(select(Article.id).where(  # the key's order: an index range
+        Article.feed_id.in_(feeds), Article.id.in_(list(values)))))
     fresh = [v for v in values.values() if v["id"] not in existing]
     if not fresh:
         return 0

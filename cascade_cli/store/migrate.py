@@ -39,14 +39,15 @@ def current_revision(store: Store) -> str | None:
                          hint="check database.url and that the server is running") from exc
 
 
-def upgrade(store: Store) -> tuple[str | None, str]:
-    """Bring the schema to head. Safe to run again. Returns (before, after) revisions."""
+def upgrade(store: Store, revision: str = "head") -> tuple[str | None, str]:
+    """Bring the schema to ``revision`` (head unless a test asks for an older one). Safe to
+    run again. Returns (before, after) revisions."""
     before = current_revision(store)
     cfg = _config()
     try:
         with store.engine.begin() as conn:
             cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
+            command.upgrade(cfg, revision)
     except SQLAlchemyError as exc:
         raise StoreError(f"schema upgrade failed on {store.masked_url}: "
                          f"{str(getattr(exc, 'orig', exc)).splitlines()[0]}") from exc
@@ -55,7 +56,7 @@ def upgrade(store: Store) -> tuple[str | None, str]:
         raise StoreError(f"schema upgrade failed on {store.masked_url}: {exc}",
                          hint="upgrade Cascade to the version that created this database"
                          ) from exc
-    return before, head_revision()
+    return before, head_revision() if revision == "head" else revision
 
 
 def require_current(store: Store) -> None:

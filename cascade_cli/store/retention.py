@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select
+from sqlalchemy import and_, delete, func, or_, select, tuple_
 from sqlalchemy.orm import Session
 
 from cascade_cli.errors import InvalidInput
@@ -137,14 +137,20 @@ def _purge_runs(store: Store, cut: datetime, batch: int, report: PurgeReport) ->
 
 def _purge_by_key(store: Store, report: PurgeReport, name: str, key: Any, condition: Any,
                   batch: int) -> None:
-    """Delete rows matching ``condition`` in primary-key batches."""
+    """Delete rows matching ``condition`` in primary-key batches. ``key`` is the primary
+    key's column, or a tuple of its columns in the key's order."""
+    columns = key if isinstance(key, tuple) else (key,)
+    entity = columns[0].class_
+    # A composite key pages and matches as a row value, ``(a, b) > (:a, :b)``: one index
+    # range, on every supported database.
+    keyed = tuple_(*columns) if len(columns) > 1 else columns[0]
     after: Any = None
     while True:
         with store.session() as s:
-            q = select(key).where(condition).order_by(key).limit(batch)
+            q = select(*columns).where(condition).order_by(*columns).limit(batch)
             if after is not None:
-                q = q.where(key > after)
-            ids = list(s.scalars(q))
+                q = q.where(keyed > (tuple_(*after) if len(columns) > 1 else after[0]))
+            ids = [tuple(row) for row in s.execute(q)]
             if not ids:
                 return
             after = ids[-1]
@@ -152,8 +158,8 @@ def _purge_by_key(store: Store, report: PurgeReport, name: str, key: Any, condit
             if report.dry_run:
                 report.add(name, len(ids))
             else:
-                report.add(name, _affected(s.execute(
-                    delete(key.class_).where(key.in_(ids), condition))))
+                matched = keyed.in_(ids if len(columns) > 1 else [i[0] for i in ids])
+                report.add(name, _affected(s.execute(delete(entity).where(matched, condition))))
         if len(ids) < batch:
             return
 
@@ -181,8 +187,9 @@ def purge(store: Store, now: datetime, older_than: timedelta, *, articles: bool 
                                          AuthNonce.expires_at < now, batch)),
     ]
     if articles:
-        steps.append(("articles", lambda: _purge_by_key(store, report, "articles", Article.id,
-                                                        Article.created_at < cut, batch)))
+        steps.append(("articles", lambda: _purge_by_key(
+            store, report, "articles", (Article.feed_id, Article.id), Article.created_at < cut,
+            batch)))
     for name, step in steps:
         report.counts.setdefault(name, 0)
         step()

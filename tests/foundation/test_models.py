@@ -84,7 +84,7 @@ def test_insert_and_read_every_model(any_store: Store) -> None:
         assert alloc is not None and alloc.feed_ids == ["MP_WXS_123"]
         assert alloc.lease_expires_at == T0 + timedelta(seconds=300)
         assert alloc.result_summary == {"ok": 1} and alloc.epoch == 0
-        article = s.get(Article, "a" * 64)
+        article = s.get(Article, ("MP_WXS_123", "a" * 64))  # keyed by (feed, identity)
         assert article is not None and len(article.content or "") == 100_000
         assert article.title == "标题"
         fr = s.scalar(select(FeedResult))
