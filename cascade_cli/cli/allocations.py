@@ -20,7 +20,7 @@ from cascade_cli.store.models import ALLOCATION_STATES
 def _alloc_table(rows: list[dict[str, Any]], total: int) -> Any:
     return table(f"Allocations ({len(rows)} of {total})",
                  ["id", "task", "node", "status", "feeds", "attempt", "articles (new)", "lease / done", "error"],
-                 [[r["id"][:12], r["task_name"] or r["task_id"], r["node_name"] or "-",
+                 [[r["id"], r["task_name"] or r["task_id"], r["node_name"] or "-",
                    styled(r["status"]), len(r["feed_ids"]), f"{r['attempt']}/{r['max_attempts']}",
                    f"{r['article_count']} ({r['new_article_count']})",
                    r["completed_at"] or r["lease_expires_at"] or "-",
@@ -48,7 +48,7 @@ def register(app: typer.Typer) -> None:
             out = app_ctx.out
             if result.runs:
                 out.print(table("Dispatched", ["task", "run", "feeds", "allocations", "targeted"],
-                                [[r.task_name, r.schedule_run_id[:12], r.feeds, r.allocations,
+                                [[r.task_name, r.schedule_run_id, r.feeds, r.allocations,
                                   ", ".join(f"{k}:{v}" for k, v in r.targeted.items()) or "-"]
                                  for r in result.runs]))
             for w in result.warnings:

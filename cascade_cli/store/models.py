@@ -1,12 +1,13 @@
 """SQLAlchemy 2 typed models. Field names follow PROTOCOL.md.
 
-Identifiers are strings (uuid4 hex unless the protocol gives them, such as feed ids like
-``MP_WXS_123``). Times are ``UTCDateTime``. JSON columns hold lists/objects.
+Identifiers are strings (UUIDv7 hex, see ``new_id``, unless the protocol gives them, such as
+feed ids like ``MP_WXS_123``). Times are ``UTCDateTime``. JSON columns hold lists/objects.
 """
 
 from __future__ import annotations
 
-import uuid
+import os
+import time
 from datetime import datetime
 from typing import Any
 
@@ -42,7 +43,19 @@ LongText = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
 
 
 def new_id() -> str:
-    return uuid.uuid4().hex
+    """A UUIDv7 (RFC 9562) as 32 hex digits: the creation time in milliseconds, then 74
+    random bits. Ids made together sort together, so a B-tree index keyed by one (the
+    allocations' own, and ``articles.allocation_id``, ``feed_results.allocation_id``...)
+    takes new keys on its last pages instead of on a random page each: fewer pages
+    rewritten per transaction (uuid4 ids cost a random page per index per row)."""
+    rand = int.from_bytes(os.urandom(10), "big")  # 80 bits, 74 of them kept
+    value = ((time.time_ns() // 1_000_000) & _MS_MASK) << 80 | 0x7 << 76 \
+        | (rand >> 68) << 64 | 0b10 << 62 | (rand & _RAND_B_MASK)
+    return f"{value:032x}"
+
+
+_MS_MASK = (1 << 48) - 1
+_RAND_B_MASK = (1 << 62) - 1
 
 
 class Base(DeclarativeBase):

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import time
+import uuid
+
 import pytest
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -21,6 +24,7 @@ from cascade_cli.store.models import (
     MessageTask,
     Node,
     ScheduleRun,
+    new_id,
 )
 
 T0 = datetime(2026, 3, 1, 9, 0, 0, 123456, tzinfo=UTC)
@@ -143,3 +147,22 @@ def test_deleting_a_node_clears_feed_preference(any_store: Store) -> None:
     with any_store.session() as s:
         feed = s.get(Feed, "MP_WXS_123")
         assert feed is not None and feed.preferred_node is None
+
+
+def test_new_ids_are_uuid7_in_creation_order() -> None:
+    """Ids made later sort later (B-tree indexes keyed by them grow at their end) and are
+    still unique and unguessable: 74 random bits each."""
+    before = time.time_ns() // 1_000_000
+    first = [new_id() for _ in range(2000)]
+    time.sleep(0.002)
+    later = new_id()
+    after = time.time_ns() // 1_000_000
+    assert len(set(first)) == len(first)
+    for ident in (*first, later):
+        parsed = uuid.UUID(hex=ident)
+        assert len(ident) == 32 and parsed.hex == ident
+        assert parsed.version == 7 and parsed.variant == uuid.RFC_4122
+        assert before <= int(ident[:12], 16) <= after  # the creation time, in milliseconds
+    assert max(first) < later
+    # the random part differs even within one millisecond
+    assert len({i[12:] for i in first}) == len(first)
