@@ -136,7 +136,7 @@ def test_every_outcome_matches_the_ordinary_path(pg_store, clock, settings, case
         if case == "stale_epoch":
             epoch += 1
         elif case == "other_node":
-            caller = make_node(store, clock.now(), f"stranger-{alloc_id[:6]}")
+            caller = make_node(store, clock.now(), f"stranger-{alloc_id[-6:]}")
         elif case == "unknown_feed":
             articles += _articles(1, "elsewhere")
         elif case == "inferred_feed":  # no feed named: the allocation's only feed

@@ -21,7 +21,7 @@ def add_task(store: Store, now: datetime, *, cron: str | None = "* * * * *",
              feeds: list[str] | None = None, **kw: Any) -> str:
     task_id = kw.pop("id", None) or new_id()
     with store.session() as s:
-        s.add(MessageTask(id=task_id, name=kw.pop("name", f"task-{task_id[:6]}"),
+        s.add(MessageTask(id=task_id, name=kw.pop("name", f"task-{task_id[-6:]}"),
                           mps_id=feeds if feeds is not None else ["MP_WXS_1"], cron_exp=cron,
                           status=kw.pop("status", 1), created_at=now, updated_at=now, **kw))
     return task_id
