@@ -263,7 +263,9 @@ class FeedResult(Base):
     allocation_id: Mapped[str] = mapped_column(String(32))
     schedule_run_id: Mapped[str | None] = mapped_column(String(32), index=True)
     feed_id: Mapped[str] = mapped_column(String(128), index=True)
-    node_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    # Not indexed: nothing looks results up by node, and every completion would write the
+    # index (migration 0003 dropped it).
+    node_id: Mapped[str | None] = mapped_column(String(32))
     status: Mapped[str] = mapped_column(String(16))  # success | failed | not_modified
     article_count: Mapped[int] = mapped_column(Integer, default=0)
     new_article_count: Mapped[int] = mapped_column(Integer, default=0)
