@@ -2,12 +2,17 @@
 
     python bench/bench_parent.py --db sqlite        # or --db postgres
     python bench/bench_parent.py --db sqlite --only planning
+    python bench/bench_parent.py --db postgres --only cycle --repeat 5   # median of 5 runs
 
 Parts:
 * ``cycle``: one real ``cascade serve-parent`` process; 16 concurrent clients (asyncio, a
   minimal keep-alive HTTP/1.1 client so the load generator is not the bottleneck; plain AK-SK,
   16 nodes) each loop claim -> task-status executing -> upload 20 articles
   -> report-completion until no work is left. Reports allocations/s and claim latency.
+  ``--repeat N`` runs it N times, each on a fresh database and parent, and reports the run
+  with the median throughput, every run's figures and ``reference_ms`` measured right after
+  each run: the shared development machine changes speed within minutes, so one run says
+  little (``bench/README.md``).
 * ``wake``: a client long-polls ``claim-task?wait=30``; an API ``dispatch-task`` creates one
   allocation; latency from sending the dispatch to receiving the claim answer.
 * ``planning``: in-process ``dispatch`` of one task of 100,000 feeds over 1,000 online nodes:
@@ -35,7 +40,7 @@ sys.path.insert(0, str(REPO))
 import httpx  # noqa: E402
 from sqlalchemy import create_engine, insert, text  # noqa: E402
 
-from bench.machine import StealMeter, machine_report  # noqa: E402
+from bench.machine import StealMeter, machine_report, reference_ms  # noqa: E402
 from cascade_cli import auth  # noqa: E402
 from cascade_cli.clock import SystemClock  # noqa: E402
 from cascade_cli.config import load_settings  # noqa: E402
@@ -275,6 +280,28 @@ def bench_cycle(kind: str, n_allocs: int, clients: int) -> dict[str, Any]:
             "load_avg_1m": round(os.getloadavg()[0], 2)}
 
 
+def bench_cycles(kind: str, n_allocs: int, clients: int, repeat: int) -> dict[str, Any]:
+    """``bench_cycle`` ``repeat`` times: the median run in full, and each run's main figures
+    with the machine's speed just after it."""
+    runs = []
+    for i in range(repeat):
+        run = bench_cycle(kind, n_allocs, clients)
+        run["reference_ms"] = reference_ms()
+        runs.append(run)
+        if repeat > 1:
+            print(f"cycle run {i + 1}/{repeat}: {run['allocs_per_s']} allocations/s "
+                  f"(reference_ms {run['reference_ms']})", file=sys.stderr)
+    ranked = sorted(runs, key=lambda r: r["allocs_per_s"])
+    median = dict(ranked[(len(ranked) - 1) // 2])  # the lower middle of an even count
+    if repeat > 1:
+        keys = ("allocs_per_s", "claim_ms_p99", "server_cpu_ms_per_alloc",
+                "database_cpu_ms_per_alloc", "reference_ms")
+        median["runs"] = [{k: r[k] for k in keys} for r in runs]
+        median["allocs_per_s_min"] = ranked[0]["allocs_per_s"]
+        median["allocs_per_s_max"] = ranked[-1]["allocs_per_s"]
+    return median
+
+
 # --- long-poll wake-up -------------------------------------------------------------------------
 
 
@@ -375,15 +402,19 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--only", choices=["cycle", "wake", "planning"], action="append")
     ap.add_argument("--allocations", type=int, default=3000)
     ap.add_argument("--clients", type=int, default=16)
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="cycle runs; the median run is reported, with every run's figures")
     ap.add_argument("--wake-rounds", type=int, default=20)
     ap.add_argument("--feeds", type=int, default=100_000)
     ap.add_argument("--nodes", type=int, default=1000)
     args = ap.parse_args(argv)
+    if args.repeat < 1:
+        ap.error("--repeat must be at least 1")
     parts = args.only or ["cycle", "wake", "planning"]
     out: dict[str, Any] = {"db": args.db, "cpus": os.cpu_count()}
     steal = StealMeter().start()
     if "cycle" in parts:
-        out["cycle"] = bench_cycle(args.db, args.allocations, args.clients)
+        out["cycle"] = bench_cycles(args.db, args.allocations, args.clients, args.repeat)
     if "wake" in parts:
         out["wake"] = bench_wake(args.db, args.wake_rounds)
     if "planning" in parts:
