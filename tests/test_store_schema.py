@@ -59,3 +59,36 @@ def test_0002_keys_articles_by_feed_and_keeps_them(any_db_url):
             assert s.scalar(select(func.count()).select_from(Article)) == 0
     finally:
         store.dispose()
+
+
+def test_node_index_holds_only_active_allocations(any_store):
+    """``ix_alloc_node_status`` indexes only claimed and executing allocations where the
+    database has partial indexes (SQLite, PostgreSQL), and the capacity count of every claim
+    is planned on it: its condition names the states as literals. Bound as parameters, the
+    planners could not use the index, and the count would read the node's whole history."""
+    from sqlalchemy import text
+
+    from cascade_cli.store.allocations import _RUNNING
+
+    dialect = any_store.engine.dialect
+    sql = _RUNNING.plan(dialect).sql
+    with any_store.engine.connect() as conn:
+        if dialect.name == "sqlite":
+            ddl = conn.scalar(text("SELECT sql FROM sqlite_master "
+                                   "WHERE name = 'ix_alloc_node_status'"))
+            assert "WHERE status IN ('claimed', 'executing')" in ddl
+            plan = " ".join(str(row[-1]) for row in conn.exec_driver_sql(
+                "EXPLAIN QUERY PLAN " + sql, ("node-1",)))
+        elif dialect.name == "postgresql":
+            ddl = conn.scalar(text("SELECT indexdef FROM pg_indexes "
+                                   "WHERE indexname = 'ix_alloc_node_status'"))
+            assert "WHERE ((status)::text = ANY" in ddl, ddl
+            conn.exec_driver_sql("SET enable_seqscan = off")  # an empty table: scans are free
+            plan = " ".join(row[0] for row in conn.exec_driver_sql(
+                "EXPLAIN " + sql, {"b_node": "node-1"}))
+        else:  # MySQL/MariaDB: no partial indexes, the full one
+            columns = [row[4] for row in conn.exec_driver_sql(
+                "SHOW INDEX FROM allocations WHERE Key_name = 'ix_alloc_node_status'")]
+            assert columns == ["node_id", "status"]
+            return
+    assert "ix_alloc_node_status" in plan, plan

@@ -87,6 +87,7 @@ from cascade_cli.store.models import (
     FeedResult,
     MessageTask,
     Node,
+    is_active,
 )
 from cascade_cli.store.nodes import NodeRow
 from cascade_cli.store.prepared import Prepared
@@ -123,25 +124,15 @@ _NOW = bindparam("b_now", type_=_A.updated_at.type)
 _LEASE = bindparam("b_lease", type_=_A.lease_expires_at.type)
 
 
-def _running_of_node(dialect: str = "postgresql") -> Any:
-    """How many allocations the node ``b_node`` holds. On PostgreSQL one count per active
-    state, added: an equality on both columns of ``ix_alloc_node_status`` is an index
-    condition whatever the statistics say; with ``status IN (...)`` PostgreSQL, holding
-    statistics from before the node took any work, looked up the node's whole history and
-    filtered it (a claim's cost grew with every allocation the node had ever finished).
-    In claims SQLite and MySQL/MariaDB keep the IN form: they seek the index for each
-    listed state themselves, and the sum costs them more."""
-    if dialect != "postgresql":
-        return (select(func.count()).select_from(_ALLOC)
-                .where(_A.node_id == bindparam("b_node"), _A.status.in_(ACTIVE_STATES))
-                .scalar_subquery())
-    counts = [select(func.count()).select_from(_ALLOC)
-              .where(_A.node_id == bindparam("b_node"), _A.status == state).scalar_subquery()
-              for state in ACTIVE_STATES]
-    total: Any = counts[0]
-    for count in counts[1:]:
-        total = total + count
-    return total
+def _running_of_node() -> Any:
+    """How many allocations the node ``b_node`` holds: a count over the node's entries in
+    ``ix_alloc_node_status``, which on SQLite and PostgreSQL holds active allocations only
+    (``is_active`` writes the states so that the planners can use it). With a full index,
+    PostgreSQL, holding statistics from before the node took any work, had looked up the
+    node's whole history and filtered it; the partial index holds no history."""
+    return (select(func.count()).select_from(_ALLOC)
+            .where(_A.node_id == bindparam("b_node"), is_active(_A.status))
+            .scalar_subquery())
 
 
 _RUNNING = Prepared(select(_running_of_node()))
@@ -214,7 +205,7 @@ def _any_of(values: Select[Any]) -> Any:
 def _free_capacity(dialect: str) -> Any:
     """How many more the claiming node may take now: ``min(b_want, b_capacity - running)``,
     never negative (SQLite reads a negative LIMIT as no limit at all)."""
-    free: Any = bindparam("b_capacity") - _running_of_node(dialect)
+    free: Any = bindparam("b_capacity") - _running_of_node()
     if dialect == "sqlite":  # SQLite's scalar min()/max() take several arguments
         return func.max(0, func.min(bindparam("b_want"), free))
     return func.greatest(0, func.least(bindparam("b_want"), free))

@@ -16,7 +16,7 @@ from cascade_cli import auth
 from cascade_cli.auth import NodeCredentials
 from cascade_cli.clock import isoformat_z
 from cascade_cli.errors import Conflict, InvalidInput, NotFound
-from cascade_cli.store.models import ACTIVE_STATES, PENDING, Allocation, AuthNonce, Node
+from cascade_cli.store.models import PENDING, Allocation, AuthNonce, Node, is_active
 from cascade_cli.store.prepared import PaddedIn, Prepared
 
 NODE_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$"
@@ -209,7 +209,7 @@ def revoke_credentials(session: Session, now: datetime, ident: str) -> Node:
 def delete_node(session: Session, ident: str) -> Node:
     node = get_node(session, ident)
     held = session.scalar(select(Allocation.id).where(
-        Allocation.node_id == node.id, Allocation.status.in_(ACTIVE_STATES)).limit(1))
+        Allocation.node_id == node.id, is_active(Allocation.status)).limit(1))
     if held is not None:
         raise Conflict(f"node '{node.name}' still holds allocations",
                        hint=f"disable it first ('cascade nodes disable {node.name}') and wait "
