@@ -73,6 +73,8 @@ FAILED = "failed"
 TIMEOUT = "timeout"
 ALLOCATION_STATES = (PENDING, CLAIMED, EXECUTING, COMPLETED, FAILED, TIMEOUT)
 ACTIVE_STATES = (CLAIMED, EXECUTING)
+TERMINAL_STATES = (COMPLETED, FAILED, TIMEOUT)
+NON_TERMINAL_STATES = (PENDING, CLAIMED, EXECUTING)
 # The active states as SQL text: the predicate of the partial index ``ix_alloc_node_status``.
 ACTIVE_SQL = "status IN ({})".format(", ".join(f"'{state}'" for state in ACTIVE_STATES))
 
@@ -83,8 +85,7 @@ def is_active(status: Any) -> Any:
     condition implies the index's, and a bound parameter's value is unknown when the
     statement is planned. Use it wherever a query looks a node's held allocations up."""
     return status.in_([literal_column(f"'{state}'") for state in ACTIVE_STATES])
-TERMINAL_STATES = (COMPLETED, FAILED, TIMEOUT)
-NON_TERMINAL_STATES = (PENDING, CLAIMED, EXECUTING)
+
 
 # Run states.
 RUN_RUNNING = "running"
