@@ -158,6 +158,9 @@ class ParentSection(_Section):
     affinity_grace: float = Field(default=300, ge=0)
     share_webhook_secrets: bool = False
     heartbeat_interval: float | None = Field(default=None, gt=0)
+    # The sub-path a reverse proxy serves the parent under ("/cascade"): the dashboard's links
+    # and cookies carry it. Empty: served at the root.
+    base_path: str = ""
     auth: AuthSection = AuthSection()
     limits: LimitsSection = LimitsSection()
     scheduler: SchedulerSection = SchedulerSection()
@@ -167,6 +170,19 @@ class ParentSection(_Section):
     @classmethod
     def _url(cls, v: Any) -> Any:
         return normalise_url(v) or None
+
+    @field_validator("base_path", mode="before")
+    @classmethod
+    def _base_path(cls, v: Any) -> Any:
+        if v is None:
+            return ""
+        if not isinstance(v, str):
+            return v
+        path = v.strip().rstrip("/")
+        if path and not re.fullmatch(r"(/[A-Za-z0-9._~-]+)+", path):
+            raise ValueError("must be a URL path such as '/cascade' (letters, digits, '.', "
+                             "'_', '~', '-' between slashes), or empty for the root")
+        return path
 
 
 class CommandSpec(_Section):

@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from cascade_cli import PROTOCOL_VERSION, __version__
 from cascade_cli.clock import Clock
 from cascade_cli.config import Settings
-from cascade_cli.parent import tokens
+from cascade_cli.parent import tokens, ui
 from cascade_cli.parent.db import BatchingDb, ThreadedDb
 from cascade_cli.parent.envelope import error_response, install_handlers, ok
 from cascade_cli.parent.http_auth import Throttle
@@ -224,7 +224,7 @@ def create_app(store: Store, clock: Clock, settings: Settings, *,
                      title="Cascade parent", version=__version__,
                      description=f"Cascade wire protocol version {PROTOCOL_VERSION}. Every "
                                  f"route is served under {CANONICAL_PREFIX} and {LEGACY_PREFIX}.",
-                     docs_url="/docs", redoc_url=None)
+                     docs_url=None, redoc_url=None)  # /docs: parent.ui (local assets)
     app.state.cascade = state
     install_handlers(app)
 
@@ -233,6 +233,8 @@ def create_app(store: Store, clock: Clock, settings: Settings, *,
                            generate_unique_id_function=_unique_id("v1"))
         app.include_router(router, prefix=LEGACY_PREFIX,
                            generate_unique_id_function=_unique_id("wx"))
+
+    ui.install(app, settings.parent.base_path)  # the dashboard at /ui, / and /docs
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> Response:
