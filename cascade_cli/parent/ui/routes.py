@@ -78,14 +78,14 @@ class Clocks:
             return self.t("never")
         seconds = max(0, int((self.now - ensure_utc(value)).total_seconds()))
         if seconds < 120:
-            text = f"{seconds} s"
+            amount, unit = seconds, "unit_s"
         elif seconds < 7200:
-            text = f"{seconds // 60} min"
+            amount, unit = seconds // 60, "unit_min"
         elif seconds < 172800:
-            text = f"{seconds // 3600} h"
+            amount, unit = seconds // 3600, "unit_h"
         else:
-            text = f"{seconds // 86400} d"
-        return self.t("ago", n=text)
+            amount, unit = seconds // 86400, "unit_d"
+        return self.t("ago", n=f"{amount} {self.t(unit)}")
 
 
 def base_url(request: Request) -> str:
