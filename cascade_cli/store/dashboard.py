@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from cascade_cli.store import nodes as node_repo
@@ -253,7 +253,8 @@ def feed_lines(session: Session, *, limit: int = 200, offset: int = 0) -> tuple[
                                                                                  int]:
     """Feeds, the failing ones first (longest streak first), then by id."""
     total = int(session.scalar(select(func.count()).select_from(Feed)) or 0)
-    failing_first = (Feed.last_status == FEED_FAILED).desc()
+    # A CASE, not the comparison itself: PostgreSQL sorts NULL (never fetched) first in DESC.
+    failing_first = case((Feed.last_status == FEED_FAILED, 0), else_=1)
     feeds = list(session.scalars(select(Feed).order_by(failing_first, Feed.id)
                                  .limit(limit).offset(offset)))
     streaks = failure_streaks(session, [f.id for f in feeds])
