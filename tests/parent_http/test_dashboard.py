@@ -127,13 +127,18 @@ async def test_node_credentials_get_403_on_every_dashboard_path(api: Api) -> Non
 
 
 async def test_actions_need_the_csrf_token(api: Api) -> None:
-    api.node("c1")
-    client, _tok, csrf = await login(api)
-    for bad in ({}, {"X-CSRF-Token": "0" * 64}, {"X-CSRF-Token": csrf[:-1]}):
-        envelope_err(await client.post("/ui/nodes/c1/disable", headers=bad), 403,
-                     "csrf_failed")
-        envelope_err(await client.post("/ui/tasks/t1/dispatch", headers=bad), 403,
-                     "csrf_failed")
+    creds = api.node("c1")
+    client, tok, csrf = await login(api)
+    task_id = await api.setup_task(tok, n_feeds=1)
+    actions = [f"/ui/nodes/c1/{a}" for a in ("enable", "disable", "rotate", "revoke")]
+    actions += [f"/ui/tasks/{task_id}/dispatch", "/ui/logout"]
+    for path in actions:
+        for bad in ({}, {"X-CSRF-Token": "0" * 64}, {"X-CSRF-Token": csrf[:-1]}):
+            envelope_err(await client.post(path, headers=bad), 403, "csrf_failed")
+    # nothing happened: the node still works, no run was created, the session is still open
+    envelope_ok(await api.as_node(creds, "POST", "/heartbeat", json={}))
+    assert "/ui/runs/" not in (await client.get("/ui/runs", params={"live": "1"})).text
+    assert (await client.get("/ui/")).status_code == 200
     # a CSRF token belongs to one admin token: another session's does not fit
     other = httpx.AsyncClient(transport=api.client._transport, base_url="http://parent")
     async with other:
@@ -144,8 +149,14 @@ async def test_actions_need_the_csrf_token(api: Api) -> None:
     # without any session: 401, never the action
     anon = httpx.AsyncClient(transport=api.client._transport, base_url="http://parent")
     async with anon:
-        envelope_err(await anon.post("/ui/nodes/c1/disable", headers={"X-CSRF-Token": csrf}),
-                     401, "login_required")
+        for path in actions:
+            envelope_err(await anon.post(path, headers={"X-CSRF-Token": csrf}), 401,
+                         "login_required")
+        # a node credential instead of a session: 403, whatever the CSRF token
+        for path in actions:
+            envelope_err(await anon.post(path, headers={"X-CSRF-Token": csrf,
+                                                        **api.plain(creds)}), 403,
+                         "admin_required")
 
 
 async def test_node_actions_enable_disable_rotate_revoke(api: Api) -> None:
@@ -313,3 +324,13 @@ async def test_pages_forbid_framing_and_caching(api: Api) -> None:
     assert page.headers["x-frame-options"] == "DENY"
     assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
     assert page.headers["cache-control"] == "no-store"
+
+
+async def test_failed_logins_are_throttled_per_address(api: Api) -> None:
+    limit = api.settings.parent.auth.failed_attempts_limit
+    for _ in range(limit):
+        r = await api.client.post("/ui/login", data={"token": "eyJ.bad.token"})
+        assert r.status_code == 401
+    r = await api.client.post("/ui/login", data={"token": api.token()})
+    envelope_err(r, 429, "too_many_requests")
+    assert int(r.headers["retry-after"]) >= 1
