@@ -5,7 +5,8 @@ processes fetching the bundled demo feeds from a local feed server: log in with 
 see both children online, dispatch a task from the tasks page, watch its allocations complete
 on the run page without reloading it, disable a node, rotate one (the secret shown once), switch
 to Chinese, and take a screenshot of each view (into tmp_path; with CASCADE_DOCS_SCREENSHOTS=1
-also into docs/img/ for docs/dashboard.md).
+also into docs/img/ for docs/dashboard.md), and open /docs (Swagger UI from the parent,
+Authorize). Every request the browser made went to the parent: no CDN.
 
 Chromium comes from .ci/run (apt-get install chromium). Without it, or without the playwright
 package, the test skips with the reason, except under CI=true, where it fails.
@@ -125,9 +126,11 @@ def test_dashboard_in_chromium(deployment: tuple[Deployment, FeedServer], tmp_pa
         page.on("dialog", lambda dialog: dialog.accept())
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
+        requested: list[str] = []
+        page.on("request", lambda request: requested.append(request.url))
 
-        def shot(name: str) -> None:
-            page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
+        def shot(name: str, full_page: bool = True) -> None:
+            page.screenshot(path=str(shots / f"{name}.png"), full_page=full_page)
 
         # log in: the root of the sub-path leads to the login form
         page.goto(f"{dep.url}{BASE}/")
@@ -199,7 +202,17 @@ def test_dashboard_in_chromium(deployment: tuple[Deployment, FeedServer], tmp_pa
         page.click("#nav-overview")
         page.wait_for_selector("text=在线节点")
         shot("overview-zh")
+
+        # /docs: Swagger UI from the parent itself, its Authorize button knows both schemes
+        page.goto(f"{dep.url}{BASE}/docs")
+        page.click(".swagger-ui .btn.authorize")
+        page.wait_for_selector("text=adminToken")
+        page.wait_for_selector("text=nodeKey")
+        shot("docs", full_page=False)
         assert not errors, errors
+        # nothing was loaded from anywhere but the parent (no CDN)
+        outside = [u for u in requested if not u.startswith((dep.url + "/", "data:"))]
+        assert not outside, outside
         context.close()
 
     # what the browser did happened on the parent

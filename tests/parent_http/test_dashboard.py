@@ -280,9 +280,15 @@ async def test_sub_path_behind_a_proxy(tmp_path, store: Store, clock) -> None:
         # ... and one that strips it: same page, links still under the prefix
         stripped = await client.get("/ui/nodes", cookies={"cascade_ui": tok})
         assert 'href="/cascade/ui/runs"' in stripped.text
-        docs = await client.get("/docs")
-        assert "/cascade/openapi.json" in docs.text
-        assert (await client.get("/openapi.json")).json()["servers"] == [{"url": "/cascade"}]
+        for prefix in ("", "/cascade"):  # the proxy strips the sub-path, or passes it on
+            docs = await client.get(prefix + "/docs")
+            assert "/cascade/openapi.json" in docs.text
+            assert "/cascade/docs/assets/swagger-ui-bundle.js" in docs.text
+            asset = await client.get(prefix + "/docs/assets/swagger-ui-bundle.js")
+            assert asset.status_code == 200
+            schema = (await client.get(prefix + "/openapi.json")).json()
+            assert schema["servers"] == [{"url": "/cascade"}]
+            assert "adminToken" in schema["components"]["securitySchemes"]
     with pytest.raises(Exception, match="base_path"):
         make_settings(tmp_path, parent={"base_path": "cascade ui"})
 
@@ -334,3 +340,16 @@ async def test_failed_logins_are_throttled_per_address(api: Api) -> None:
     r = await api.client.post("/ui/login", data={"token": api.token()})
     envelope_err(r, 429, "too_many_requests")
     assert int(r.headers["retry-after"]) >= 1
+
+
+async def test_cross_site_posts_are_refused(api: Api) -> None:
+    client, tok, csrf = await login(api)
+    api.node("c1")
+    cross = {"Sec-Fetch-Site": "cross-site"}
+    r = await client.post("/ui/login", data={"token": tok}, headers=cross)
+    envelope_err(r, 403, "csrf_failed")
+    envelope_err(await client.post("/ui/nodes/c1/disable", headers={**cross,
+                                                                    "X-CSRF-Token": csrf}),
+                 403, "csrf_failed")
+    envelope_ok(await client.post("/ui/nodes/c1/disable", headers={
+        "Sec-Fetch-Site": "same-origin", "X-CSRF-Token": csrf}))

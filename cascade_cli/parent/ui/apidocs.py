@@ -17,7 +17,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response
+from starlette.responses import FileResponse, JSONResponse, Response
 
 from cascade_cli.errors import NotFound
 
@@ -84,7 +84,6 @@ def install_docs(app: FastAPI, base_path: str) -> None:
         log.warning("/docs is off: the swagger-ui-bundle-v2 package is not installed")
         return
 
-    @app.get("/docs", include_in_schema=False)
     async def docs(request: Request) -> Response:
         return get_swagger_ui_html(
             openapi_url=f"{base_path}/openapi.json", title="Cascade parent - API",
@@ -93,10 +92,22 @@ def install_docs(app: FastAPI, base_path: str) -> None:
             swagger_favicon_url=f"{base_path}/docs/assets/favicon-32x32.png",
             swagger_ui_parameters={"persistAuthorization": False})
 
-    @app.get("/docs/assets/{name}", include_in_schema=False)
     async def docs_asset(name: str) -> Response:
         media = ASSETS.get(name)
         if media is None:
             raise NotFound("file", name)
         return FileResponse(assets / name, media_type=media,
                             headers={"Cache-Control": "public, max-age=86400"})
+
+    async def schema() -> Response:
+        return JSONResponse(app.openapi())
+
+    # Under the sub-path too, for a proxy that passes it on (one that strips it reaches the
+    # routes at the root).
+    for prefix in ("", base_path) if base_path else ("",):
+        app.add_api_route(f"{prefix}/docs", docs, methods=["GET"], include_in_schema=False)
+        app.add_api_route(f"{prefix}/docs/assets/{{name}}", docs_asset, methods=["GET"],
+                          include_in_schema=False)
+        if prefix:
+            app.add_api_route(f"{prefix}/openapi.json", schema, methods=["GET"],
+                              include_in_schema=False)

@@ -186,6 +186,7 @@ def build_router() -> APIRouter:
 
     @router.post("/ui/login")
     async def login(request: Request) -> Response:
+        session.refuse_cross_site(request)
         state = _state(request)
         pages = Pages(request, None)
         token = (await _form(request)).get("token", "").strip()

@@ -117,9 +117,18 @@ async def current(state: AppState, request: Request) -> UiSession:
         raise LoginRequired(exc.message, code=exc.code) from exc
 
 
+def refuse_cross_site(request: Request) -> None:
+    """403 for a request a browser marks as sent by another site (``Sec-Fetch-Site``): a
+    third layer for actions, and the one that guards the login form (no session yet)."""
+    if request.headers.get("sec-fetch-site", "").lower() == "cross-site":
+        raise ForbiddenError("cross-site request refused: use the dashboard's own pages",
+                             code="csrf_failed")
+
+
 def check_csrf(request: Request, session: UiSession, form_value: str | None = None) -> None:
     if session.via_header:
         return
+    refuse_cross_site(request)
     sent = request.headers.get(CSRF_HEADER) or form_value or ""
     if not hmac.compare_digest(sent.encode()[:128], session.csrf.encode()):
         raise ForbiddenError("missing or wrong CSRF token: reload the page and try again",
