@@ -156,6 +156,8 @@ def test_dashboard_in_chromium(deployment: tuple[Deployment, FeedServer], tmp_pa
         page.click("#task-all-feeds .act-dispatch")
         page.wait_for_selector("#flash-link:not([hidden])")
         assert "dispatched" in page.inner_text("#flash-message")
+        # the action refreshes the table at once: the task's last run is there
+        page.wait_for_selector("#task-all-feeds .badge.s-running", timeout=5_000)
         shot("tasks")
         page.click("#flash-link")
         page.wait_for_selector("tr.alloc")

@@ -15,8 +15,11 @@
     state.className = "live-state " + (ok ? "on" : "off");
   }
 
+  var again = false;
+
   function refresh() {
-    if (!live || busy) return Promise.resolve();
+    if (!live) return Promise.resolve();
+    if (busy) { again = true; return Promise.resolve(); }  // once the one in flight is done
     busy = true;
     return fetch(live.dataset.live, {credentials: "same-origin", cache: "no-store",
                                      headers: {"Accept": "text/html"}})
@@ -26,7 +29,10 @@
         return r.text().then(function (html) { live.innerHTML = html; mark(true); });
       })
       .catch(function () { mark(false); })
-      .then(function () { busy = false; });
+      .then(function () {
+        busy = false;
+        if (again) { again = false; return refresh(); }
+      });
   }
 
   function show(id, visible) { document.getElementById(id).hidden = !visible; }
