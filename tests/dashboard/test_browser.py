@@ -102,8 +102,8 @@ def _child_config(dep: Deployment, name: str) -> Path:
     return path
 
 
-def test_dashboard_in_chromium(deployment: tuple[Deployment, FeedServer], tmp_path: Path,
-                               sync_playwright: Any) -> None:
+def test_dashboard_in_chromium(sync_playwright: Any,  # first: skips before any process starts
+                               deployment: tuple[Deployment, FeedServer], tmp_path: Path) -> None:
     started = time.monotonic()
     dep, srv = deployment
     _seed(dep, srv)
