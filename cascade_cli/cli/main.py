@@ -18,6 +18,7 @@ from cascade_cli import PROTOCOL_VERSION, __version__
 from cascade_cli.cli import (
     allocations,
     child,
+    config_cmd,
     deliveries,
     doctor,
     feeds,
@@ -41,7 +42,7 @@ Child host:   cascade run-child, doctor
 Try it all:   cascade demo
 
 Configuration: --config PATH, else $CASCADE_CONFIG, else ./config.yaml, else defaults;
-CASCADE_* environment variables override single keys (see config.example.yaml).
+CASCADE_* environment variables override single keys (every key: cascade config example).
 
 Exit codes: 0 success, 1 a check or operation failed, 2 usage or configuration error.
 """
@@ -128,7 +129,7 @@ def main(
 
 
 for module in (init_cmd, nodes, serve, token, feeds, tasks, allocations, child, doctor,
-               deliveries):
+               deliveries, config_cmd):
     module.register(app)
 
 
