@@ -67,8 +67,10 @@ def render_node_list(app: AppContext, views: list[dict[str, Any]], as_json: bool
 
 
 def child_yaml_block(parent_url: str, creds: NodeCredentials, heartbeat_interval: float,
-                     sync_interval: float) -> str:
-    """The ready-to-paste ``cascade:`` block of the child's config.yaml."""
+                     sync_interval: float, capacity: int) -> str:
+    """The ready-to-paste config of the child: the ``cascade:`` block, then ``child.capacity``
+    set to the node's capacity on the parent (so the child runs as many allocations at once as
+    the parent hands it, not the default 2)."""
     return "\n".join([
         "cascade:",
         "  enabled: true",
@@ -78,12 +80,24 @@ def child_yaml_block(parent_url: str, creds: NodeCredentials, heartbeat_interval
         f"  api_secret: {creds.api_secret}",
         f"  sync_interval: {sync_interval:g}",
         f"  heartbeat_interval: {heartbeat_interval:g}",
+        "child:",
+        f"  capacity: {capacity}",
     ])
 
 
 def resolve_parent_url(app: AppContext, parent_url: str | None) -> str:
     if parent_url is None:
-        return app.settings.parent_url_for_children()
+        settings = app.settings
+        url = settings.parent_url_for_children()
+        if not (settings.parent.public_url or settings.cascade.parent_api_url):
+            # The fallback is this host's own listen address: right for a child on the same
+            # host only, and silently wrong for every other one.
+            app.err.print(f"[yellow]warning:[/yellow] the child's parent_api_url is {url}, "
+                          "this host's listen address, which other hosts usually cannot "
+                          "reach. Set parent.public_url in the parent's config (or pass "
+                          "--parent-url URL) to the address children use.", highlight=False,
+                          soft_wrap=True)
+        return url
     url = normalise_url(parent_url)
     if not isinstance(url, str) or not url.startswith(("http://", "https://")) or \
             len(url.split("://", 1)[1]) == 0:
@@ -110,7 +124,8 @@ def show_credentials(app: AppContext, node: Node, creds: NodeCredentials, parent
               "instead of writing the secret to the file):")
     typer.echo("")
     cfg = app.settings.cascade
-    typer.echo(child_yaml_block(parent_url, creds, cfg.heartbeat_interval, cfg.sync_interval))
+    typer.echo(child_yaml_block(parent_url, creds, cfg.heartbeat_interval, cfg.sync_interval,
+                                node.max_capacity))
     typer.echo("")
     out.print("Then on the child host: cascade run-child   (check first: cascade doctor)")
 
@@ -200,7 +215,8 @@ def register(app: typer.Typer) -> None:
         if as_json:
             print_json({"node_id": n.id, "node_name": n.name, "api_key": creds.api_key,
                         "api_secret": creds.api_secret,
-                        "previous_secret_valid_until": valid_until, "parent_api_url": url})
+                        "previous_secret_valid_until": valid_until, "parent_api_url": url,
+                        "capacity": n.max_capacity})
             return
         show_credentials(a, n, creds, url, title=f"New secret for node '{n.name}'",
                          extra={"old secret valid until": valid_until or "revoked now"})
