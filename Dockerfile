@@ -3,6 +3,7 @@
 #
 #   docker build -t cascade .
 #   docker run --rm cascade config example > config.yaml
+#   docker run --rm -v cascade-data:/data cascade init                     # schema, once
 #   docker run -d -p 8001:8001 -v cascade-data:/data \
 #       -e CASCADE_PARENT__PUBLIC_URL=http://parent-host:8001 cascade       # parent, SQLite
 #   docker run -d -v /etc/cascade/child.yaml:/config/config.yaml:ro \
