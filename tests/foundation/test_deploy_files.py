@@ -285,6 +285,7 @@ def _docker_engine() -> str | None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1500)  # a first build downloads the base image and every wheel
 def test_docker_image_builds_and_runs(tmp_path: Path) -> None:
     reason = _docker_engine()
     if reason:
