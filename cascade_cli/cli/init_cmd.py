@@ -23,6 +23,7 @@ from cascade_cli.cli.nodes import (
     render_node_list,
     resolve_parent_url,
     show_credentials,
+    warn_if_guessed,
 )
 from cascade_cli.cli.private_file import write_private
 from cascade_cli.console import print_json
@@ -112,6 +113,7 @@ def _create_child(app: AppContext, name: str, description: str, capacity: int | 
                                              max_capacity=cap)
         log_event(s, now, "node_created", node_id=node.id,
                   detail={"name": name, "max_capacity": cap})
+    warn_if_guessed(app, parent_url, url)
     if output is not None:
         cfg = app.settings.cascade
         write_private(output, f"# Cascade child '{node.name}', made by cascade init --child on "

@@ -87,23 +87,24 @@ def child_yaml_block(parent_url: str, creds: NodeCredentials, heartbeat_interval
 
 def resolve_parent_url(app: AppContext, parent_url: str | None) -> str:
     if parent_url is None:
-        settings = app.settings
-        url = settings.parent_url_for_children()
-        if not (settings.parent.public_url or settings.cascade.parent_api_url):
-            # The fallback is this host's own listen address: right for a child on the same
-            # host only, and silently wrong for every other one.
-            app.err.print(f"[yellow]warning:[/yellow] the child's parent_api_url is {url}, "
-                          "this host's listen address, which other hosts usually cannot "
-                          "reach. Set parent.public_url in the parent's config (or pass "
-                          "--parent-url URL) to the address children use.", highlight=False,
-                          soft_wrap=True)
-        return url
+        return app.settings.parent_url_for_children()
     url = normalise_url(parent_url)
     if not isinstance(url, str) or not url.startswith(("http://", "https://")) or \
             len(url.split("://", 1)[1]) == 0:
         raise InvalidInput(f"--parent-url: must be an http:// or https:// URL, got "
                            f"\"{parent_url}\"", field="parent_url")
     return url
+
+
+def warn_if_guessed(app: AppContext, parent_url: str | None, url: str) -> None:
+    """Warn (once the node exists) when the URL given to a child is only this host's own
+    listen address: right for a child on the same host, silently wrong for every other."""
+    settings = app.settings
+    if parent_url is None and not (settings.parent.public_url or settings.cascade.parent_api_url):
+        app.err.print(f"[yellow]warning:[/yellow] the child's parent_api_url is {url}, this "
+                      "host's listen address, which other hosts usually cannot reach. Set "
+                      "parent.public_url in the parent's config (or pass --parent-url URL) to "
+                      "the address children use.", highlight=False, soft_wrap=True)
 
 
 def show_credentials(app: AppContext, node: Node, creds: NodeCredentials, parent_url: str,
@@ -212,6 +213,7 @@ def register(app: typer.Typer) -> None:
             log_event(s, now, "credentials_rotated", node_id=n.id,
                       detail={"overlap_seconds": seconds})
             valid_until = isoformat_z(n.prev_valid_until)
+        warn_if_guessed(a, parent_url, url)
         if as_json:
             print_json({"node_id": n.id, "node_name": n.name, "api_key": creds.api_key,
                         "api_secret": creds.api_secret,
