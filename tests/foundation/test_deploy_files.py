@@ -166,13 +166,23 @@ def test_compose_wires_parent_on_postgres_two_children_and_feeds() -> None:
             assert service.get("user") in (None, "cascade", "10001")  # the image's user
 
 
-def test_compose_health_commands_are_real_cascade_commands() -> None:
-    """Every cascade command line in the compose file parses (its --help exits 0)."""
-    services = compose()["services"]
-    child_check = services["child-1"]["healthcheck"]["test"][2:]
-    r = subprocess.run([str(BIN / "cascade"), *child_check, "--help"], capture_output=True,
-                       text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
+def test_compose_child_health_check_fails_without_a_parent(tmp_path: Path) -> None:
+    """The children's health check, run as compose runs it: a parent that does not answer
+    makes it fail (a check that only skipped would call a cut-off child healthy)."""
+    test = compose()["services"]["child-1"]["healthcheck"]["test"]
+    assert test[:2] == ["CMD", "cascade"]
+    cfg = tmp_path / "child-1.yaml"
+    with socket_closed_port() as port:
+        cfg.write_text(yaml.safe_dump({"cascade": {
+            "enabled": True, "node_type": "child", "parent_api_url": f"http://127.0.0.1:{port}",
+            "api_key": "CN" + "a1" * 16, "api_secret": "CS" + "b2" * 20}}), encoding="utf-8")
+        cfg.chmod(0o600)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CASCADE_")}
+        env.update({"CASCADE_CONFIG": str(cfg), "CASCADE_DATA_DIR": str(tmp_path / "data")})
+        r = subprocess.run([str(BIN / "cascade"), *test[2:]], capture_output=True, text=True,
+                           timeout=60, env=env, cwd=tmp_path)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "child.tcp" in r.stdout and " failed" in r.stdout, r.stdout
 
 
 @pytest.mark.slow
