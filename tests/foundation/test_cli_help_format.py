@@ -77,6 +77,11 @@ def test_the_checker_catches_a_source_line_break() -> None:
     assert mid_sentence_breaks(bad, 100)
     long = " " + "word " * 19 + "\n next\n"  # 96 cells: 'next' cannot fit on the line
     assert not mid_sentence_breaks(long, 100)
+    row = "│ --desc        <str>  Description of the                        │"
+    cont = "│                      child node.                               │"
+    assert mid_sentence_breaks(f"{row}\n{cont}\n", 100)  # 'child' fitted on the row
+    full = "│ --desc        <str>  Description of the child node which goes   │"
+    assert not mid_sentence_breaks(f"{full}\n{cont}\n", 100)
 
 
 def _cascade() -> str:
