@@ -18,11 +18,14 @@ from rich.markup import escape
 from cascade_cli.cli.context import AppContext, get_ctx
 from cascade_cli.cli.nodes import (
     JsonOpt,
+    child_yaml_block,
     node_views,
     render_node_list,
     resolve_parent_url,
     show_credentials,
+    warn_if_guessed,
 )
+from cascade_cli.cli.private_file import write_private
 from cascade_cli.console import print_json
 from cascade_cli.errors import CascadeError, StoreError, UsageError
 from cascade_cli.store import migrate
@@ -94,8 +97,12 @@ def _print_init_report(app: AppContext, report: dict[str, Any]) -> None:
 
 
 def _create_child(app: AppContext, name: str, description: str, capacity: int | None,
-                  parent_url: str | None, as_json: bool) -> None:
+                  parent_url: str | None, as_json: bool, output: Path | None) -> None:
     url = resolve_parent_url(app, parent_url)  # bad input fails before anything is written
+    if output is not None and (output.exists() or not output.parent.is_dir()):
+        # Checked before the node exists: a secret that cannot be written is a secret lost.
+        raise UsageError(f"--output: {output} exists or its folder does not; nothing created",
+                         hint="give the path of a new file in an existing folder")
     report = initialise(app)
     if not as_json and report["schema_before"] != report["schema_after"]:
         _print_init_report(app, report)
@@ -106,9 +113,27 @@ def _create_child(app: AppContext, name: str, description: str, capacity: int | 
                                              max_capacity=cap)
         log_event(s, now, "node_created", node_id=node.id,
                   detail={"name": name, "max_capacity": cap})
+    warn_if_guessed(app, parent_url, url)
+    if output is not None:
+        cfg = app.settings.cascade
+        write_private(output, f"# Cascade child '{node.name}', made by cascade init --child on "
+                              "the parent. Keep it mode 0600: it holds the node's secret.\n"
+                      + child_yaml_block(url, creds, cfg.heartbeat_interval, cfg.sync_interval,
+                                         node.max_capacity) + "\n")
     if as_json:
-        print_json({"node_id": node.id, "node_name": node.name, "api_key": creds.api_key,
-                    "api_secret": creds.api_secret, "parent_api_url": url})
+        data = {"node_id": node.id, "node_name": node.name, "api_key": creds.api_key,
+                "api_secret": creds.api_secret, "parent_api_url": url, "capacity": cap}
+        if output is not None:
+            data["config_file"] = str(output)
+        print_json(data)
+        return
+    if output is not None:
+        # The secret went to the file only: nothing to copy from the screen or scrollback.
+        app.out.print(f"[green]Child node '{escape(node.name)}' created[/green] (id {node.id}, "
+                      f"key {creds.api_key}, capacity {cap})")
+        app.out.print(f"wrote {escape(str(output))} (mode 0600) with its secret: copy it to "
+                      "the child host as config.yaml (scp -p keeps the mode), then run "
+                      "cascade run-child there (check first: cascade doctor)")
         return
     show_credentials(app, node, creds, url, title=f"Child node '{node.name}' created")
 
@@ -136,6 +161,10 @@ def register(app: typer.Typer) -> None:
             "--parent-url", metavar="URL",
             help="Parent URL for the child's config block (default: parent.public_url, "
                  "cascade.parent_api_url, or this host's listen address).")] = None,
+        output: Annotated[Path | None, typer.Option(
+            "--output", "-o", metavar="PATH", dir_okay=False,
+            help="With --child: write the child's config.yaml to PATH (mode 0600) instead "
+                 "of printing the secret.")] = None,
         list_: Annotated[bool, typer.Option(
             "--list", help="List child nodes (same as cascade list-credentials).")] = False,
         as_json: JsonOpt = False,
@@ -143,8 +172,10 @@ def register(app: typer.Typer) -> None:
         """Create or upgrade the database and admin-token secret; --child NAME adds a child.
 
         Safe to run again: the schema is upgraded in place and an existing secret is kept.
-        --child NAME creates a child node and prints its credentials once, with the cascade:
-        block for the child's config.yaml; --list lists the nodes.
+        --child NAME creates a child node and prints its credentials once, with the block
+        for the child's config.yaml (its parent URL comes from parent.public_url, and
+        child.capacity is the node's capacity); --output PATH writes that file, mode 0600,
+        instead. --list lists the nodes.
 
         Exit codes: 0 success, 1 operation failed, 2 usage or configuration error.
         """
@@ -155,10 +186,10 @@ def register(app: typer.Typer) -> None:
             list_credentials_command(ctx, as_json)
             return
         if child is not None:
-            _create_child(a, child, desc, capacity, parent_url, as_json)
+            _create_child(a, child, desc, capacity, parent_url, as_json, output)
             return
-        if desc or capacity is not None or parent_url:
-            raise UsageError("--desc, --capacity and --parent-url go with --child NAME")
+        if desc or capacity is not None or parent_url or output is not None:
+            raise UsageError("--desc, --capacity, --parent-url and --output go with --child NAME")
         try:
             report = initialise(a)
         except StoreError as exc:

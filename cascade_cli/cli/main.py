@@ -18,6 +18,7 @@ from cascade_cli import PROTOCOL_VERSION, __version__
 from cascade_cli.cli import (
     allocations,
     child,
+    config_cmd,
     deliveries,
     doctor,
     feeds,
@@ -28,21 +29,21 @@ from cascade_cli.cli import (
     token,
 )
 from cascade_cli.cli.context import AppContext
+from cascade_cli.cli.helptext import show_flags_without_type, tidy_command
 from cascade_cli.console import make_console
 from cascade_cli.errors import CascadeError
 
 HELP = """Cascade: distribute feed crawling from one parent to many children.
 
 \b
-Parent host:  cascade init, init --child NAME, serve-parent, dispatch, allocations, doctor
+Parent host:  cascade init, init --child NAME, serve-parent, dispatch,
+              allocations, doctor
 Child host:   cascade run-child, doctor
 Try it all:   cascade demo
 
-\b
 Configuration: --config PATH, else $CASCADE_CONFIG, else ./config.yaml, else defaults;
-CASCADE_* environment variables override single keys (see config.example.yaml).
+CASCADE_* environment variables override single keys (every key: cascade config example).
 
-\b
 Exit codes: 0 success, 1 a check or operation failed, 2 usage or configuration error.
 """
 
@@ -69,6 +70,7 @@ SPECIFIC_EXIT_CODES = {
 def _document(cmd: Any, name: str) -> None:
     """Every command's --help states its exit codes and what --json does (one place, so a new
     command cannot forget it)."""
+    tidy_command(cmd)  # paragraphs wrap at the terminal's width, not at the source's
     for sub_name, sub in (getattr(cmd, "commands", None) or {}).items():
         _document(sub, sub_name)
     if getattr(cmd, "commands", None) is not None:
@@ -88,6 +90,7 @@ class CascadeGroup(TyperGroup):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        tidy_command(self)
         for name, sub in self.commands.items():
             _document(sub, name)
 
@@ -99,7 +102,9 @@ class CascadeGroup(TyperGroup):
             raise typer.Exit(exc.exit_code) from None
 
 
-app = typer.Typer(help=HELP, no_args_is_help=True, add_completion=False, cls=CascadeGroup,
+show_flags_without_type()
+# Completion: `cascade --install-completion` (bash, zsh, fish, PowerShell).
+app = typer.Typer(help=HELP, no_args_is_help=True, add_completion=True, cls=CascadeGroup,
                   rich_markup_mode="rich", pretty_exceptions_show_locals=False,
                   context_settings={"help_option_names": ["-h", "--help"]})
 
@@ -124,7 +129,7 @@ def main(
 
 
 for module in (init_cmd, nodes, serve, token, feeds, tasks, allocations, child, doctor,
-               deliveries):
+               deliveries, config_cmd):
     module.register(app)
 
 

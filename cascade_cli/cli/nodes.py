@@ -67,8 +67,10 @@ def render_node_list(app: AppContext, views: list[dict[str, Any]], as_json: bool
 
 
 def child_yaml_block(parent_url: str, creds: NodeCredentials, heartbeat_interval: float,
-                     sync_interval: float) -> str:
-    """The ready-to-paste ``cascade:`` block of the child's config.yaml."""
+                     sync_interval: float, capacity: int) -> str:
+    """The ready-to-paste config of the child: the ``cascade:`` block, then ``child.capacity``
+    set to the node's capacity on the parent (so the child runs as many allocations at once as
+    the parent hands it, not the default 2)."""
     return "\n".join([
         "cascade:",
         "  enabled: true",
@@ -78,6 +80,8 @@ def child_yaml_block(parent_url: str, creds: NodeCredentials, heartbeat_interval
         f"  api_secret: {creds.api_secret}",
         f"  sync_interval: {sync_interval:g}",
         f"  heartbeat_interval: {heartbeat_interval:g}",
+        "child:",
+        f"  capacity: {capacity}",
     ])
 
 
@@ -90,6 +94,17 @@ def resolve_parent_url(app: AppContext, parent_url: str | None) -> str:
         raise InvalidInput(f"--parent-url: must be an http:// or https:// URL, got "
                            f"\"{parent_url}\"", field="parent_url")
     return url
+
+
+def warn_if_guessed(app: AppContext, parent_url: str | None, url: str) -> None:
+    """Warn (once the node exists) when the URL given to a child is only this host's own
+    listen address: right for a child on the same host, silently wrong for every other."""
+    settings = app.settings
+    if parent_url is None and not (settings.parent.public_url or settings.cascade.parent_api_url):
+        app.err.print(f"[yellow]warning:[/yellow] the child's parent_api_url is {url}, this "
+                      "host's listen address, which other hosts usually cannot reach. Set "
+                      "parent.public_url in the parent's config (or pass --parent-url URL) to "
+                      "the address children use.", highlight=False, soft_wrap=True)
 
 
 def show_credentials(app: AppContext, node: Node, creds: NodeCredentials, parent_url: str,
@@ -110,7 +125,8 @@ def show_credentials(app: AppContext, node: Node, creds: NodeCredentials, parent
               "instead of writing the secret to the file):")
     typer.echo("")
     cfg = app.settings.cascade
-    typer.echo(child_yaml_block(parent_url, creds, cfg.heartbeat_interval, cfg.sync_interval))
+    typer.echo(child_yaml_block(parent_url, creds, cfg.heartbeat_interval, cfg.sync_interval,
+                                node.max_capacity))
     typer.echo("")
     out.print("Then on the child host: cascade run-child   (check first: cascade doctor)")
 
@@ -197,10 +213,12 @@ def register(app: typer.Typer) -> None:
             log_event(s, now, "credentials_rotated", node_id=n.id,
                       detail={"overlap_seconds": seconds})
             valid_until = isoformat_z(n.prev_valid_until)
+        warn_if_guessed(a, parent_url, url)
         if as_json:
             print_json({"node_id": n.id, "node_name": n.name, "api_key": creds.api_key,
                         "api_secret": creds.api_secret,
-                        "previous_secret_valid_until": valid_until, "parent_api_url": url})
+                        "previous_secret_valid_until": valid_until, "parent_api_url": url,
+                        "capacity": n.max_capacity})
             return
         show_credentials(a, n, creds, url, title=f"New secret for node '{n.name}'",
                          extra={"old secret valid until": valid_until or "revoked now"})

@@ -28,6 +28,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from cascade_cli.cli.private_file import write_private
 from cascade_cli.console import make_console, print_json
 from cascade_cli.demo.server import FeedServer, manifest
 from cascade_cli.errors import CascadeError
@@ -94,7 +95,9 @@ class DemoProcesses:
 
 
 def _write_yaml(path: Path, data: dict[str, Any]) -> Path:
-    path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    # Mode 0600: the children's files hold their secrets (and a kept demo folder must pass
+    # cascade doctor's permission check).
+    write_private(path, yaml.safe_dump(data, allow_unicode=True, sort_keys=False))
     return path
 
 

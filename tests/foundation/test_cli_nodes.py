@@ -74,7 +74,8 @@ def test_init_child_json_prints_only_the_documented_object(cli) -> None:
     r = cli("init", "--child", "c-json", "--parent-url", "'10.0.0.5:8001/'", "--json")
     assert r.exit_code == 0, r.output
     data = json.loads(r.stdout)  # JSON alone on standard output
-    assert set(data) == {"node_id", "node_name", "api_key", "api_secret", "parent_api_url"}
+    assert set(data) == {"node_id", "node_name", "api_key", "api_secret", "parent_api_url",
+                         "capacity"}
     assert data["node_name"] == "c-json" and data["parent_api_url"] == "http://10.0.0.5:8001"
     assert auth.API_KEY_RE.match(data["api_key"]) and auth.API_SECRET_RE.match(data["api_secret"])
 
