@@ -80,6 +80,8 @@ def setup_logging(level: str = "info", fmt: str = "text", *, access_log: bool = 
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # alembic.runtime.migration tells "Context impl SQLiteImpl" on every schema check.
-    for noisy in ("httpx", "httpcore", "uvicorn.access", "alembic"):
+    # uvicorn.error's INFO lines ("Started server process", "Uvicorn running on") repeat the
+    # parent's own startup line under another name; its warnings and errors stay.
+    for noisy in ("httpx", "httpcore", "uvicorn.access", "uvicorn.error", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     logging.getLogger("cascade.access").setLevel(logging.INFO if access_log else logging.WARNING)
