@@ -21,6 +21,7 @@ from cascade_cli.cli import (
     deliveries,
     doctor,
     feeds,
+    history,
     init_cmd,
     nodes,
     serve,
@@ -124,7 +125,7 @@ def main(
 
 
 for module in (init_cmd, nodes, serve, token, feeds, tasks, allocations, child, doctor,
-               deliveries):
+               deliveries, history):
     module.register(app)
 
 
