@@ -20,6 +20,7 @@ from cascade_cli.console import (
     short_id,
     styled,
     table,
+    wide_console,
 )
 from cascade_cli.errors import EXIT_FAILED
 from cascade_cli.parent.dispatch import dispatch as run_dispatch
@@ -54,7 +55,8 @@ def _when(r: dict[str, Any], now: datetime, wide: bool) -> str:
     return relative_time(r["created_at"], now, wide=wide)
 
 
-def _alloc_table(rows: list[dict[str, Any]], total: int, now: datetime, wide: bool) -> Any:
+def _alloc_table(rows: list[dict[str, Any]], total: int, now: datetime, wide: bool,
+                 width: int) -> Any:
     """Fits 100 columns: 8-character ids, relative times, the error cut to what is left."""
     return compact_table(
         f"Allocations ({len(rows)} of {total})",
@@ -64,7 +66,7 @@ def _alloc_table(rows: list[dict[str, Any]], total: int, now: datetime, wide: bo
           f"{r['attempt']}/{r['max_attempts']}",
           f"{r['article_count']} ({r['new_article_count']})", _when(r, now, wide),
           escape(r["error_message"] or "")] for r in rows],
-        squeeze=["error"])
+        squeeze=["error"], width=width)
 
 
 def register(app: typer.Typer) -> None:
@@ -109,7 +111,7 @@ def register(app: typer.Typer) -> None:
                     task: Annotated[str | None, typer.Option("--task", help="Task id or name.")] = None,
                     node: Annotated[str | None, typer.Option("--node", help="Node id or name.")] = None,
                     status: Annotated[str | None, typer.Option("--status", help="|".join(ALLOCATION_STATES))] = None,
-                    run: Annotated[str | None, typer.Option("--run", help="Run id (or its first 8 characters).")] = None,
+                    run: Annotated[str | None, typer.Option("--run", help="Run id (or the 8 characters tables show).")] = None,
                     limit: Annotated[int, typer.Option(min=1, max=200)] = 50,
                     offset: Annotated[int, typer.Option(min=0)] = 0,
                     watch: Annotated[bool, typer.Option("--watch", help="Refresh live until Ctrl-C.")] = False,
@@ -134,6 +136,8 @@ def register(app: typer.Typer) -> None:
                 counts = alloc_repo.pending_counts(s, app_ctx.clock.now(), app_ctx.settings)
             return rows, total, counts
 
+        out = wide_console(app_ctx.out, wide)
+
         def render() -> Any:
             rows, total, counts = fetch()
             failed_feeds = sum(_failed_feeds(r) for r in rows)
@@ -142,17 +146,17 @@ def register(app: typer.Typer) -> None:
                        f"{counts['failed_today']}  online nodes {counts['online_nodes']}  "
                        + (f"[red]failed feeds {failed_feeds}[/red]" if failed_feeds
                           else "failed feeds 0"))
-            return Group(_alloc_table(rows, total, app_ctx.clock.now(), wide), summary)
+            return Group(_alloc_table(rows, total, app_ctx.clock.now(), wide, out.width), summary)
 
         if as_json:
             rows, total, _ = fetch()
             print_listing(rows, total=total, limit=limit, offset=offset)
             return
         if not watch:
-            app_ctx.out.print(render())
+            out.print(render())
             return
         try:
-            with Live(render(), console=app_ctx.out, refresh_per_second=4) as live:
+            with Live(render(), console=out, refresh_per_second=4) as live:
                 done = 0
                 while not count or done < count:
                     time.sleep(interval)

@@ -7,7 +7,16 @@ from typing import Annotated
 import typer
 
 from cascade_cli.cli.context import get_ctx
-from cascade_cli.console import print_json, print_listing, relative_time, short_id, styled, table
+from cascade_cli.console import (
+    compact_table,
+    print_json,
+    print_listing,
+    relative_time,
+    short_id,
+    styled,
+    table,
+    wide_console,
+)
 from cascade_cli.errors import UsageError
 
 STATUSES = ("pending", "delivered", "dead")
@@ -41,14 +50,15 @@ def register(app: typer.Typer) -> None:
         if as_json:
             print_listing(data, total=total, limit=limit, offset=offset)
             return
-        app_ctx.out.print(table(
+        out = wide_console(app_ctx.out, wide)
+        out.print(compact_table(
             f"Deliveries ({len(data)} of {total})",
-            ["id", "status", "task", "feed", "channel", "host", "attempts", "next attempt",
+            ["id", "status", "task", "feed", "channel", "host", "tries", "next try",
              "last error"],
             [[short_id(d["id"], wide), styled(d["status"]), short_id(d["task_id"], wide),
               d["feed_id"], d["channel"], d["url_host"], f"{d['attempts']}/{d['max_attempts']}",
               relative_time(d["next_attempt_at"], app_ctx.clock.now(), wide=wide),
-              (d["last_error"] or "")[:120]] for d in data]))
+              d["last_error"] or ""] for d in data], squeeze=["last error"], width=out.width))
 
     @d_app.command("retry")
     def retry(ctx: typer.Context,

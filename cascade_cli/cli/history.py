@@ -19,6 +19,7 @@ from cascade_cli.console import (
     relative_time,
     short_id,
     styled,
+    wide_console,
 )
 from cascade_cli.store import history
 
@@ -55,10 +56,11 @@ def _list_runs(app: AppContext, task: str | None, limit: int, offset: int, wide:
              r["trigger"], relative_time(r["created_at"], now, wide=wide), _run_outcome(r),
              _counts(r["allocations_by_status"]), r["new_articles"],
              _counts(r["deliveries"])] for r in page.items]
-    app.out.print(compact_table(
+    out = wide_console(app.out, wide)
+    out.print(compact_table(
         f"Runs ({len(page.items)} of {page.total})",
         ["run", "task", "trigger", "started", "status", "allocations", "new", "webhooks"],
-        rows, squeeze=["allocations", "webhooks"]))
+        rows, squeeze=["allocations", "webhooks"], width=out.width))
     failed = sum(r["failed_feeds"] for r in page.items)
     if failed:
         app.out.print(f"[red]{failed} failed feeds[/red] in these runs; details: "
@@ -72,12 +74,12 @@ def _show_run(app: AppContext, ident: str, wide: bool, as_json: bool) -> None:
     if as_json:
         print_json(data)
         return
-    out = app.out
+    out = wide_console(app.out, wide)
     out.print(f"[bold]Run {data['id']}[/bold] of task {escape(data['task_name'] or '')} "
               f"({data['task_id']})")
-    out.print(f"  trigger {data['trigger']}, scheduled for {data['scheduled_for']}, "
-              f"started {relative_time(data['created_at'], now)}, "
-              f"status {_run_outcome(data)}"
+    out.print(f"  status {_run_outcome(data)}, trigger {data['trigger']}, scheduled for "
+              f"{data['scheduled_for']}")
+    out.print(f"  started {relative_time(data['created_at'], now)}"
               + (f", finished {relative_time(data['finished_at'], now)}"
                  if data["finished_at"] else ""))
     out.print(f"  new articles {data['new_articles']}, feeds reported "
@@ -88,21 +90,21 @@ def _show_run(app: AppContext, ident: str, wide: bool, as_json: bool) -> None:
           len(a["feed_ids"]), f"{a['attempt']}/{a['max_attempts']}",
           f"{a['article_count']} ({a['new_article_count']})",
           escape(a["error_message"] or "")] for a in data["allocation_list"]],
-        squeeze=["error"]))
+        squeeze=["error"], width=out.width))
     if data["feed_results"]:
         out.print(compact_table(
             "Feed results", ["feed", "node", "status", "articles (new)", "ms", "error"],
             [[escape(r["feed_id"]), escape(r["node_name"] or "-"), styled(r["status"]),
               f"{r['article_count']} ({r['new_article_count']})", r["duration_ms"] or "",
               escape(r["error"] or "")] for r in data["feed_results"]],
-            squeeze=["error"]))
+            squeeze=["error"], width=out.width))
     if data["delivery_list"]:
         out.print(compact_table(
             "Webhook deliveries", ["id", "feed", "status", "attempts", "code", "error"],
             [[short_id(d["id"], wide), escape(d["feed_id"] or "-"), styled(d["status"]),
               f"{d['attempts']}/{d['max_attempts']}", d["last_status_code"] or "",
               escape(d["last_error"] or "")] for d in data["delivery_list"]],
-            squeeze=["error"]))
+            squeeze=["error"], width=out.width))
 
 
 def _alloc_status(a: dict[str, Any]) -> str:
@@ -125,7 +127,8 @@ def _event_line(e: dict[str, Any], wide: bool) -> str:
     if e["count"]:
         parts.append(f"count={e['count']}")
     if e["error"]:
-        parts.append(f"[red]{escape(e['error'][:200])}[/red]")
+        error = e["error"] if wide else e["error"].splitlines()[0][:60]
+        parts.append(f"[red]{escape(error)}[/red]")
     return "  ".join(parts)
 
 
@@ -156,7 +159,7 @@ def register(app: typer.Typer) -> None:
 
     @runs_app.command("show")
     def show(ctx: typer.Context,
-             run: Annotated[str, typer.Argument(help="Run id, or its first 8 characters.",
+             run: Annotated[str, typer.Argument(help="Run id, or the 8 characters tables show.",
                                                 show_default=False)],
              wide: WideOpt = False, as_json: JsonOpt = False) -> None:
         """One run in full: allocations, per-feed results and errors, webhook deliveries."""
@@ -190,7 +193,7 @@ def register(app: typer.Typer) -> None:
                 if as_json:
                     sys.stdout.write(json.dumps(e, ensure_ascii=False, default=str) + "\n")
                 else:
-                    a.out.print(_event_line(e, wide), highlight=False)
+                    a.out.print(_event_line(e, wide), highlight=False, soft_wrap=True)
             sys.stdout.flush()
 
         emit(items)

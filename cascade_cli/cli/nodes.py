@@ -19,7 +19,15 @@ from cascade_cli.auth import NodeCredentials
 from cascade_cli.cli.context import AppContext, get_ctx
 from cascade_cli.clock import isoformat_z
 from cascade_cli.config import normalise_url
-from cascade_cli.console import print_json, print_listing, relative_time, short_id, styled, table
+from cascade_cli.console import (
+    compact_table,
+    print_json,
+    print_listing,
+    relative_time,
+    short_id,
+    styled,
+    wide_console,
+)
 from cascade_cli.errors import CascadeError, InvalidInput
 from cascade_cli.store import nodes as node_store
 from cascade_cli.store.events import log_event
@@ -53,7 +61,7 @@ def render_node_list(app: AppContext, views: list[dict[str, Any]], as_json: bool
     if as_json:
         print_listing(views)
         return
-    out = app.out
+    out = wide_console(app.out, wide)
     if not views:
         out.print("No child nodes yet. Create one with: cascade init --child NAME")
         return
@@ -62,9 +70,9 @@ def render_node_list(app: AppContext, views: list[dict[str, Any]], as_json: bool
              styled(v["status"]), relative_time(v["last_heartbeat_at"], now, wide=wide),
              f"{v['running']}/{v['max_capacity']}")
             for v in views]
-    out.print(table(f"Child nodes ({len(views)})",
-                    ["ID", "NAME", "API KEY", "STATUS", "LAST HEARTBEAT", "RUNNING/CAPACITY"],
-                    rows))
+    out.print(compact_table(f"Child nodes ({len(views)})",
+                            ["ID", "NAME", "API KEY", "STATUS", "LAST HEARTBEAT", "RUNNING/CAP"],
+                            rows))
     out.print("[dim]Secrets are shown only once, at creation or rotation "
               "(cascade nodes rotate NAME).[/dim]")
 

@@ -27,8 +27,6 @@ from cascade_cli.store.models import (
     ScheduleRun,
 )
 
-SHORT_ID = 8  # characters of an id shown in tables; any unique prefix is accepted back
-
 
 @dataclass(frozen=True)
 class Page:
@@ -61,18 +59,19 @@ def resolve_node_id(s: Session, ident: str) -> str:
 
 
 def resolve_run_id(s: Session, ident: str) -> str:
-    """A run's id from the id or a unique prefix of it (tables show 8 characters)."""
+    """A run's id from the id, or a unique end or start of it (tables show the last 8
+    characters)."""
     if s.get(ScheduleRun, ident) is not None:
         return ident
     if len(ident) < 4 or not ident.isalnum():
         raise NotFound("run", ident, hint="'cascade runs' lists the runs")
-    ids = list(s.scalars(select(ScheduleRun.id).where(ScheduleRun.id.like(ident + "%"))
-                         .limit(2)))
+    ids = list(s.scalars(select(ScheduleRun.id).where(
+        or_(ScheduleRun.id.like(ident + "%"), ScheduleRun.id.like("%" + ident))).limit(2)))
     if not ids:
         raise NotFound("run", ident, hint="'cascade runs' lists the runs")
     if len(ids) > 1:
-        raise InvalidInput(f"run id prefix {ident!r} matches several runs; give more of it",
-                           field="run")
+        raise InvalidInput(f"{ident!r} matches several runs; give more of the id (--wide "
+                           "shows full ids)", field="run")
     return ids[0]
 
 

@@ -1,0 +1,171 @@
+"""``cascade runs``, ``runs show``, ``events``, the allocations table and the one ``--json``
+shape of every listing, through real ``cascade`` processes at 100 columns (issue 19)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from cascade_cli.cli.main import app
+from cascade_cli.clock import SystemClock
+from cascade_cli.config import load_settings
+from cascade_cli.protocol import ArticleIn, ReportCompletionIn, UploadArticlesIn
+from cascade_cli.store import allocations
+from cascade_cli.store.engine import Store
+from cascade_cli.store.nodes import get_node
+from tests.parent_http.procs import CASCADE, env_for
+
+pytestmark = pytest.mark.slow
+runner = CliRunner()
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A parent database with one finished run of task ``morning``: two allocations of two
+    feeds, one feed failed (HTTP 404), one new article, one webhook delivery pending."""
+    for key in [k for k in os.environ if k.startswith("CASCADE_")]:
+        monkeypatch.delenv(key)
+    config = tmp_path / "config.yaml"
+    config.write_text("data_dir: data\nparent:\n  batch_size: 2\n", encoding="utf-8")
+    monkeypatch.setenv("CASCADE_CONFIG", str(config))
+    monkeypatch.chdir(tmp_path)
+
+    def ok(*args: str) -> str:
+        r = runner.invoke(app, list(args))
+        assert r.exit_code == 0, r.output
+        return r.stdout
+
+    ok("init")
+    ok("init", "--child", "c1", "--capacity", "4")
+    for i in range(4):
+        ok("feeds", "add", f"https://example.com/{i}.xml", "--id", f"MP_WXS_{i}")
+    ok("tasks", "add", "morning", "--feeds", "MP_WXS_0,MP_WXS_1,MP_WXS_2,MP_WXS_3",
+       "--webhook", "http://127.0.0.1:9/hook")
+    ok("dispatch")
+
+    settings = load_settings(str(config))
+    store = Store.from_url(settings.database_url)
+    try:
+        now = SystemClock().now()
+        with store.session() as s:
+            node = get_node(s, "c1")
+            claimed = allocations.claim(s, now, node, settings, max_count=4)
+            assert len(claimed) == 2
+            for alloc in claimed:
+                feeds = list(alloc.feed_ids)
+                if "MP_WXS_0" in feeds:
+                    allocations.upload_articles(s, now, node, UploadArticlesIn(
+                        allocation_id=alloc.id, epoch=alloc.epoch, articles=[ArticleIn(
+                            feed_id="MP_WXS_0", id="a1", title="t",
+                            url="https://example.com/a1")]), settings)
+                results = [{"feed_id": f, "status": "failed", "error": "HTTP 404 Not Found"}
+                           if f == "MP_WXS_1" else {"feed_id": f, "status": "success"}
+                           for f in feeds]
+                allocations.report_completion(s, now, node, ReportCompletionIn.model_validate(
+                    {"allocation_id": alloc.id, "epoch": alloc.epoch, "results": results}),
+                    settings)
+    finally:
+        store.dispose()
+    yield config
+
+
+def run(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**env_for(config), "COLUMNS": "100", "NO_COLOR": "1"}
+    r = subprocess.run([*CASCADE, *args], env=env, capture_output=True, text=True, timeout=120,
+                       cwd=config.parent)
+    assert r.returncode == 0, f"cascade {' '.join(args)}: {r.stderr}"
+    return r
+
+
+def assert_fits(text: str) -> None:
+    for line in text.splitlines():
+        assert len(line) <= 100, f"{len(line)} columns: {line!r}"
+
+
+def test_runs_history_and_allocations_table(home: Path) -> None:
+    listed = json.loads(run(home, "runs", "--json").stdout)
+    assert set(listed) == {"list", "total", "page"} and listed["total"] == 1
+    [r] = listed["list"]
+    assert len(r["id"]) == 32  # full ids in JSON
+    assert r["task_name"] == "morning" and r["status"] == "finished"
+    assert r["allocations_by_status"] == {"completed": 2}
+    assert (r["failed_feeds"], r["feeds_reported"], r["new_articles"]) == (1, 4, 1)
+    assert r["deliveries"] == {"pending": 1}
+
+    out = run(home, "runs", "--task", "morning").stdout
+    assert_fits(out)
+    row = next(ln for ln in out.splitlines() if "morning" in ln)
+    assert r["id"][-8:] in row and r["id"] not in row  # 8-character ids
+    assert "finished (1/4 feeds failed)" in row and "2 completed" in row and "ago" in row
+    assert "1 failed feeds" in out
+
+    shown = run(home, "runs", "show", r["id"][-8:]).stdout
+    assert_fits(shown)
+    assert r["id"] in shown and "completed (1/2 failed)" in shown
+    assert re.search(r"MP_WXS_1\s+c1\s+failed\s+0 \(0\).*HTTP 404 Not Found", shown), shown
+    assert "Webhook deliveries" in shown and "pending" in shown
+    detail = json.loads(run(home, "runs", "show", r["id"], "--json").stdout)
+    assert {f["feed_id"]: f["status"] for f in detail["feed_results"]}["MP_WXS_1"] == "failed"
+    assert len(detail["allocation_list"]) == 2 and len(detail["delivery_list"]) == 1
+
+    out = run(home, "allocations", "--task", "morning").stdout  # a name, not only an id
+    assert_fits(out)
+    rows = [ln for ln in out.splitlines() if "morning" in ln and "c1" in ln]
+    assert len(rows) == 2
+    assert sum("completed (1/2 failed)" in ln for ln in rows) == 1
+    assert all(re.match(r"^\s*[0-9a-f]{8}\s", ln) for ln in rows), rows
+    assert "failed feeds 1" in out
+    wide = run(home, "allocations", "--task", "morning", "--wide").stdout
+    assert re.search(r"[0-9a-f]{32}", wide)
+
+
+def test_events_and_follow(home: Path) -> None:
+    out = run(home, "events", "--node", "c1").stdout
+    assert "report_completion" in out or "completion" in out, out
+    assert all("node=c1" in ln for ln in out.splitlines() if ln.strip()), out
+    data = json.loads(run(home, "events", "--json").stdout)
+    assert set(data) == {"list", "total", "page"} and data["total"] >= 3
+    assert {"dispatch", "run_finished"} <= {e["operation"] for e in data["list"]}
+
+    env = {**env_for(home), "COLUMNS": "100", "NO_COLOR": "1"}
+    proc = subprocess.Popen([*CASCADE, "events", "--follow", "--interval", "0.2"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=home.parent)
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        assert "node_created" in first or "dispatch" in first, first
+        r = runner.invoke(app, ["nodes", "disable", "c1"])
+        assert r.exit_code == 0, r.output
+        deadline = time.monotonic() + 30
+        seen = ""
+        while time.monotonic() < deadline and "node_disabled" not in seen:
+            seen = proc.stdout.readline()
+        assert "node_disabled" in seen and "node=c1" in seen
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(15) == 0
+
+
+def test_every_listing_has_one_json_shape(home: Path) -> None:
+    listings = [["allocations"], ["nodes", "list"], ["list-credentials"], ["feeds", "list"],
+                ["feeds", "status"], ["tasks", "list"], ["tasks", "next"],
+                ["deliveries", "list"], ["runs"], ["runs", "list"], ["events"],
+                ["token", "list"]]
+    for args in listings:
+        r = runner.invoke(app, [*args, "--json"])
+        assert r.exit_code == 0, (args, r.output)
+        data: Any = json.loads(r.stdout)
+        assert set(data) == {"list", "total", "page"}, args
+        assert isinstance(data["list"], list) and data["total"] >= len(data["list"]), args
+        assert set(data["page"]) == {"limit", "offset"}, args
