@@ -18,6 +18,7 @@ from cascade_cli.console import (
     wide_console,
 )
 from cascade_cli.errors import UsageError
+from cascade_cli.store import history
 
 STATUSES = ("pending", "delivered", "dead")
 
@@ -62,7 +63,8 @@ def register(app: typer.Typer) -> None:
 
     @d_app.command("retry")
     def retry(ctx: typer.Context,
-              delivery: Annotated[str | None, typer.Argument(help="Delivery id.")] = None,
+              delivery: Annotated[str | None, typer.Argument(
+                  help="Delivery id (or the 8 characters tables show).")] = None,
               dead: Annotated[bool, typer.Option(
                   "--dead", help="Requeue every dead delivery.")] = False,
               task: Annotated[str | None, typer.Option(
@@ -77,7 +79,7 @@ def register(app: typer.Typer) -> None:
         now = app_ctx.clock.now()
         with app_ctx.ready_store().session() as s:
             if delivery:
-                retry_delivery(s, now, delivery)
+                retry_delivery(s, now, history.resolve_delivery_id(s, delivery))
                 count = 1
             else:
                 count = retry_dead(s, now, task_id=_task_id(s, task) if task else None)

@@ -58,21 +58,30 @@ def resolve_node_id(s: Session, ident: str) -> str:
     return found or ident
 
 
-def resolve_run_id(s: Session, ident: str) -> str:
-    """A run's id from the id, or a unique end or start of it (tables show the last 8
-    characters)."""
-    if s.get(ScheduleRun, ident) is not None:
+def _resolve(s: Session, column: Any, ident: str, what: str, hint: str) -> str:
+    """An id from the id itself, or a unique end or start of it (tables show the last 8
+    characters of generated ids)."""
+    if s.scalar(select(column).where(column == ident)) is not None:
         return ident
     if len(ident) < 4 or not ident.isalnum():
-        raise NotFound("run", ident, hint="'cascade runs' lists the runs")
-    ids = list(s.scalars(select(ScheduleRun.id).where(
-        or_(ScheduleRun.id.like(ident + "%"), ScheduleRun.id.like("%" + ident))).limit(2)))
+        raise NotFound(what, ident, hint=hint)
+    ids = list(s.scalars(select(column).where(
+        or_(column.like(ident + "%"), column.like("%" + ident))).limit(2)))
     if not ids:
-        raise NotFound("run", ident, hint="'cascade runs' lists the runs")
+        raise NotFound(what, ident, hint=hint)
     if len(ids) > 1:
-        raise InvalidInput(f"{ident!r} matches several runs; give more of the id (--wide "
-                           "shows full ids)", field="run")
-    return ids[0]
+        raise InvalidInput(f"{ident!r} matches several {what}s; give more of the id (--wide "
+                           "shows full ids)", field=what)
+    return str(ids[0])
+
+
+def resolve_run_id(s: Session, ident: str) -> str:
+    return _resolve(s, ScheduleRun.id, ident, "run", "'cascade runs' lists the runs")
+
+
+def resolve_delivery_id(s: Session, ident: str) -> str:
+    return _resolve(s, Delivery.id, ident, "delivery",
+                    "'cascade deliveries list' lists the deliveries")
 
 
 def _outcomes(s: Session, run_ids: list[str]) -> dict[str, dict[str, Any]]:

@@ -111,3 +111,14 @@ def test_every_listing_has_one_json_shape(home: Path) -> None:
         assert set(data) == {"list", "total", "page"}, args
         assert isinstance(data["list"], list) and data["total"] >= len(data["list"]), args
         assert set(data["page"]) == {"limit", "offset"}, args
+
+
+def test_commands_take_the_short_ids_tables_show(home: Path) -> None:
+    [d] = json.loads(runner.invoke(app, ["deliveries", "list", "--json"]).stdout)["list"]
+    r = runner.invoke(app, ["deliveries", "retry", d["id"][-8:]])
+    assert r.exit_code == 0 and "requeued 1" in r.stdout, r.output
+    r = runner.invoke(app, ["deliveries", "retry", "zzzzzzzz"])
+    assert r.exit_code == 1 and "not found" in r.output.lower(), r.output
+    [run_] = json.loads(runner.invoke(app, ["runs", "--json"]).stdout)["list"]
+    r = runner.invoke(app, ["allocations", "--run", run_["id"][-8:], "--json"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["total"] == 2, r.output
