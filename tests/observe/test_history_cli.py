@@ -35,7 +35,7 @@ def assert_fits(text: str) -> None:
 
 
 def test_runs_history_and_allocations_table(home: Path) -> None:
-    listed = json.loads(run(home, "runs", "--json").stdout)
+    listed = json.loads(runner.invoke(app, ["runs", "--json"]).stdout)  # JSON: in process
     assert set(listed) == {"list", "total", "page"} and listed["total"] == 1
     [r] = listed["list"]
     assert len(r["id"]) == 32  # full ids in JSON
@@ -56,7 +56,7 @@ def test_runs_history_and_allocations_table(home: Path) -> None:
     assert r["id"] in shown and "completed (1/2 failed)" in shown
     assert re.search(r"MP_WXS_1\s+c1\s+failed\s+0 \(0\).*HTTP 404 Not Found", shown), shown
     assert "Webhook deliveries" in shown and "pending" in shown
-    detail = json.loads(run(home, "runs", "show", r["id"], "--json").stdout)
+    detail = json.loads(runner.invoke(app, ["runs", "show", r["id"], "--json"]).stdout)
     assert {f["feed_id"]: f["status"] for f in detail["feed_results"]}["MP_WXS_1"] == "failed"
     assert len(detail["allocation_list"]) == 2 and len(detail["delivery_list"]) == 1
 
@@ -75,7 +75,7 @@ def test_events_and_follow(home: Path) -> None:
     out = run(home, "events", "--node", "c1").stdout
     assert "report_completion" in out or "completion" in out, out
     assert all("node=c1" in ln for ln in out.splitlines() if ln.strip()), out
-    data = json.loads(run(home, "events", "--json").stdout)
+    data = json.loads(runner.invoke(app, ["events", "--json"]).stdout)
     assert set(data) == {"list", "total", "page"} and data["total"] >= 3
     assert {"dispatch", "run_finished"} <= {e["operation"] for e in data["list"]}
 
