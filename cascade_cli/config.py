@@ -202,11 +202,16 @@ class ChildSection(_Section):
     upload_batch_size: int = Field(default=200, ge=1)
     user_agent: str = "Cascade/0.1 (+feed crawler)"
     commands: dict[str, CommandSpec] = {}
+    # The child's own Prometheus /metrics (off when unset); on 127.0.0.1 unless metrics_host.
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    metrics_host: str = "127.0.0.1"
 
 
 class LogSection(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["text", "json"] = "text"
+    # serve-parent: one INFO line per HTTP request (logger cascade.access).
+    access_log: bool = False
 
     @field_validator("level", "format", mode="before")
     @classmethod

@@ -38,6 +38,7 @@ from cascade_cli.child.fetchers import (
     host_key,
     make_http_client,
 )
+from cascade_cli.child.metrics import ChildMetrics
 from cascade_cli.child.spool import Encoded, Spool
 from cascade_cli.client import AsyncParentClient
 from cascade_cli.config import Settings
@@ -95,8 +96,9 @@ class ChildWorker:
     def __init__(self, settings: Settings, client: AsyncParentClient, spool: Spool, *,
                  burst: bool = False, max_allocations: int | None = None,
                  registry: FetcherRegistry | None = None,
-                 install_signals: bool = True) -> None:
+                 install_signals: bool = True, metrics: ChildMetrics | None = None) -> None:
         self.settings = settings
+        self.metrics = metrics
         self.cfg = settings.child
         self.client = client
         self.spool = spool
@@ -107,6 +109,8 @@ class ChildWorker:
         self.hostname = socket.gethostname()
         self.held: dict[str, Held] = {}
         self.stats = WorkerStats()
+        if metrics is not None:
+            metrics.held.set_function(lambda: len(self.held))
         self.heartbeat_interval = settings.cascade.heartbeat_interval
         self._signals = 0
         self._drain_deadline: float | None = None
@@ -265,6 +269,8 @@ class ChildWorker:
             held.task.cancel()
         self.spool.drop_allocation(alloc_id)
         self.stats.lost += 1
+        if self.metrics is not None:
+            self.metrics.allocation_finished("lost")
 
     # --- claim loop ------------------------------------------------------------------------
 
@@ -362,6 +368,8 @@ class ChildWorker:
                     started=time.monotonic())
         self.held[alloc_id] = held
         self.stats.claimed += 1
+        if self.metrics is not None:
+            self.metrics.claimed.inc()
         self.spool.mark_started(alloc_id, held.epoch)
         log.debug("claimed allocation %s (task %s, %d feeds)", alloc_id,
                   package.get("task_name") or package.get("task_id"),
@@ -415,6 +423,9 @@ class ChildWorker:
             self.stats.completed += 1
             self.stats.articles += total
             self.stats.new_articles += comp_new
+        if self.metrics is not None and outcome in ("completed", "spooled"):
+            # "lost" was counted where the lease was found gone
+            self.metrics.allocation_finished(outcome)
         log.info("allocation %s (task %s, attempt %s): %d feeds, %d ok, %d not modified, "
                  "%d failed; %d articles, %d new; %.2fs; %s", alloc_id,
                  pkg.get("task_name") or pkg.get("task_id"), pkg.get("attempt"), len(feeds), ok,
@@ -454,7 +465,10 @@ class ChildWorker:
                     result["etag"] = outcome.etag[:1024]
                 if outcome.last_modified:
                     result["last_modified"] = outcome.last_modified[:255]
-            result["duration_ms"] = int((time.monotonic() - start) * 1000)
+            took = time.monotonic() - start
+            result["duration_ms"] = int(took * 1000)
+        if self.metrics is not None:
+            self.metrics.feed_fetched(result["status"], took, result["article_count"])
         if result["status"] == "failed":
             log.warning("feed %s (%s) failed (处理公众号失败): %s", feed.id,
                         feed.mp_name or feed.url, result.get("error"))
@@ -476,6 +490,8 @@ class ChildWorker:
         log.warning("allocation %s: %s; the work was handed on, dropping it", alloc_id, exc)
         self.spool.drop_allocation(alloc_id)
         self.stats.lost += 1
+        if self.metrics is not None:
+            self.metrics.allocation_finished("lost")
 
     # --- flushing --------------------------------------------------------------------------
 
@@ -566,6 +582,8 @@ class ChildWorker:
             if outcome == "completed" and comp is not None:
                 self.stats.completed += 1
                 self.stats.articles += comp.article_count
+                if self.metrics is not None:
+                    self.metrics.allocation_finished("completed")
                 log.info("allocation %s: spooled completion delivered (%d articles)", alloc_id,
                          comp.article_count)
             elif outcome == "empty":
@@ -596,6 +614,8 @@ class ChildWorker:
             await asyncio.wait_for(self.client.set_status(
                 alloc_id, "released", error_message=why, epoch=epoch), timeout=10)
             self.stats.released += 1
+            if self.metrics is not None:
+                self.metrics.allocation_finished("released")
         except (ClientError, TimeoutError) as exc:
             log.debug("allocation %s: release not acknowledged (%s); its lease will expire",
                       alloc_id, exc)

@@ -90,8 +90,24 @@ def register(app: typer.Typer) -> None:
             clock=a.clock, timeout=max(10.0, settings.child.fetch_timeout),
             retry_log_level=logging.DEBUG,  # the worker logs an outage once, not every retry
             user_agent=settings.child.user_agent)
+        metrics, metrics_server = None, None
+        if settings.child.metrics_port:
+            from cascade_cli.child.metrics import ChildMetrics
+
+            metrics = ChildMetrics()
+            where = f"{settings.child.metrics_host}:{settings.child.metrics_port}"
+            try:
+                metrics_server = metrics.serve(settings.child.metrics_host,
+                                               settings.child.metrics_port)
+            except OSError as exc:
+                spool.close()
+                raise ConfigError(f"child.metrics_port: cannot serve /metrics on {where}: "
+                                  f"{exc.strerror or exc}", key="child.metrics_port",
+                                  hint="choose a free port, or unset child.metrics_port"
+                                  ) from None
+            logging.getLogger("cascade.child").info("metrics on http://%s/metrics", where)
         worker = ChildWorker(settings, client, spool, burst=burst,
-                             max_allocations=max_allocations)
+                             max_allocations=max_allocations, metrics=metrics)
 
         async def main() -> int:
             try:
@@ -103,6 +119,8 @@ def register(app: typer.Typer) -> None:
             code = eventloop.run(main())  # uvloop when installed
         finally:
             spool.close()
+            if metrics_server is not None:
+                metrics_server.shutdown()
         raise typer.Exit(code)
 
     @app.command("demo")

@@ -7,8 +7,18 @@ from typing import Annotated
 import typer
 
 from cascade_cli.cli.context import get_ctx
-from cascade_cli.console import print_json, styled, table
+from cascade_cli.console import (
+    compact_table,
+    print_json,
+    print_listing,
+    relative_time,
+    short_id,
+    styled,
+    table,
+    wide_console,
+)
 from cascade_cli.errors import UsageError
+from cascade_cli.store import history
 
 STATUSES = ("pending", "delivered", "dead")
 
@@ -24,6 +34,8 @@ def register(app: typer.Typer) -> None:
               task: Annotated[str | None, typer.Option("--task", help="Task id or name.")] = None,
               limit: Annotated[int, typer.Option("--limit", min=1, max=10000)] = 50,
               offset: Annotated[int, typer.Option("--offset", min=0)] = 0,
+              wide: Annotated[bool, typer.Option(
+                  "--wide", help="Full ids and ISO times.")] = False,
               as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
         """List notifications, newest first, with their attempts and last error."""
         from cascade_cli.parent.notify import delivery_dict, list_deliveries
@@ -37,19 +49,22 @@ def register(app: typer.Typer) -> None:
                                           offset=offset)
             data = [delivery_dict(d) for d in rows]
         if as_json:
-            print_json({"list": data, "total": total, "page": {"limit": limit, "offset": offset}})
+            print_listing(data, total=total, limit=limit, offset=offset)
             return
-        app_ctx.out.print(table(
+        out = wide_console(app_ctx.out, wide)
+        out.print(compact_table(
             f"Deliveries ({len(data)} of {total})",
-            ["id", "status", "task", "feed", "channel", "host", "attempts", "next attempt",
+            ["id", "status", "task", "feed", "channel", "host", "tries", "next try",
              "last error"],
-            [[d["id"], styled(d["status"]), d["task_id"], d["feed_id"], d["channel"],
-              d["url_host"], f"{d['attempts']}/{d['max_attempts']}",
-              d["next_attempt_at"] or "", (d["last_error"] or "")[:120]] for d in data]))
+            [[short_id(d["id"], wide), styled(d["status"]), short_id(d["task_id"], wide),
+              d["feed_id"], d["channel"], d["url_host"], f"{d['attempts']}/{d['max_attempts']}",
+              relative_time(d["next_attempt_at"], app_ctx.clock.now(), wide=wide),
+              d["last_error"] or ""] for d in data], squeeze=["last error"], width=out.width))
 
     @d_app.command("retry")
     def retry(ctx: typer.Context,
-              delivery: Annotated[str | None, typer.Argument(help="Delivery id.")] = None,
+              delivery: Annotated[str | None, typer.Argument(
+                  help="Delivery id (or the 8 characters tables show).")] = None,
               dead: Annotated[bool, typer.Option(
                   "--dead", help="Requeue every dead delivery.")] = False,
               task: Annotated[str | None, typer.Option(
@@ -64,7 +79,7 @@ def register(app: typer.Typer) -> None:
         now = app_ctx.clock.now()
         with app_ctx.ready_store().session() as s:
             if delivery:
-                retry_delivery(s, now, delivery)
+                retry_delivery(s, now, history.resolve_delivery_id(s, delivery))
                 count = 1
             else:
                 count = retry_dead(s, now, task_id=_task_id(s, task) if task else None)

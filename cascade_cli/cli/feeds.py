@@ -10,7 +10,7 @@ import typer
 import yaml
 
 from cascade_cli.cli.context import get_ctx
-from cascade_cli.console import print_json, table
+from cascade_cli.console import print_json, print_listing, table
 from cascade_cli.errors import InvalidInput, UsageError
 from cascade_cli.protocol import FeedIn, parse_model
 from cascade_cli.store import feeds as feed_repo
@@ -96,7 +96,7 @@ def register(app: typer.Typer) -> None:
             counts = feed_repo.article_counts(s, [f.id for f in rows])
             data = [feed_repo.feed_dict(f, counts.get(f.id, 0)) for f in rows]
         if as_json:
-            print_json({"list": data, "total": total})
+            print_listing(data, total=total, limit=limit, offset=offset)
             return
         app_ctx.out.print(table(f"Feeds ({total})", ["id", "name", "kind", "status", "articles", "url"],
                                 [[d["id"], d["mp_name"], d["kind"],
@@ -151,7 +151,7 @@ def register(app: typer.Typer) -> None:
         with app_ctx.ready_store().session() as s:
             data = feed_repo.feed_status(s, app_ctx.clock.now(), app_ctx.settings, limit=limit)
         if as_json:
-            print_json(data)
+            print_listing(data, limit=limit)
             return
         app_ctx.out.print(table("Feed status", ["feed", "name", "articles", "newest", "last", "error"],
                                 [[d["feed_id"], d["mp_name"], d["article_count"],

@@ -22,6 +22,7 @@ from cascade_cli.cli import (
     deliveries,
     doctor,
     feeds,
+    history,
     init_cmd,
     nodes,
     serve,
@@ -129,7 +130,7 @@ def main(
 
 
 for module in (init_cmd, nodes, serve, token, feeds, tasks, allocations, child, doctor,
-               deliveries, config_cmd):
+               deliveries, config_cmd, history):
     module.register(app)
 
 

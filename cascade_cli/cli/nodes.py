@@ -19,7 +19,15 @@ from cascade_cli.auth import NodeCredentials
 from cascade_cli.cli.context import AppContext, get_ctx
 from cascade_cli.clock import isoformat_z
 from cascade_cli.config import normalise_url
-from cascade_cli.console import print_json, styled, table
+from cascade_cli.console import (
+    compact_table,
+    print_json,
+    print_listing,
+    relative_time,
+    short_id,
+    styled,
+    wide_console,
+)
 from cascade_cli.errors import CascadeError, InvalidInput
 from cascade_cli.store import nodes as node_store
 from cascade_cli.store.events import log_event
@@ -48,20 +56,23 @@ def node_views(app: AppContext, s: Session) -> list[dict[str, Any]]:
             for n in node_store.list_nodes(s)]
 
 
-def render_node_list(app: AppContext, views: list[dict[str, Any]], as_json: bool) -> None:
+def render_node_list(app: AppContext, views: list[dict[str, Any]], as_json: bool,
+                     wide: bool = False) -> None:
     if as_json:
-        print_json(views)
+        print_listing(views)
         return
-    out = app.out
+    out = wide_console(app.out, wide)
     if not views:
         out.print("No child nodes yet. Create one with: cascade init --child NAME")
         return
-    rows = [(escape(v["id"]), escape(v["name"]), v["api_key"], styled(v["status"]),
-             v["last_heartbeat_at"] or "-", f"{v['running']}/{v['max_capacity']}")
+    now = app.clock.now()
+    rows = [(escape(short_id(v["id"], wide)), escape(v["name"]), v["api_key"],
+             styled(v["status"]), relative_time(v["last_heartbeat_at"], now, wide=wide),
+             f"{v['running']}/{v['max_capacity']}")
             for v in views]
-    out.print(table(f"Child nodes ({len(views)})",
-                    ["ID", "NAME", "API KEY", "STATUS", "LAST HEARTBEAT", "RUNNING/CAPACITY"],
-                    rows))
+    out.print(compact_table(f"Child nodes ({len(views)})",
+                            ["ID", "NAME", "API KEY", "STATUS", "LAST HEARTBEAT", "RUNNING/CAP"],
+                            rows))
     out.print("[dim]Secrets are shown only once, at creation or rotation "
               "(cascade nodes rotate NAME).[/dim]")
 
@@ -141,12 +152,14 @@ def register(app: typer.Typer) -> None:
     app.add_typer(nodes_app, name="nodes")
 
     @nodes_app.command("list")
-    def list_(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    def list_(ctx: typer.Context, as_json: JsonOpt = False,
+              wide: Annotated[bool, typer.Option(
+                  "--wide", help="Full ids and ISO times.")] = False) -> None:
         """List child nodes: id, name, key, status, last heartbeat, capacity (never a secret)."""
         a = get_ctx(ctx)
         with a.ready_store().session() as s:
             views = node_views(a, s)
-        render_node_list(a, views, as_json)
+        render_node_list(a, views, as_json, wide)
 
     @nodes_app.command("show")
     def show(ctx: typer.Context, node: NodeArg, as_json: JsonOpt = False) -> None:

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from cascade_cli.cli.context import get_ctx
-from cascade_cli.console import print_json, table
+from cascade_cli.console import print_listing, table
 
 
 def register_tasks_next(tasks_app: typer.Typer) -> None:
@@ -35,7 +35,7 @@ def register_tasks_next(tasks_app: typer.Typer) -> None:
         # Asking for one task whose cron is broken is a failed check (exit 1).
         failed = task is not None and any(r["error"] for r in rows)
         if as_json:
-            print_json(rows)
+            print_listing(rows)
             if failed:
                 raise typer.Exit(1)
             return

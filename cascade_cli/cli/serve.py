@@ -57,7 +57,8 @@ def register(app: typer.Typer) -> None:
 
         app_ctx = get_ctx(ctx)
         settings = app_ctx.settings
-        setup_logging(settings.log.level, settings.log.format)
+        setup_logging(settings.log.level, settings.log.format,
+                      access_log=settings.log.access_log)
         store = app_ctx.ready_store()  # refuses a database without the current schema
         check_bindable(host or settings.parent.host,
                        settings.parent.port if port is None else port)

@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from cascade_cli.cli.context import get_ctx
 from cascade_cli.cli.schedule import register_tasks_next
-from cascade_cli.console import print_json, table
+from cascade_cli.console import print_json, print_listing, table
 from cascade_cli.errors import UsageError
 from cascade_cli.protocol import MessageTaskIn, MessageTaskUpdate, parse_model
 from cascade_cli.store import tasks as task_repo
@@ -86,7 +86,7 @@ def register(app: typer.Typer) -> None:
         with app_ctx.ready_store().session() as s:
             data = [task_repo.task_dict(t, include_secrets=True) for t in task_repo.list_tasks(s)]
         if as_json:
-            print_json(data)
+            print_listing(data)
             return
         app_ctx.out.print(table("Message tasks", ["id", "name", "status", "feeds", "cron", "webhook", "error"],
                                 [[d["id"], d["name"], "enabled" if d["status"] == 1 else "disabled",

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 
 from cascade_cli.cli.context import get_ctx
-from cascade_cli.console import print_json, styled, table
+from cascade_cli.console import print_listing, styled, table
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON alone on standard output.")]
 
@@ -53,7 +53,7 @@ def register(app: typer.Typer) -> None:
         with store.session() as s:
             views = [tokens.token_dict(t, now) for t in tokens.list_tokens(s)]
         if as_json:
-            print_json(views)
+            print_listing(views)
             return
         if not views:
             app_ctx.out.print("No admin tokens yet. Create one with: cascade token create")

@@ -37,6 +37,8 @@ from cascade_cli.store import nodes
 from cascade_cli.store.engine import Store
 
 log = logging.getLogger("cascade.parent.http")
+# One line per request when log.access_log is on (setup_logging sets the level).
+access_log = logging.getLogger("cascade.access")
 
 
 @dataclass
@@ -90,8 +92,14 @@ class BodyLimitMiddleware:
         try:
             await self._handle(scope, receive, send_wrapper)
         finally:
+            took = time.perf_counter() - started
             self.metrics.observe_request(scope.get("method", "?"), _route_label(scope),
-                                         status[0], time.perf_counter() - started)
+                                         status[0], took)
+            if access_log.isEnabledFor(logging.INFO):
+                client = scope.get("client") or ("-", 0)
+                # The path only: a query string may carry a token some day.
+                access_log.info("%s %s %s %d %.1fms", client[0], scope.get("method", "?"),
+                                scope.get("path", "?"), status[0], took * 1000)
 
     async def _reject(self, scope: Scope, send: Send, status: int, error: str,
                       message: str) -> None:

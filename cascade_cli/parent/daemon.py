@@ -23,6 +23,7 @@ from cascade_cli.clock import Clock
 from cascade_cli.config import Settings
 from cascade_cli.parent.app import AppState, create_app
 from cascade_cli.parent.notify import Notifier
+from cascade_cli.parent.presence import Presence, log_transitions
 from cascade_cli.parent.scheduler import Scheduler
 from cascade_cli.store.engine import Store
 
@@ -53,9 +54,14 @@ async def reaper_loop(state: AppState, stop: asyncio.Event) -> None:
     from cascade_cli.parent.reaper import reap_expired
 
     interval = state.settings.parent.reaper_interval
+    offline_after = state.settings.parent.offline_after
+    presence = Presence()
     log.info("reaper started (every %gs)", interval)
     while not stop.is_set():
         try:
+            snapshot = await state.db.run(
+                lambda s, now: Presence.read(s, now, offline_after))
+            log_transitions(presence.changes(snapshot), offline_after)
             result = await state.db.run(
                 lambda s, now: reap_expired(s, now, state.settings))
             state.metrics.record_reap(result)
@@ -97,10 +103,12 @@ async def serve(store: Store, clock: Clock, settings: Settings, opts: DaemonOpti
     tasks: list[asyncio.Task[None]] = [asyncio.create_task(reaper_loop(state, stop))]
     if opts.scheduler and settings.parent.scheduler.enabled:
         # A cron run wakes this process's long-polling children at once, like an API dispatch.
-        scheduler = Scheduler(store, clock, settings, on_dispatch=state.waiters.notify_threadsafe)
+        scheduler = Scheduler(store, clock, settings, on_dispatch=state.waiters.notify_threadsafe,
+                              metrics=state.metrics)
         tasks.append(asyncio.create_task(scheduler.run(stop)))
     if opts.notifier and settings.parent.notify.enabled:
-        tasks.append(asyncio.create_task(Notifier(store, clock, settings).run(stop)))
+        notifier = Notifier(store, clock, settings, metrics=state.metrics)
+        tasks.append(asyncio.create_task(notifier.run(stop)))
 
     async def announce_when_bound() -> None:
         while not server.started and not server.should_exit:

@@ -14,6 +14,7 @@ How feeds are split (what the original only documented):
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -26,6 +27,7 @@ from sqlalchemy.orm import Session
 from cascade_cli.clock import isoformat_z
 from cascade_cli.config import Settings
 from cascade_cli.store import nodes as node_repo
+from cascade_cli.store.engine import after_commit
 from cascade_cli.store.events import log_event
 from cascade_cli.store.models import (
     PENDING,
@@ -38,6 +40,8 @@ from cascade_cli.store.models import (
     new_id,
 )
 from cascade_cli.store.tasks import get_task, list_tasks
+
+log = logging.getLogger("cascade.dispatch")
 
 
 @dataclass
@@ -150,6 +154,8 @@ def _dispatch_task(session: Session, now: datetime, settings: Settings, task: Me
             reason += f" (missing: {', '.join(missing[:10])}{'...' if len(missing) > 10 else ''})"
         result.skipped.append({"task_id": task.id, "task_name": task.name, "reason": reason})
         log_event(session, now, "dispatch", status="failed", task_id=task.id, error=reason)
+        after_commit(session, lambda: log.warning("dispatch of task %s skipped: %s",
+                                                  task.name, reason))
         return
 
     run = ScheduleRun(id=new_id(), task_id=task.id, scheduled_for=scheduled_for or now,
@@ -208,6 +214,13 @@ def _dispatch_task(session: Session, now: datetime, settings: Settings, task: Me
     log_event(session, now, "dispatch", task_id=task.id, count=len(rows),
               detail={"schedule_run_id": run.id, "feeds": len(usable), "trigger": trigger,
                       "missing_feeds": len(missing), "disabled_feeds": len(disabled)})
+    line = (f"dispatched task {task.name} ({trigger}): run {run.id}, {len(rows)} allocations, "
+            f"{len(usable)} feeds")
+    if plan.targeted:
+        line += ", targeted " + ", ".join(f"{k}:{v}" for k, v in plan.targeted.items())
+    if missing or disabled:
+        line += f" ({len(missing)} feeds missing, {len(disabled)} disabled)"
+    after_commit(session, lambda: log.info("%s", line))
 
 
 def dispatch(session: Session, now: datetime, settings: Settings, *, task_id: str | None = None,

@@ -11,6 +11,8 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    PlatformCollector,
+    ProcessCollector,
     generate_latest,
 )
 from sqlalchemy import func, select
@@ -39,6 +41,20 @@ class Metrics:
                                       registry=r)
         self.auth_failures = Counter("cascade_auth_failures_total",
                                      "Refused authentication attempts", ["reason"], registry=r)
+        # The process's CPU, memory and open files (process_*) and the Python version
+        # (python_info), as a default registry would have them.
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        self.scheduler_ticks = Counter("cascade_scheduler_ticks_total",
+                                       "Cron ticks handled, by what happened (fired, "
+                                       "catch_up, skipped_overlap, misfire_skipped, ...)",
+                                       ["action"], registry=r)
+        self.deliveries = Counter("cascade_webhook_deliveries_total",
+                                  "Webhook delivery attempts by outcome (delivered, retry, "
+                                  "dead)", ["outcome"], registry=r)
+        self.feed_fetches = Counter("cascade_feed_fetches_total",
+                                    "Per-feed fetch outcomes reported by children (success, "
+                                    "not_modified, failed)", ["status"], registry=r)
         self.requests = Counter("cascade_http_requests_total", "HTTP requests",
                                 ["method", "route", "status"], registry=r)
         self.latency = Histogram("cascade_http_request_duration_seconds",
@@ -48,6 +64,7 @@ class Metrics:
         # The labelled children per (method, route, status): ``labels()`` validates and
         # looks them up under a lock on every call, a noticeable cost on every request.
         self._per_request: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._per_status: dict[str, Any] = {}
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         key = (method, route, status)
@@ -58,6 +75,15 @@ class Metrics:
             self._per_request[key] = children
         children[0].inc()
         children[1].observe(seconds)
+
+    def record_feed_results(self, statuses: dict[str, int]) -> None:
+        """Counts per status of one completion's feed results (labelled children cached:
+        this runs once per completion, on the hot path)."""
+        for status, n in statuses.items():
+            child = self._per_status.get(status)
+            if child is None:
+                child = self._per_status[status] = self.feed_fetches.labels(status)
+            child.inc(n)
 
     def record_reap(self, result: dict[str, Any]) -> None:
         for outcome in ("requeued", "timed_out"):

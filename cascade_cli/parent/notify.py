@@ -55,6 +55,7 @@ from cascade_cli.config import Settings
 from cascade_cli.errors import Conflict, InvalidInput, NotFound
 from cascade_cli.httpdates import retry_after_seconds
 from cascade_cli.parent import templates
+from cascade_cli.parent.metrics import Metrics
 from cascade_cli.store.engine import Store
 from cascade_cli.store.events import log_event
 from cascade_cli.store.models import (
@@ -68,7 +69,7 @@ from cascade_cli.store.models import (
     ScheduleRun,
 )
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("cascade.notify")
 
 CLAIM_BATCH = 20
 SEND_CONCURRENCY = 8
@@ -172,6 +173,9 @@ class _Job:
     headers: dict[str, Any] | None
     cookies: str | None
     secret: str | None
+    # For the log line of the outcome: which task and feed the operator should look at.
+    task_name: str = ""
+    feed_id: str | None = None
 
 
 @dataclass
@@ -261,7 +265,8 @@ class Notifier:
 
     def __init__(self, store: Store, clock: Clock, settings: Settings, *,
                  transport: httpx.BaseTransport | None = None,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, metrics: Metrics | None = None) -> None:
+        self.metrics = metrics
         self.store = store
         self.clock = clock
         self.settings = settings
@@ -322,7 +327,8 @@ class Notifier:
                     d.id, d.idempotency_key, d.url, d.body, d.content_type, d.channel,
                     d.attempts, d.max_attempts, lock, d.task_id,
                     task.headers if task else None, task.cookies if task else None,
-                    task.webhook_secret if task else None))
+                    task.webhook_secret if task else None,
+                    task.name if task else "", d.feed_id))
                 if task is None:
                     jobs[-1].url = ""  # marks "task deleted" for _send
         return jobs
@@ -438,8 +444,22 @@ class Notifier:
                           count=attempts, error=None if ok else values["last_error"],
                           detail={"delivery_id": job.id, "channel": job.channel,
                                   "status_code": outcome.status_code})
-        if outcome.kind != "delivered":
-            log.warning("notify: delivery %s attempt %d: %s", job.id, attempts, outcome.error)
+        self._tell(job, attempts, values.get("status"), outcome)
+
+    def _tell(self, job: _Job, attempts: int, final: str | None, outcome: Outcome) -> None:
+        if self.metrics is not None:
+            self.metrics.deliveries.labels("dead" if final == DELIVERY_DEAD
+                                           else outcome.kind).inc()
+        what = (f"webhook delivery {job.id} of task {job.task_name or job.task_id}, "
+                f"feed {job.feed_id or '-'} ({job.channel}, attempt {attempts}/"
+                f"{job.max_attempts})")
+        if outcome.kind == "delivered":
+            log.info("%s delivered (HTTP %s)", what, outcome.status_code)
+        elif final == DELIVERY_DEAD:
+            log.error("%s dead, not retried: %s (cascade deliveries retry %s)", what,
+                      outcome.error, job.id)
+        else:
+            log.warning("%s failed, will retry: %s", what, outcome.error)
 
     # --- the loop -------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ epoch), so several parent processes reaping the same database never double-count
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Any
 
@@ -14,21 +15,28 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from cascade_cli.config import Settings
+from cascade_cli.store.engine import after_commit
 from cascade_cli.store.events import log_event
-from cascade_cli.store.models import ACTIVE_STATES, PENDING, TIMEOUT, Allocation
+from cascade_cli.store.models import ACTIVE_STATES, PENDING, TIMEOUT, Allocation, Node
 from cascade_cli.store.nodes import purge_nonces
 from cascade_cli.store.runs import allocation_finished, finish_stale_runs
+
+log = logging.getLogger("cascade.reaper")
 
 
 def reap_expired(session: Session, now: datetime, settings: Settings, *,
                  batch: int = 500) -> dict[str, Any]:
     expired = session.execute(
         select(Allocation.id, Allocation.epoch, Allocation.attempt, Allocation.max_attempts,
-               Allocation.node_id, Allocation.task_id, Allocation.schedule_run_id)
+               Allocation.node_id, Allocation.task_id, Allocation.schedule_run_id,
+               Allocation.task_name, Node.name)
+        .outerjoin(Node, Node.id == Allocation.node_id)
         .where(Allocation.status.in_(ACTIVE_STATES), Allocation.lease_expires_at < now)
         .order_by(Allocation.lease_expires_at).limit(batch)).all()
     requeued = timed_out = 0
-    for alloc_id, epoch, attempt, max_attempts, node_id, task_id, run_id in expired:
+    lines: list[str] = []
+    for (alloc_id, epoch, attempt, max_attempts, node_id, task_id, run_id, task_name,
+         node_name) in expired:
         exhausted = attempt >= max_attempts
         values: dict[str, Any] = {"lease_expires_at": None, "updated_at": now}
         if exhausted:
@@ -51,6 +59,16 @@ def reap_expired(session: Session, now: datetime, settings: Settings, *,
                   task_id=task_id, allocation_id=alloc_id,
                   detail={"attempt": attempt, "max_attempts": max_attempts,
                           "outcome": "timeout" if exhausted else "requeued"})
+        lines.append(f"lease expired: allocation {alloc_id} of task {task_name or task_id} "
+                     f"held by node {node_name or node_id or '-'} (attempt {attempt} of "
+                     f"{max_attempts}): " + ("timed out, no attempt left" if exhausted
+                                              else "requeued for another node"))
+    if lines:
+        def tell() -> None:
+            for line in lines:
+                log.info("%s", line)
+
+        after_commit(session, tell)
     stale = finish_stale_runs(session, now, settings)
     nonces = purge_nonces(session, now)
     return {"requeued": requeued, "timed_out": timed_out, "runs_finished": stale,

@@ -7,6 +7,7 @@ the result in the envelope. The state machine, leases and fencing live in
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, TypeVar
@@ -35,6 +36,10 @@ from cascade_cli.protocol import (
 )
 from cascade_cli.store import allocations
 from cascade_cli.store.nodes import NodeRow, remember_nonce
+
+# Claims, uploads and completions at DEBUG only: at INFO they would be most of the log and
+# a noticeable share of the parent's CPU.
+log = logging.getLogger("cascade.node")
 
 router = APIRouter(tags=["node"])
 T = TypeVar("T")
@@ -108,6 +113,11 @@ async def _claim(request: Request, p: NodeAuth, max_count: int, wait: float,
     packages = await state.waiters.poll(try_once, wait, is_gone=request.is_disconnected)
     if packages:
         state.metrics.claims.inc(len(packages))
+        if log.isEnabledFor(logging.DEBUG):  # hot path: nothing is formatted unless asked
+            for pkg in packages:
+                log.debug("claim: node %s took allocation %s (task %s, %d feeds)",
+                          p.node_name, pkg.get("allocation_id"), pkg.get("task_name"),
+                          len(pkg.get("feeds") or ()))
     return packages or []
 
 
@@ -154,6 +164,9 @@ async def upload_articles(request: Request, p: NodeP, body: UploadArticlesIn) ->
                               "smaller batches")
     received, new = await node_op(request, p, lambda s, now, node: allocations.upload_articles(
         s, now, node, body, state.settings))
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("upload: node %s, allocation %s: %d articles, %d new", p.node_name,
+                  body.allocation_id, received, new)
     return ok({"received": received, "new_count": new})
 
 
@@ -162,6 +175,15 @@ async def report_completion(request: Request, p: NodeP, body: ReportCompletionIn
     state = _state(request)
     result = await node_op(request, p, lambda s, now, node: _alloc_answer(
         allocations.report_completion(s, now, node, body, state.settings)))
+    if body.results:
+        statuses: dict[str, int] = {}
+        for r in body.results:
+            statuses[r.status] = statuses.get(r.status, 0) + 1
+        state.metrics.record_feed_results(statuses)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("completion: node %s, allocation %s %s: %s", p.node_name,
+                      body.allocation_id, result["status"],
+                      ", ".join(f"{n} {k}" for k, n in sorted(statuses.items())))
     return ok(result)
 
 

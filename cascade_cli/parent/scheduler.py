@@ -53,11 +53,12 @@ from cascade_cli.clock import Clock, isoformat_z
 from cascade_cli.config import Settings
 from cascade_cli.errors import InvalidInput
 from cascade_cli.parent.cron import CronSpec, parse_cron, timezone_for
+from cascade_cli.parent.metrics import Metrics
 from cascade_cli.store.engine import Store
 from cascade_cli.store.events import log_event
 from cascade_cli.store.models import RUN_RUNNING, MessageTask, ScheduleRun
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("cascade.scheduler")
 
 INVALID_CRON_PREFIX = "invalid cron: "
 _EPS = timedelta(microseconds=1)
@@ -144,10 +145,12 @@ class Scheduler:
     """One ``tick()`` is one pass over the enabled tasks; ``run()`` repeats it."""
 
     def __init__(self, store: Store, clock: Clock, settings: Settings, *,
-                 on_dispatch: Callable[[], None] | None = None) -> None:
+                 on_dispatch: Callable[[], None] | None = None,
+                 metrics: Metrics | None = None) -> None:
         # on_dispatch: called (from the tick's thread) after a run was created, e.g.
         # ``Waiters.notify_threadsafe`` so long-polling children wake at once.
         self.on_dispatch = on_dispatch
+        self.metrics = metrics
         self.store = store
         self.clock = clock
         self.settings = settings
@@ -169,6 +172,7 @@ class Scheduler:
                 result = TickResult(task.id, ERROR, detail=f"{type(exc).__name__}: {exc}")
             if result is not None:
                 results.append(result)
+                self._tell(task, result)
         if self.on_dispatch and any(r.action in (FIRED, CATCH_UP) for r in results):
             try:
                 self.on_dispatch()
@@ -271,8 +275,8 @@ class Scheduler:
                     ScheduleRun.task_id == task.id, ScheduleRun.status == RUN_RUNNING)
                     .limit(1))
                 if running:
-                    log.info("scheduler: task %s tick %s skipped, run %s still running",
-                             task.id, when, running)
+                    log.info("cron tick %s of task %s skipped: run %s still running "
+                             "(overlap_policy skip)", when, task.name, running)
                     return TickResult(task.id, SKIPPED_OVERLAP, when, running,
                                       detail="previous run still running")
             # dispatch inserts the run in a savepoint: losing the race to another process
@@ -292,6 +296,18 @@ class Scheduler:
             return TickResult(task.id, DISPATCH_SKIPPED, when, detail=reason)
 
     # --- reporting ------------------------------------------------------------------------
+
+    def _tell(self, task: _TaskView, result: TickResult) -> None:
+        """One line per tick handled, and the fire/skip counters (a few per minute at most)."""
+        if self.metrics is not None:
+            self.metrics.scheduler_ticks.labels(result.action).inc()
+        if result.action in (FIRED, CATCH_UP):
+            log.info("cron fired task %s for %s%s: run %s", task.name, result.scheduled_for,
+                     " (catch-up after downtime)" if result.action == CATCH_UP else "",
+                     result.schedule_run_id)
+        elif result.action == DISPATCH_SKIPPED:
+            log.warning("cron tick %s of task %s not dispatched: %s", result.scheduled_for,
+                        task.name, result.detail)
 
     def _report_invalid(self, task: _TaskView, now: datetime, message: str) -> None:
         text = (INVALID_CRON_PREFIX + message)[:4000]
@@ -315,7 +331,7 @@ class Scheduler:
 
     def _event(self, task: _TaskView, now: datetime, op: str, status: str, error: str,
                detail: dict[str, Any]) -> None:
-        log.warning("scheduler: task %s: %s", task.id, error)
+        log.warning("cron task %s: %s", task.name, error)
         with self.store.session() as s:
             log_event(s, now, op, status=status, task_id=task.id, error=error, detail=detail)
 

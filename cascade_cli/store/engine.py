@@ -6,6 +6,7 @@ or daemon ``run``) and pass it down.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -186,6 +187,33 @@ def undone(session: Session, transaction: SessionTransaction | None) -> bool:
     return False
 
 
+_AFTER_COMMIT = "cascade.after_commit"
+
+
+def after_commit(session: Session, fn: Callable[[], None]) -> None:
+    """Call ``fn()`` once the transaction has committed (through ``Store.session()``); a
+    rollback, or a savepoint rollback of the part that registered it, drops it. For what
+    must describe committed work only, such as the daemon's log lines: a group-committed
+    batch may roll back and run its units again, and a line logged in the transaction
+    would then be told twice, or about work that never happened."""
+    session.info.setdefault(_AFTER_COMMIT, []).append((current_transaction(session), fn))
+
+
+def _take_after_commit(session: Session) -> list[Callable[[], None]]:
+    pending = session.info.pop(_AFTER_COMMIT, None)
+    if not pending:
+        return []
+    return [fn for transaction, fn in pending if not undone(session, transaction)]
+
+
+def _run_after_commit(hooks: list[Callable[[], None]]) -> None:
+    for fn in hooks:
+        try:
+            fn()
+        except Exception:  # noqa: BLE001 - the work is committed; a hook must not undo the answer
+            logging.getLogger("cascade.store").exception("after-commit hook failed")
+
+
 def _run_before_commit(session: Session) -> None:
     for hook in session.info.pop(_BEFORE_COMMIT, {}).values():
         hook(session)
@@ -208,6 +236,7 @@ def _forget_transaction(session: Session, transaction: SessionTransaction) -> No
     if transaction.parent is None:  # the outermost transaction ended
         session.info.pop(_BEFORE_COMMIT, None)
         session.info.pop(_UNDONE, None)
+        session.info.pop(_AFTER_COMMIT, None)
 
 
 class Store:
@@ -243,7 +272,9 @@ class Store:
         try:
             yield s
             _run_before_commit(s)
+            hooks = _take_after_commit(s)
             s.commit()
+            _run_after_commit(hooks)
         except DBAPIError as exc:
             s.rollback()
             if exc.connection_invalidated or _is_connect_error(exc):

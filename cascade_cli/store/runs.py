@@ -30,18 +30,20 @@ from sqlalchemy import Connection, Table, bindparam, func, select, update
 from sqlalchemy.orm import Session, SessionTransaction
 
 from cascade_cli.config import Settings
-from cascade_cli.store.engine import before_commit, current_transaction, undone
+from cascade_cli.store.engine import after_commit, before_commit, current_transaction, undone
 from cascade_cli.store.events import log_event
 from cascade_cli.store.models import (
     NON_TERMINAL_STATES,
     RUN_FINISHED,
     RUN_RUNNING,
     Allocation,
+    FeedResult,
+    MessageTask,
     ScheduleRun,
 )
 from cascade_cli.store.prepared import Prepared
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("cascade.runs")
 
 
 def _finish(session: Session, now: datetime, run_id: str, settings: Settings) -> bool:
@@ -57,7 +59,31 @@ def _finish(session: Session, now: datetime, run_id: str, settings: Settings) ->
     task_id = session.scalar(select(ScheduleRun.task_id).where(ScheduleRun.id == run_id))
     log_event(session, now, "run_finished", task_id=task_id, count=queued,
               detail={"schedule_run_id": run_id, "notifications": queued})
+    if log.isEnabledFor(logging.INFO):
+        line = _finished_line(session, run_id, task_id, queued)
+        after_commit(session, lambda: log.info("%s", line))
     return True
+
+
+def _finished_line(session: Session, run_id: str, task_id: str | None, queued: int) -> str:
+    """What the operator wants to know when a run ends: how its allocations and feeds did.
+    Two small queries, once per run."""
+    by_status: dict[str, int] = {}
+    new_articles = 0
+    for status, n, new in session.execute(
+            select(Allocation.status, func.count(), func.coalesce(
+                func.sum(Allocation.new_article_count), 0))
+            .where(Allocation.schedule_run_id == run_id).group_by(Allocation.status)):
+        by_status[str(status)] = int(n)
+        new_articles += int(new or 0)
+    failed_feeds = session.scalar(select(func.count()).select_from(FeedResult).where(
+        FeedResult.schedule_run_id == run_id, FeedResult.status == "failed")) or 0
+    name = session.scalar(select(MessageTask.name).where(MessageTask.id == task_id)) \
+        if task_id else None
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(by_status.items())) or "none"
+    return (f"run {run_id} of task {name or task_id} finished: allocations {counts}; "
+            f"{int(failed_feeds)} feeds failed; {new_articles} new articles; "
+            f"{queued} notifications queued")
 
 
 _RUNS = cast(Table, ScheduleRun.__table__)

@@ -74,7 +74,7 @@ def test_unknown_key_is_a_warning_not_an_error(cli, existing, parent_dir: Path) 
     r = cli("list-credentials", "--json")
     assert r.exit_code == 0
     assert "unknown configuration key 'parnet'" in r.stderr
-    assert json.loads(r.stdout)[0]["name"] == "keeper"  # stdout stays pure JSON
+    assert json.loads(r.stdout)["list"][0]["name"] == "keeper"  # stdout stays pure JSON
 
 
 @pytest.mark.parametrize("args", [

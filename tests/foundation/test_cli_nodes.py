@@ -117,7 +117,7 @@ def test_list_credentials_shows_status_and_never_a_secret(cli, parent_dir) -> No
     assert "disabled" in next(ln for ln in table.splitlines() if " gamma " in ln)
     assert "0/7" in next(ln for ln in table.splitlines() if " beta " in ln)
 
-    listed = {v["name"]: v for v in json.loads(outputs[1])}
+    listed = {v["name"]: v for v in json.loads(outputs[1])["list"]}
     assert listed["alpha"]["status"] == "online"
     assert listed["beta"]["status"] == "offline"
     assert listed["gamma"]["status"] == "disabled"
@@ -141,7 +141,7 @@ def test_empty_list(cli) -> None:
     cli("init")
     r = cli("list-credentials")
     assert r.exit_code == 0 and "No child nodes yet" in r.stdout
-    assert json.loads(cli("list-credentials", "--json").stdout) == []
+    assert json.loads(cli("list-credentials", "--json").stdout)["list"] == []
 
 
 def test_node_lifecycle(cli, parent_dir) -> None:
@@ -192,7 +192,7 @@ def test_node_lifecycle(cli, parent_dir) -> None:
     assert node().name == "life"
     r = cli("nodes", "delete", "life", input="y\n")
     assert r.exit_code == 0 and "deleted" in r.stdout
-    assert json.loads(cli("list-credentials", "--json").stdout) == []
+    assert json.loads(cli("list-credentials", "--json").stdout)["list"] == []
 
     cli("init", "--child", "life2", "--json")
     r = cli("nodes", "delete", "life2", "--yes", "--json")

@@ -69,7 +69,7 @@ def test_init_child_then_list_credentials_in_real_processes(run, entry, parent_d
 
     listed = run(entry, "list-credentials", "--json")
     assert listed.returncode == 0, listed.stderr
-    names = [v["name"] for v in json.loads(listed.stdout)]
+    names = [v["name"] for v in json.loads(listed.stdout)["list"]]
     assert names == ["proc-1", "proc-2"]
 
     table = run(entry, "list-credentials")

@@ -48,7 +48,7 @@ def test_tasks_add_rejects_bad_template_cron_and_webhook(cfg):
     assert r.exit_code == 2 and "name=value" in r.output and "Value error" not in r.output
     r = cli("tasks", "add", "t", "--feeds", "F1", "--headers", '{"X-A": "1\\r\\nEvil: 1"}')
     assert r.exit_code == 2 and "line breaks" in r.output
-    assert json.loads(cli("tasks", "list", "--json").stdout) == []  # nothing half-made
+    assert json.loads(cli("tasks", "list", "--json").stdout)["list"] == []  # nothing half-made
 
 
 def test_tasks_add_duplicate_name_and_missing_feed(cfg):
@@ -57,7 +57,7 @@ def test_tasks_add_duplicate_name_and_missing_feed(cfg):
     assert "warning: feeds NOPE do not exist" in r.stderr
     r = cli("tasks", "add", "t", "--feeds", "F1")
     assert r.exit_code == 1 and "a task named 't' already exists" in r.stderr, r.output
-    [task] = json.loads(cli("tasks", "list", "--json").stdout)
+    [task] = json.loads(cli("tasks", "list", "--json").stdout)["list"]
     assert task["mps_id"] == ["F1", "NOPE"] and task["cookies"] == "a=1; b=2"
 
 
@@ -66,7 +66,7 @@ def test_tasks_next(cfg):
     assert r.exit_code == 0, r.output
     r = cli("tasks", "next", "daily", "-n", "3", "--json")
     assert r.exit_code == 0, r.output
-    [row] = json.loads(r.stdout)
+    [row] = json.loads(r.stdout)["list"]
     times = [n["scheduled_for"] for n in row["next"]]
     assert len(times) == 3 and all(t.endswith("T09:00:00Z") for t in times)
     r = cli("tasks", "next")

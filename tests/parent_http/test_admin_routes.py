@@ -83,12 +83,12 @@ def test_token_cli_create_list_revoke(tmp_path, monkeypatch):
     claims = tokens.decode(secret, token, SystemClock().now())
     assert 1790 <= claims["exp"] - claims["iat"] <= 1800
     r = runner.invoke(app, ["token", "list", "--json"])
-    views = json.loads(r.stdout)
+    views = json.loads(r.stdout)["list"]
     assert [v["label"] for v in views] == ["ci"] and views[0]["status"] == "active"
     assert token not in r.stdout
     assert runner.invoke(app, ["token", "revoke", claims["jti"]]).exit_code == 0
     r = runner.invoke(app, ["token", "list", "--json"])
-    assert json.loads(r.stdout)[0]["status"] == "revoked"
+    assert json.loads(r.stdout)["list"][0]["status"] == "revoked"
     assert runner.invoke(app, ["token", "create", "--ttl", "soon"]).exit_code != 0
 
 
