@@ -592,8 +592,9 @@ def child_config_problems(settings: Settings) -> list[tuple[str, str]]:
     if not c.api_key:
         problems.append(("cascade.api_key", "paste the api_key printed by "
                          "'cascade init --child NAME' on the parent"))
-    elif not re.fullmatch(r"CN[A-Za-z0-9]{32}", c.api_key):
-        problems.append(("cascade.api_key", "an api_key is 'CN' followed by 32 letters/digits; "
+    elif not re.fullmatch(r"CN[A-Za-z0-9_\-]{32}", c.api_key):
+        problems.append(("cascade.api_key", "an api_key is 'CN' followed by 32 letters/digits "
+                         "(keys imported from we-mp-rss may also hold '-' and '_'); "
                          "copy it again from 'cascade init --child NAME'"))
     elif _is_placeholder(c.api_key):
         problems.append(("cascade.api_key", "this is the sample placeholder (CNxxx...), not a "

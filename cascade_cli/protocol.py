@@ -88,7 +88,9 @@ class HeartbeatIn(WireModel):
     capacity: int | None = Field(default=None, ge=0, le=256)
 
 
-AllocationWriteStatus = Literal["executing", "failed", "released"]
+# ``completed`` is we-mp-rss's way to finish an allocation; accepted from legacy nodes only
+# (others get 422 and are pointed at report-completion).
+AllocationWriteStatus = Literal["executing", "failed", "released", "completed"]
 
 
 class _Fenced(WireModel):
@@ -147,6 +149,16 @@ class FeedResultIn(WireModel):
     etag: str | None = Field(default=None, max_length=1024)
     last_modified: str | None = Field(default=None, max_length=255)
     duration_ms: int | None = Field(default=None, ge=0, le=INT32_MAX)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _success_flag(cls, data: Any) -> Any:
+        """we-mp-rss's sync service reports ``success: true|false`` instead of a status; it
+        means the same and grants nothing, so every node may send it."""
+        if isinstance(data, dict) and data.get("status") is None \
+                and isinstance(data.get("success"), bool):
+            return {**data, "status": "success" if data["success"] else "failed"}
+        return data
 
     @model_validator(mode="after")
     def _has_feed(self) -> FeedResultIn:

@@ -264,8 +264,12 @@ async def list_tasks(request: Request, p: AnyP) -> Response:
     share = is_admin or state.settings.parent.share_webhook_secrets
 
     def work(s: Session, now: datetime) -> list[dict[str, Any]]:
-        return [tasks.task_dict(t, include_secrets=share)
-                for t in tasks.list_tasks(s, enabled_only=not is_admin)]
+        items = tasks.list_tasks(s, enabled_only=not is_admin)
+        node = None if is_admin or p.node_id is None else nodes_repo.get_row(s, p.node_id)
+        if node is not None and node.legacy:
+            # A we-mp-rss child syncs tasks in the original's shape (docs/migration.md).
+            return tasks.legacy_task_dicts(s, items)
+        return [tasks.task_dict(t, include_secrets=share) for t in items]
 
     return ok(await state.db.run(work))
 
