@@ -21,6 +21,7 @@ from cascade_cli.cli import (
     deliveries,
     doctor,
     feeds,
+    import_cmd,
     init_cmd,
     nodes,
     serve,
@@ -124,7 +125,7 @@ def main(
 
 
 for module in (init_cmd, nodes, serve, token, feeds, tasks, allocations, child, doctor,
-               deliveries):
+               deliveries, import_cmd):
     module.register(app)
 
 
