@@ -507,6 +507,50 @@ def check_plain_secret(ctx: DoctorContext) -> CheckResult:
         "parent.public_url: https://...", data)
 
 
+def check_legacy_nodes(ctx: DoctorContext) -> CheckResult:
+    name = "parent.legacy_nodes"
+    return _ready(ctx, name) or _read(ctx, lambda s, now, st: _legacy_nodes(s, now, st, name))
+
+
+def _legacy_nodes(s: Session, now: datetime, settings: Settings, name: str) -> CheckResult:
+    """Nodes imported from we-mp-rss or switched to legacy mode (docs/migration.md): each is
+    a downgrade (webhook secrets in its packages, an unsalted SHA-256 secret, plain AK-SK
+    only), so the operator should see them until the last one is gone."""
+    from cascade_cli.store.nodes import legacy_nodes, uses_plain_legacy_secret
+
+    f = Findings()
+    found = legacy_nodes(s)
+    for n in found:
+        what = []
+        if n.legacy:
+            what.append("legacy mode (its task packages carry webhook URLs, headers and "
+                        "cookies)")
+        if uses_plain_legacy_secret(n):
+            what.append("the secret imported from we-mp-rss (plain AK-SK only, unsalted "
+                        "SHA-256)")
+        elif n.prev_secret_hash and n.prev_secret_hash.startswith("sha256$") and \
+                n.prev_valid_until and n.prev_valid_until > now:
+            what.append("the imported we-mp-rss secret still valid until "
+                        f"{isoformat_z(n.prev_valid_until)} (rotation overlap)")
+        if not what:
+            continue
+        fixes = []
+        if uses_plain_legacy_secret(n):
+            fixes.append(f"'cascade nodes rotate {n.name}' and put the new api_secret on its "
+                         "host")
+        if n.legacy:
+            fixes.append(f"once it runs 'cascade run-child', 'cascade nodes legacy {n.name} "
+                         "off'")
+        f.add(WARNING, f"node '{n.name}' still uses " + " and ".join(what),
+              "; ".join(fixes) or "wait for the rotation overlap to end")
+    names = [n.name for n in found]
+    if not f.problems:
+        return CheckResult(name, OK, "no node uses legacy mode or a we-mp-rss secret",
+                           data={"nodes": []})
+    return f.result(name, f"{len(names)} node(s) still on we-mp-rss compatibility: "
+                    + ", ".join(names[:10]), {"nodes": names})
+
+
 def check_admin_secret(ctx: DoctorContext) -> CheckResult:
     name = "parent.admin_secret"
     s = ctx.settings

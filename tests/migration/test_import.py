@@ -89,3 +89,26 @@ def test_import_names_a_wrong_database(cli, parent_dir, tmp_path) -> None:
     assert "we_cascade_nodes" in r.stderr and "Traceback" not in r.output
     r = cli("import", "we-mp-rss", "--database", "sqlite:///x.db", "--feed-url-pattern", "x")
     assert r.exit_code == 2 and "{id}" in r.stderr
+
+
+def test_doctor_lists_legacy_nodes_until_they_are_gone(cli, parent_dir, tmp_path) -> None:
+    src = f"sqlite:///{tmp_path / 'wemprss.db'}"
+    wemprss_db.build(src)
+    assert cli("init").exit_code == 0
+    r = cli("doctor", "--check", "parent.legacy_nodes", "--json")
+    assert json.loads(r.stdout)["checks"][0]["status"] == "ok", r.stdout
+    assert cli("import", "we-mp-rss", "--database", src).exit_code == 0
+    r = cli("doctor", "--check", "parent.legacy_nodes")
+    assert "legacy mode" in r.stdout and "cascade nodes rotate" in r.stdout
+    store = _store(parent_dir)
+    try:
+        with store.session() as s:
+            names = [n.name for n in s.scalars(select(Node))]
+    finally:
+        store.dispose()
+    for n in names:
+        assert n in r.stdout
+        assert cli("nodes", "rotate", n, "--overlap", "0").exit_code == 0
+        assert cli("nodes", "legacy", n, "off").exit_code == 0
+    r = cli("doctor", "--check", "parent.legacy_nodes", "--json")
+    assert json.loads(r.stdout)["checks"][0]["status"] == "ok", r.stdout
