@@ -320,6 +320,18 @@ class NodeIn(WireModel):
     name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
     description: str = Field(default="", max_length=500)
     max_capacity: int = Field(default=2, ge=1, le=256)
+    # we-mp-rss's admin page sends these too: node_type 1 (child) is the only kind Cascade
+    # keeps; api_url (the child's own address) is not needed and ignored.
+    node_type: Literal[1] | None = None
+    api_url: str | None = Field(default=None, max_length=500)
+
+    @field_validator("node_type", mode="before")
+    @classmethod
+    def _child_only(cls, v: Any) -> Any:
+        if v == 0:
+            raise ValueError("Cascade keeps no parent node records (this parent is the "
+                             "parent): create child nodes only (node_type 1)")
+        return v
 
 
 class NodeUpdate(WireModel):

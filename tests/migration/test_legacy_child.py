@@ -234,3 +234,19 @@ async def test_wrong_secret_and_unknown_key_are_refused_alike(api: Api) -> None:
         view = nodes.node_dict(node, api.clock.now(), 180)
         assert view["legacy"] and view["plain_legacy_secret"]
         assert "sha256" not in json.dumps(view)
+
+
+async def test_original_admin_page_calls(api: Api) -> None:
+    token = api.token()
+    r = await api.client.post("/api/v1/wx/cascade/nodes", headers=api.bearer(token), json={
+        "node_type": 1, "name": "sh-child", "description": "上海", "api_url": "http://x:8002"})
+    data = r.json()["data"]
+    assert r.status_code == 200 and data["node_id"] == data["id"] and data["api_secret"]
+    r = await api.client.post("/api/v1/wx/cascade/nodes", headers=api.bearer(token), json={
+        "node_type": 0, "name": "parent"})
+    assert r.status_code == 422 and "no parent node records" in r.json()["message"]
+    r = await api.client.post(f"/api/v1/wx/cascade/nodes/{data['id']}/test-connection",
+                              headers=api.bearer(token))
+    body = r.json()
+    assert r.status_code == 404 and body["error"] == "not_supported"
+    assert "cascade doctor" in body["message"] and "GET /nodes/" in body["message"]
