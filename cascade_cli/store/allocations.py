@@ -522,7 +522,7 @@ def set_status(session: Session, now: datetime, node: Node | NodeRow, body: Task
             raise InvalidInput("status 'completed' is only accepted from legacy (we-mp-rss) "
                                "nodes: finish an allocation with POST /report-completion, or "
                                "mark the node legacy ('cascade nodes legacy NAME on')",
-                               field="status")
+                               field="status", code="validation_error")
         return report_completion(session, now, node, ReportCompletionIn(
             allocation_id=body.allocation_id, epoch=body.epoch), settings)
     if body.status == "executing":
