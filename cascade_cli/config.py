@@ -496,7 +496,7 @@ def _expand_text(value: str, environ: Mapping[str, str]) -> Any:
 
     def sub(m: re.Match[str]) -> str:
         name, default = m.group(1), m.group(2)
-        return environ[name] if name in environ else (default or "")
+        return environ.get(name, default or "")
 
     text = _PLACEHOLDER.sub(sub, value)
     if whole:
