@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import AsyncIterator
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
 
 import httpx
 import pytest
@@ -16,8 +18,9 @@ from cascade_cli.config import Settings
 from cascade_cli.parent.app import create_app
 from cascade_cli.parent.reaper import reap_expired
 from cascade_cli.store import nodes
-from cascade_cli.store.engine import Store
 from cascade_cli.store.models import Allocation, Article, Node
+from tests.conftest import migrated_store
+from tests.dbservers import fresh_database
 from tests.migration.legacy_child import LegacyChild
 from tests.parent_http.conftest import ADMIN_SECRET, Api
 
@@ -34,17 +37,38 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture(params=["fastpath", "fastapi"])
-async def api(request: pytest.FixtureRequest, store: Store, clock: FakeClock,
+@pytest.fixture(params=["sqlite-fastpath", "sqlite-fastapi"])
+async def api(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock,
               settings: Settings) -> AsyncIterator[Api]:
     """The app as served, and with its fast path standing aside (it does whenever
-    ``dependency_overrides`` is set): legacy behaviour must be the same on both."""
-    app = create_app(store, clock, settings, admin_secret=ADMIN_SECRET)
-    if request.param == "fastapi":
-        app.dependency_overrides[object] = object
-    transport = httpx.ASGITransport(app=app, client=("10.0.0.9", 1234))
-    async with httpx.AsyncClient(transport=transport, base_url="http://parent") as client:
-        yield Api(client, app, store, clock, settings)
+    ``dependency_overrides`` is set): legacy behaviour must be the same on both paths."""
+    async for a in _app(request.param, tmp_path, clock, settings):
+        yield a
+
+
+@pytest.fixture(params=["sqlite-fastpath", "sqlite-fastapi",
+                        pytest.param("postgres-fastpath", marks=pytest.mark.postgres),
+                        pytest.param("mysql-fastpath", marks=pytest.mark.mysql)])
+async def any_api(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock,
+                  settings: Settings) -> AsyncIterator[Api]:
+    """As ``api``, and on PostgreSQL and MariaDB (their claims and completions differ)."""
+    async for a in _app(request.param, tmp_path, clock, settings):
+        yield a
+
+
+async def _app(param: str, tmp_path: Path, clock: FakeClock,
+               settings: Settings) -> AsyncIterator[Api]:
+    db, mode = param.split("-")
+    place: AbstractContextManager[str] = (
+        nullcontext(f"sqlite:///{tmp_path / 'cascade.db'}") if db == "sqlite"
+        else fresh_database(db))
+    with place as url, migrated_store(url) as store:
+        app = create_app(store, clock, settings, admin_secret=ADMIN_SECRET)
+        if mode == "fastapi":
+            app.dependency_overrides[object] = object
+        transport = httpx.ASGITransport(app=app, client=("10.0.0.9", 1234))
+        async with httpx.AsyncClient(transport=transport, base_url="http://parent") as client:
+            yield Api(client, app, store, clock, settings)
 
 
 async def setup_parent(api: Api, *, legacy: bool = True) -> tuple[str, str]:
@@ -89,7 +113,8 @@ def assert_all_ok(child: LegacyChild) -> None:
     assert bad == [] and child.errors == []
 
 
-async def test_original_child_sequence_completes_every_job(api: Api) -> None:
+async def test_original_child_sequence_completes_every_job(any_api: Api) -> None:
+    api = any_api
     token, task_id = await setup_parent(api)
     child = child_for(api)
     # the original's heartbeat: no body (callback_url not configured), then with one
