@@ -214,18 +214,34 @@ def _import_tasks(session: Session, now: datetime, rows: list[dict[str, Any]],
         if session.scalar(select(MessageTask.id).where(MessageTask.name == name)) is not None:
             data["name"] = f"{name} ({tid[:8]})"
         try:
-            with session.begin_nested():
-                tasks.create_task(session, now, parse_model(MessageTaskIn, data,
-                                                            where=f"task {name!r}"))
+            _create_task(session, now, data)
         except CascadeError as exc:
-            out.skipped.append({"kind": "task", "id": tid, "name": name,
-                                "reason": exc.message})
-            continue
+            if not data["message_template"] or "template" not in exc.message:
+                out.skipped.append({"kind": "task", "id": tid, "name": name,
+                                    "reason": exc.message})
+                continue
+            # A template Cascade cannot render: keep the task, with the default template.
+            data["message_template"] = None
+            try:
+                _create_task(session, now, data)
+            except CascadeError as again:
+                out.skipped.append({"kind": "task", "id": tid, "name": name,
+                                    "reason": again.message})
+                continue
+            out.skipped.append({"kind": "task_template", "id": tid, "name": name,
+                                "reason": f"{exc.message}; imported with Cascade's default "
+                                          "template (set one with 'cascade tasks update')"})
         out.tasks_created.append(str(data["name"]))
         if len(known) < len(feed_ids):
             out.skipped.append({"kind": "task_feeds", "id": tid, "name": name,
                                 "reason": f"{len(feed_ids) - len(known)} of its feeds are not "
                                           "in we_feeds; they were left out"})
+
+
+def _create_task(session: Session, now: datetime, data: dict[str, Any]) -> None:
+    with session.begin_nested():
+        tasks.create_task(session, now, parse_model(MessageTaskIn, data,
+                                                    where=f"task {data['name']!r}"))
 
 
 def apply(session: Session, now: datetime, source: Source, *, feed_url_pattern: str,

@@ -34,8 +34,9 @@ def test_import_dry_run_then_import_then_again(cli, parent_dir, any_db_url) -> N
                 "--feed-url-pattern", "http://wemprss:8001/feed/{id}.xml")
         assert r.exit_code == 0, r.output
         out = r.stdout
-        assert "nodes: 2 new" in out and "feeds: 3 new" in out and "tasks: 2 new" in out
+        assert "nodes: 2 new" in out and "feeds: 3 new" in out and "tasks: 4 new" in out
         assert "cascade nodes rotate" in out and "坏的" in out  # the bad cron is named
+        assert "坏模板" in out and "default template" in out
         assert wemprss_db.CHILD_SECRET not in r.output
 
         with store.session() as s:
@@ -54,7 +55,9 @@ def test_import_dry_run_then_import_then_again(cli, parent_dir, any_db_url) -> N
             assert feeds["MP_WXS_3941"].faker_id == "MzA1"
             assert feeds["MP_WXS_3941"].url == "http://wemprss:8001/feed/MP_WXS_3941.xml"
             tasks = {t.id: t for t in s.scalars(select(MessageTask))}
-            assert set(tasks) == {"task-1", "task-2"}
+            assert set(tasks) == {"task-1", "task-2", "task-4", "task-5"}
+            assert tasks["task-4"].message_template == wemprss_db.ORIGINAL_TEMPLATE
+            assert tasks["task-5"].message_template is None  # unrenderable: the default
             t1 = tasks["task-1"]
             assert t1.mps_id == ["MP_WXS_3941", "MP_WXS_2200"] and t1.cron_exp == "0 8 * * *"
             assert t1.headers == {"X-Token": "t0k"} and t1.cookies == "sid=1; lang=zh"
@@ -67,7 +70,7 @@ def test_import_dry_run_then_import_then_again(cli, parent_dir, any_db_url) -> N
         again = json.loads(r.stdout)
         assert again["nodes"]["created"] == [] and len(again["nodes"]["existing"]) == 2
         assert again["feeds"] == {"created": 0, "updated": 0, "unchanged": 3}
-        assert again["tasks"]["created"] == [] and len(again["tasks"]["existing"]) == 2
+        assert again["tasks"]["created"] == [] and len(again["tasks"]["existing"]) == 4
 
         # rotation moves the node to Cascade credentials; the old secret overlaps
         r = cli("nodes", "rotate", child.name, "--json")

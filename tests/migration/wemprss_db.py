@@ -63,6 +63,16 @@ CHILD_KEY = "CNk-3_Zp" + "A" * 26
 CHILD_SECRET = "CSq_9-Lm" + "B" * 26
 OFF_KEY = "CN__--" + "c" * 28
 OFF_SECRET = "CS" + "d" * 32
+# we-mp-rss's default text template (jobs/webhook.py), as an operator would have kept it.
+ORIGINAL_TEMPLATE = """### {{feed.mp_name}} 订阅消息：
+{% if articles %}
+{% for article in articles %}
+- [**{{ article.title }}**]({{article.url}}) ({{ article.publish_time }})
+{% endfor %}
+{% else %}
+- 暂无文章
+{% endif %}
+"""
 FEEDS = [("MP_WXS_3941", "科技日报", "MzA1"), ("MP_WXS_2200", "人民日报", "MzA2"),
          ("MP_WXS_7788", "每日英语", "MzA3")]
 
@@ -105,6 +115,13 @@ def build(url: str) -> None:
                                + [{"id": "MP_WXS_GONE", "mp_name": "已删除"}],
                                ensure_ascii=False),
              "cron": "0 8 * * *", "status": 1},
+            {"id": "task-4", "type": 0, "name": "原版模板", "tpl": ORIGINAL_TEMPLATE,
+             "hook": "https://oapi.dingtalk.com/robot/send?access_token=x", "headers": None,
+             "cookies": None, "mps": json.dumps([{"id": FEEDS[0][0]}]), "cron": "*/30 * * * *",
+             "status": 1},
+            {"id": "task-5", "type": 0, "name": "坏模板", "tpl": "{% for a in articles %}",
+             "hook": "https://open.feishu.cn/x", "headers": None, "cookies": None,
+             "mps": json.dumps([{"id": FEEDS[1][0]}]), "cron": "0 7 * * *", "status": 1},
             {"id": "task-2", "type": 1, "name": "周报", "tpl": "", "hook": "",
              "headers": None, "cookies": None,
              "mps": json.dumps([{"id": FEEDS[2][0]}]), "cron": "0 9 * * 1", "status": 0},
