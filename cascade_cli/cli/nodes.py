@@ -56,7 +56,8 @@ def render_node_list(app: AppContext, views: list[dict[str, Any]], as_json: bool
     if not views:
         out.print("No child nodes yet. Create one with: cascade init --child NAME")
         return
-    rows = [(escape(v["id"]), escape(v["name"]), v["api_key"], styled(v["status"]),
+    rows = [(escape(v["id"]), escape(v["name"]), v["api_key"],
+             styled(v["status"]) + (" [yellow](legacy)[/yellow]" if v.get("legacy") else ""),
              v["last_heartbeat_at"] or "-", f"{v['running']}/{v['max_capacity']}")
             for v in views]
     out.print(table(f"Child nodes ({len(views)})",
@@ -64,6 +65,9 @@ def render_node_list(app: AppContext, views: list[dict[str, Any]], as_json: bool
                     rows))
     out.print("[dim]Secrets are shown only once, at creation or rotation "
               "(cascade nodes rotate NAME).[/dim]")
+    if any(v.get("legacy") for v in views):
+        out.print("[dim](legacy): a we-mp-rss child in legacy mode, see docs/migration.md; "
+                  "'cascade doctor' lists what is left to switch.[/dim]")
 
 
 def child_yaml_block(parent_url: str, creds: NodeCredentials, heartbeat_interval: float,

@@ -79,6 +79,10 @@ def test_import_dry_run_then_import_then_again(cli, parent_dir, any_db_url) -> N
             n = nodes.get_node(s, child.name)
             assert not nodes.uses_plain_legacy_secret(n) and n.public_key
             assert nodes.secret_matches(n, wemprss_db.CHILD_SECRET, now)
+        r = cli("nodes", "list")
+        assert "(legacy)" in r.stdout and child.name in r.stdout
+        r = cli("nodes", "legacy", child.name, "maybe")
+        assert r.exit_code == 2 and "'on' or 'off'" in r.stderr
         r = cli("nodes", "legacy", child.name, "off")
         assert r.exit_code == 0 and "left legacy mode" in r.stdout
     finally:

@@ -42,6 +42,8 @@ def test_imported_child_runs_the_original_sequence_against_serve_parent(tmp_path
                     await child.send_heartbeat()
                     if not did_a and not did_b:
                         break
+                await child.report_task_result("task-1", [{"feed_id": "MP_WXS_3941",
+                                                           "success": True}])
                 r = await client.get("/api/v1/cascade/allocations",
                                      headers=admin_headers(info["token"]))
                 allocs = r.json()["data"]["list"]
