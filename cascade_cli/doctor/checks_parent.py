@@ -37,6 +37,7 @@ from cascade_cli.store.models import (
 from cascade_cli.store.models import (
     FAILED as ALLOC_FAILED,
 )
+from cascade_cli.store.nodes import legacy_nodes, uses_plain_legacy_secret
 
 ROTATE_AFTER_DAYS = 90
 FAILURE_WINDOW = timedelta(hours=24)
@@ -516,8 +517,6 @@ def _legacy_nodes(s: Session, now: datetime, settings: Settings, name: str) -> C
     """Nodes imported from we-mp-rss or switched to legacy mode (docs/migration.md): each is
     a downgrade (webhook secrets in its packages, an unsalted SHA-256 secret, plain AK-SK
     only), so the operator should see them until the last one is gone."""
-    from cascade_cli.store.nodes import legacy_nodes, uses_plain_legacy_secret
-
     f = Findings()
     found = legacy_nodes(s)
     for n in found:

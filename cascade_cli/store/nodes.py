@@ -3,6 +3,7 @@ creation or rotation, inside a ``NodeCredentials`` returned to the caller for di
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -201,8 +202,6 @@ def import_legacy_node(session: Session, now: datetime, *, name: str, api_key: s
                        callback_url: str | None = None) -> tuple[Node, bool]:
     """A we-mp-rss child with its existing key and secret hash (so the deployed child keeps
     working), in legacy mode. Idempotent by key: (node, created)."""
-    import re
-
     if not auth.API_KEY_RE.match(api_key or ""):
         raise InvalidInput(f"node '{name}': api_key {api_key!r} is not a key Cascade can "
                            "accept (8-64 letters, digits, '-' or '_')", field="api_key")
