@@ -542,6 +542,13 @@ def _legacy_nodes(s: Session, now: datetime, settings: Settings, name: str) -> C
                          "off'")
         f.add(WARNING, f"node '{n.name}' still uses " + " and ".join(what),
               "; ".join(fixes) or "wait for the rotation overlap to end")
+    plain_only = [n.name for n in found if uses_plain_legacy_secret(n)]
+    if plain_only and not settings.parent.auth.allow_plain_secret:
+        f.add(FAILED, "parent.auth.allow_plain_secret is false, so these nodes cannot "
+              "authenticate at all (imported secrets work with plain AK-SK only): "
+              + ", ".join(plain_only[:10]),
+              "set parent.auth.allow_plain_secret: true until they are rotated and run "
+              "'cascade run-child'")
     names = [n.name for n in found]
     if not f.problems:
         return CheckResult(name, OK, "no node uses legacy mode or a we-mp-rss secret",

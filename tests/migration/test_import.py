@@ -115,6 +115,16 @@ def test_doctor_lists_legacy_nodes_until_they_are_gone(cli, parent_dir, tmp_path
         store.dispose()
     for n in names:
         assert n in r.stdout
+    # refusing plain AK-SK would lock the imported nodes out: doctor says so
+    config = parent_dir / "config.yaml"
+    original = config.read_text(encoding="utf-8")
+    config.write_text(original + "  auth:\n    allow_plain_secret: false\n", encoding="utf-8")
+    r = cli("doctor", "--check", "parent.legacy_nodes", "--json")
+    check = json.loads(r.stdout)["checks"][0]
+    assert r.exit_code == 1 and check["status"] == "failed", r.stdout
+    assert "cannot authenticate" in json.dumps(check, ensure_ascii=False)
+    config.write_text(original, encoding="utf-8")
+    for n in names:
         assert cli("nodes", "rotate", n, "--overlap", "0").exit_code == 0
         assert cli("nodes", "legacy", n, "off").exit_code == 0
     r = cli("doctor", "--check", "parent.legacy_nodes", "--json")
