@@ -157,6 +157,10 @@ class ParentSection(_Section):
     offline_after: float = Field(default=180, gt=0)
     affinity_grace: float = Field(default=300, ge=0)
     share_webhook_secrets: bool = False
+    # A legacy (we-mp-rss) node's heartbeat renews every lease it holds, but only for this
+    # long after the claim: its sync service can drop a claimed allocation without a word,
+    # and its heartbeats must not keep that one held for ever.
+    legacy_max_hold: float = Field(default=3600, gt=0)
     heartbeat_interval: float | None = Field(default=None, gt=0)
     auth: AuthSection = AuthSection()
     limits: LimitsSection = LimitsSection()
@@ -415,6 +419,7 @@ _SECONDS_FIELDS = frozenset({
     "drain_timeout", "reaper_interval", "clock_skew", "nonce_ttl", "failed_attempts_window",
     "admin_token_ttl", "rotation_overlap", "tick_interval", "misfire_grace", "backoff_base",
     "backoff_max", "poll_interval", "offline_after", "affinity_grace", "claim_wait",
+    "legacy_max_hold",
 })
 
 

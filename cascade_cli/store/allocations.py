@@ -356,9 +356,13 @@ def heartbeat(session: Session, now: datetime, node: Node | NodeRow, body: Heart
     cancel: list[str] = []
     if node.legacy and not running:
         # A we-mp-rss child's heartbeat names no allocation: it renews every lease the node
-        # holds, so a scrape longer than one lease keeps its work (and its upload).
+        # holds, so a scrape longer than one lease keeps its work (and its upload); but
+        # not past parent.legacy_max_hold after the claim, as its sync service may have
+        # dropped the allocation silently.
+        held_since = now - timedelta(seconds=settings.parent.legacy_max_hold)
         session.execute(update(Allocation).where(
-            Allocation.node_id == node.id, is_active(Allocation.status))
+            Allocation.node_id == node.id, is_active(Allocation.status),
+            Allocation.claimed_at >= held_since)
             .values(lease_expires_at=now + timedelta(seconds=lease_ttl(settings)))
             .execution_options(synchronize_session=False))
     if running:

@@ -275,3 +275,30 @@ async def test_original_admin_page_calls(api: Api) -> None:
     body = r.json()
     assert r.status_code == 404 and body["error"] == "not_supported"
     assert "cascade doctor" in body["message"] and "GET /nodes/" in body["message"]
+
+
+async def test_legacy_heartbeat_stops_renewing_a_dropped_allocation(api: Api) -> None:
+    """we-mp-rss's sync service can drop a claimed allocation without a word: its heartbeats
+    keep it only for parent.legacy_max_hold, then the lease runs out and the work moves on."""
+    token, task_id = await setup_parent(api)
+    child = child_for(api)
+    await dispatch(api, token, task_id)
+    pkg = await child.claim_task()  # ... and never heard of again
+    assert pkg is not None
+    ttl, hold = api.settings.parent.lease_ttl, api.settings.parent.legacy_max_hold
+    claimed = api.clock.now()
+    requeued = 0
+    for _ in range(int((hold + 2 * ttl) // (ttl / 3)) + 1):
+        api.clock.advance(ttl / 3)
+        await child.send_heartbeat()
+        with api.store.session() as s:
+            requeued += reap_expired(s, api.clock.now(), api.settings)["requeued"]
+        if requeued:
+            break
+    assert requeued == 1
+    held = (api.clock.now() - claimed).total_seconds()
+    assert hold < held <= hold + ttl + ttl / 3  # kept while in the hold, not a lease longer
+    with api.store.session() as s:
+        alloc = s.get(Allocation, pkg["allocation_id"])
+        assert alloc is not None and alloc.status == "pending"
+    assert_all_ok(child)
