@@ -102,6 +102,7 @@ def verify_secret(api_secret: str, secret_hash: str | None) -> bool:
         hmac.compare_digest(hash_secret(api_secret), hash_secret("CS-none"))
         return False
     if secret_hash.startswith(LEGACY_HASH_PREFIX):
+        hash_secret(api_secret)  # the same work as the other paths: timing tells nothing
         presented = hashlib.sha256(api_secret.encode("utf-8")).hexdigest()
         return hmac.compare_digest(LEGACY_HASH_PREFIX + presented, secret_hash)
     return hmac.compare_digest(hash_secret(api_secret), secret_hash)

@@ -13,6 +13,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from cascade_cli import auth
 from cascade_cli.clock import FakeClock
 from cascade_cli.config import Settings
 from cascade_cli.parent.app import create_app
@@ -302,3 +303,14 @@ async def test_legacy_heartbeat_stops_renewing_a_dropped_allocation(api: Api) ->
         alloc = s.get(Allocation, pkg["allocation_id"])
         assert alloc is not None and alloc.status == "pending"
     assert_all_ok(child)
+
+
+def test_legacy_hash_checks() -> None:
+    stored = auth.legacy_hash(hashlib.sha256(LEGACY_SECRET.encode()).hexdigest().upper())
+    assert stored.startswith("sha256$") and auth.is_legacy_hash(stored)
+    assert auth.verify_secret(LEGACY_SECRET, stored)
+    assert not auth.verify_secret(LEGACY_SECRET + "x", stored)
+    assert not auth.verify_secret(hashlib.sha256(LEGACY_SECRET.encode()).hexdigest(), stored)
+    with pytest.raises(ValueError):
+        auth.legacy_hash("not-a-digest")
+    assert auth.API_KEY_RE.match(LEGACY_KEY) and not auth.API_KEY_RE.match("CN:x")
