@@ -36,7 +36,11 @@ PLAIN_SCHEME = "AK-SK"
 _SIGN_PREFIX = "CASCADE-ED25519-V1"
 _HASH_PEPPER = b"cascade-node-secret-v1"
 _ALNUM = string.ascii_letters + string.digits
-API_KEY_RE = re.compile(r"^CN[A-Za-z0-9]{32}$")
+# Keys made here are ``CN`` + 32 letters/digits; keys imported from we-mp-rss are ``CN`` + 32
+# base64url characters (``-`` and ``_`` too), and must keep working after the import.
+API_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{7,63}$")
+# The stored form of a secret hash imported from we-mp-rss: its unsalted SHA-256, hex.
+LEGACY_HASH_PREFIX = "sha256$"
 API_SECRET_RE = re.compile(r"^CS[A-Za-z0-9_\-]{20,200}$")
 
 
@@ -78,12 +82,29 @@ def hash_secret(api_secret: str) -> str:
     return f"hmac-sha256${digest}"
 
 
+def legacy_hash(sha256_hex: str) -> str:
+    """The stored form of a we-mp-rss ``api_secret_hash`` (hex SHA-256 of the secret)."""
+    text = (sha256_hex or "").strip().lower()
+    if not re.fullmatch(r"[0-9a-f]{64}", text):
+        raise ValueError("not a hex SHA-256 digest")
+    return LEGACY_HASH_PREFIX + text
+
+
+def is_legacy_hash(secret_hash: str | None) -> bool:
+    return bool(secret_hash) and secret_hash.startswith(LEGACY_HASH_PREFIX)  # type: ignore[union-attr]
+
+
 def verify_secret(api_secret: str, secret_hash: str | None) -> bool:
-    """Constant-time comparison of a presented secret with a stored hash."""
+    """Constant-time comparison of a presented secret with a stored hash (ours, or the
+    unsalted SHA-256 an imported we-mp-rss node keeps until its secret is rotated)."""
     if not secret_hash:
         # Still do the work so timing does not reveal whether the key exists.
         hmac.compare_digest(hash_secret(api_secret), hash_secret("CS-none"))
         return False
+    if secret_hash.startswith(LEGACY_HASH_PREFIX):
+        hash_secret(api_secret)  # the same work as the other paths: timing tells nothing
+        presented = hashlib.sha256(api_secret.encode("utf-8")).hexdigest()
+        return hmac.compare_digest(LEGACY_HASH_PREFIX + presented, secret_hash)
     return hmac.compare_digest(hash_secret(api_secret), secret_hash)
 
 

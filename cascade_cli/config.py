@@ -157,6 +157,10 @@ class ParentSection(_Section):
     offline_after: float = Field(default=180, gt=0)
     affinity_grace: float = Field(default=300, ge=0)
     share_webhook_secrets: bool = False
+    # A legacy (we-mp-rss) node's heartbeat renews every lease it holds, but only for this
+    # long after the claim: its sync service can drop a claimed allocation without a word,
+    # and its heartbeats must not keep that one held for ever.
+    legacy_max_hold: float = Field(default=3600, gt=0)
     heartbeat_interval: float | None = Field(default=None, gt=0)
     # The sub-path a reverse proxy serves the parent under ("/cascade"): the dashboard's links
     # and cookies carry it. Empty: served at the root.
@@ -436,6 +440,7 @@ _SECONDS_FIELDS = frozenset({
     "drain_timeout", "reaper_interval", "clock_skew", "nonce_ttl", "failed_attempts_window",
     "admin_token_ttl", "rotation_overlap", "tick_interval", "misfire_grace", "backoff_base",
     "backoff_max", "poll_interval", "offline_after", "affinity_grace", "claim_wait",
+    "legacy_max_hold",
 })
 
 
@@ -504,6 +509,78 @@ def _read_yaml(path: Path, reason: str = "--config") -> dict[str, Any]:
     return data
 
 
+# --- we-mp-rss config.yaml (docs/migration.md) ----------------------------------------------
+
+_PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _expand_text(value: str, environ: Mapping[str, str]) -> Any:
+    """``${VAR}`` / ``${VAR:-default}`` as we-mp-rss expands them: the variable when set
+    (even empty), else the default. A value that is one placeholder only becomes a number or
+    a boolean when it reads as one, as the original's ``cfg.get`` did."""
+    whole = _PLACEHOLDER.fullmatch(value.strip())
+
+    def sub(m: re.Match[str]) -> str:
+        name, default = m.group(1), m.group(2)
+        return environ.get(name, default or "")
+
+    text = _PLACEHOLDER.sub(sub, value)
+    if whole:
+        low = text.strip().lower()
+        if low in ("true", "false"):
+            return low == "true"
+        if re.fullmatch(r"-?[0-9]+", text.strip()):
+            return int(text.strip())
+    return text
+
+
+def expand_placeholders(data: Any, environ: Mapping[str, str]) -> Any:
+    if isinstance(data, dict):
+        return {k: expand_placeholders(v, environ) for k, v in data.items()}
+    if isinstance(data, list):
+        return [expand_placeholders(v, environ) for v in data]
+    if isinstance(data, str) and "${" in data:
+        return _expand_text(data, environ)
+    return data
+
+
+# we-mp-rss keys (top level, or in its cascade: block) and what replaces each in Cascade.
+_WEMPRSS_KEYS = {
+    "task_poll_interval": "child.claim_wait (a child long-polls claim-task and gets work "
+                          "as soon as it exists)",
+    "claim_interval": "child.claim_wait (we-mp-rss never used it)",
+    "callback_url": "nothing: children long-poll claim-task (child.claim_wait), the parent "
+                    "needs no address of theirs",
+    "db": "database.url",
+    "port": "parent.port (and the URL in each child's cascade.parent_api_url)",
+    "secret": "admin tokens: 'cascade token create' (signed with the key 'cascade init' made)",
+    "token_expire_minutes": "parent.auth.admin_token_ttl (seconds) or 'cascade token create "
+                            "--ttl'",
+    "server": "the options of 'cascade serve-parent'",
+    "interval": "child.per_host_concurrency and child.fetch_timeout",
+    "webhook": "each message task's web_hook_url, message_type and message_template",
+}
+
+
+def _wemprss_keys(data: dict[str, Any], origin: str) -> list[str]:
+    """Take we-mp-rss keys out of the data, with a warning naming what replaces each (they
+    would otherwise be 'unknown key' warnings that do not say what to do)."""
+    found: list[str] = []
+    for key in list(data):
+        if key in _WEMPRSS_KEYS:
+            data.pop(key)
+            found.append(f"'{key}' is a we-mp-rss key (in {origin}); Cascade ignores it. "
+                         f"It is replaced by {_WEMPRSS_KEYS[key]}")
+    cascade = data.get("cascade")
+    if isinstance(cascade, dict):
+        for key in list(cascade):
+            if key in ("task_poll_interval", "claim_interval", "callback_url"):
+                cascade.pop(key)
+                found.append(f"'cascade.{key}' is a we-mp-rss key (in {origin}); Cascade "
+                             f"ignores it. It is replaced by {_WEMPRSS_KEYS[key]}")
+    return found
+
+
 def locate_config(explicit: str | os.PathLike[str] | None = None,
                   environ: Mapping[str, str] | None = None,
                   cwd: Path | None = None) -> ConfigSource:
@@ -557,6 +634,8 @@ def load_settings(explicit: str | os.PathLike[str] | None = None,
                 f"{section}: must be a mapping (indented key: value lines), "
                 f"got {data[section]!r} (in {origin})", key=section)
 
+    data = expand_placeholders(data, env)
+    warnings_wemp = _wemprss_keys(data, origin)
     env_paths: dict[str, str] = {}
     for path, (var, value) in _env_overrides(env).items():
         _set_path(data, path, value)
@@ -564,7 +643,7 @@ def load_settings(explicit: str | os.PathLike[str] | None = None,
     for path, value in (overrides or {}).items():
         _set_path(data, path, value)
 
-    warnings = [f"unknown configuration key '{k}' "
+    warnings = warnings_wemp + [f"unknown configuration key '{k}' "
                 f"(in {_origin_of(k, env_paths, origin)}) is ignored; "
                 f"see config.example.yaml for the valid keys"
                 for k in _unknown_keys(data, SettingsModel)]
@@ -613,8 +692,9 @@ def child_config_problems(settings: Settings) -> list[tuple[str, str]]:
     if not c.api_key:
         problems.append(("cascade.api_key", "paste the api_key printed by "
                          "'cascade init --child NAME' on the parent"))
-    elif not re.fullmatch(r"CN[A-Za-z0-9]{32}", c.api_key):
-        problems.append(("cascade.api_key", "an api_key is 'CN' followed by 32 letters/digits; "
+    elif not re.fullmatch(r"CN[A-Za-z0-9_\-]{32}", c.api_key):
+        problems.append(("cascade.api_key", "an api_key is 'CN' followed by 32 letters/digits "
+                         "(keys imported from we-mp-rss may also hold '-' and '_'); "
                          "copy it again from 'cascade init --child NAME'"))
     elif _is_placeholder(c.api_key):
         problems.append(("cascade.api_key", "this is the sample placeholder (CNxxx...), not a "

@@ -18,9 +18,10 @@ from datetime import UTC, datetime
 # Defence in depth: even if a secret reaches a log call by mistake, it does not reach the log.
 _SECRET_PATTERNS = [
     re.compile(r"CS[A-Za-z0-9_\-]{20,}"),
-    re.compile(r"(AK-SK\s+CN[A-Za-z0-9]{32}:)\S+"),
+    re.compile(r"(AK-SK\s+[A-Za-z0-9_\-]{1,64}:)\S+"),
     re.compile(r"(Bearer\s+)[A-Za-z0-9_\-\.]+"),
     re.compile(r"hmac-sha256\$[0-9a-f]+"),
+    re.compile(r"sha256\$[0-9a-f]+"),
 ]
 
 

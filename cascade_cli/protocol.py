@@ -88,7 +88,9 @@ class HeartbeatIn(WireModel):
     capacity: int | None = Field(default=None, ge=0, le=256)
 
 
-AllocationWriteStatus = Literal["executing", "failed", "released"]
+# ``completed`` is we-mp-rss's way to finish an allocation; accepted from legacy nodes only
+# (others get 422 and are pointed at report-completion).
+AllocationWriteStatus = Literal["executing", "failed", "released", "completed"]
 
 
 class _Fenced(WireModel):
@@ -147,6 +149,16 @@ class FeedResultIn(WireModel):
     etag: str | None = Field(default=None, max_length=1024)
     last_modified: str | None = Field(default=None, max_length=255)
     duration_ms: int | None = Field(default=None, ge=0, le=INT32_MAX)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _success_flag(cls, data: Any) -> Any:
+        """we-mp-rss's sync service reports ``success: true|false`` instead of a status; it
+        means the same and grants nothing, so every node may send it."""
+        if isinstance(data, dict) and data.get("status") is None \
+                and isinstance(data.get("success"), bool):
+            return {**data, "status": "success" if data["success"] else "failed"}
+        return data
 
     @model_validator(mode="after")
     def _has_feed(self) -> FeedResultIn:
@@ -308,6 +320,18 @@ class NodeIn(WireModel):
     name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
     description: str = Field(default="", max_length=500)
     max_capacity: int = Field(default=2, ge=1, le=256)
+    # we-mp-rss's admin page sends these too: node_type 1 (child) is the only kind Cascade
+    # keeps; api_url (the child's own address) is not needed and ignored.
+    node_type: Literal[1] | None = None
+    api_url: str | None = Field(default=None, max_length=500)
+
+    @field_validator("node_type", mode="before")
+    @classmethod
+    def _child_only(cls, v: Any) -> Any:
+        if v == 0:
+            raise ValueError("Cascade keeps no parent node records (this parent is the "
+                             "parent): create child nodes only (node_type 1)")
+        return v
 
 
 class NodeUpdate(WireModel):

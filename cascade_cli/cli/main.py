@@ -23,6 +23,7 @@ from cascade_cli.cli import (
     doctor,
     feeds,
     history,
+    import_cmd,
     init_cmd,
     nodes,
     serve,
@@ -130,7 +131,7 @@ def main(
 
 
 for module in (init_cmd, nodes, serve, token, feeds, tasks, allocations, child, doctor,
-               deliveries, config_cmd, history):
+               deliveries, config_cmd, history, import_cmd):
     module.register(app)
 
 

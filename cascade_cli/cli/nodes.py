@@ -67,7 +67,8 @@ def render_node_list(app: AppContext, views: list[dict[str, Any]], as_json: bool
         return
     now = app.clock.now()
     rows = [(escape(short_id(v["id"], wide)), escape(v["name"]), v["api_key"],
-             styled(v["status"]), relative_time(v["last_heartbeat_at"], now, wide=wide),
+             styled(v["status"]) + (" [yellow](legacy)[/yellow]" if v.get("legacy") else ""),
+             relative_time(v["last_heartbeat_at"], now, wide=wide),
              f"{v['running']}/{v['max_capacity']}")
             for v in views]
     out.print(compact_table(f"Child nodes ({len(views)})",
@@ -75,6 +76,9 @@ def render_node_list(app: AppContext, views: list[dict[str, Any]], as_json: bool
                             rows))
     out.print("[dim]Secrets are shown only once, at creation or rotation "
               "(cascade nodes rotate NAME).[/dim]")
+    if any(v.get("legacy") for v in views):
+        out.print("[dim](legacy): a we-mp-rss child in legacy mode, see docs/migration.md; "
+                  "'cascade doctor' lists what is left to switch.[/dim]")
 
 
 def child_yaml_block(parent_url: str, creds: NodeCredentials, heartbeat_interval: float,
@@ -147,7 +151,7 @@ def show_credentials(app: AppContext, node: Node, creds: NodeCredentials, parent
 
 def register(app: typer.Typer) -> None:
     nodes_app = typer.Typer(
-        help="Manage child nodes: list, show, disable, enable, rotate, revoke, delete.",
+        help="Manage child nodes: list, show, disable, enable, legacy, rotate, revoke, delete.",
         no_args_is_help=True)
     app.add_typer(nodes_app, name="nodes")
 
@@ -203,6 +207,40 @@ def register(app: typer.Typer) -> None:
     def enable(ctx: typer.Context, node: NodeArg, as_json: JsonOpt = False) -> None:
         """Accept the node's requests again."""
         _set_enabled(ctx, node, True, as_json)
+
+    @nodes_app.command("legacy")
+    def legacy(
+        ctx: typer.Context,
+        node: NodeArg,
+        state: Annotated[str, typer.Argument(help="on or off.", show_default=False)],
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Legacy mode for a we-mp-rss child running the original code (docs/migration.md):
+        its packages carry the task's webhook URL, template, headers and cookies."""
+        if state.lower() not in ("on", "off"):
+            raise InvalidInput(f"expected 'on' or 'off', got {state!r}", field="state",
+                               hint=f"cascade nodes legacy {node} on")
+        on = state.lower() == "on"
+        a = get_ctx(ctx)
+        now = a.clock.now()
+        with a.ready_store().session() as s:
+            n = node_store.set_legacy(s, now, node, on)
+            log_event(s, now, "node_legacy_on" if on else "node_legacy_off", node_id=n.id)
+            view = node_store.node_dict(n, now, a.settings.parent.offline_after)
+        if as_json:
+            print_json(view)
+            return
+        name = escape(view["name"])
+        if on:
+            a.out.print(f"node [bold]{name}[/bold] is in legacy mode: its task packages now "
+                        "carry webhook URLs, headers and cookies (the original child needs "
+                        "them). Turn it off once it runs 'cascade run-child'.")
+        else:
+            a.out.print(f"node [bold]{name}[/bold] left legacy mode: it gets the ordinary "
+                        "task package (no webhook secrets)")
+        if view["plain_legacy_secret"]:
+            a.out.print(f"[yellow]its secret is still the one imported from we-mp-rss "
+                        f"(plain AK-SK only): cascade nodes rotate {name}[/yellow]")
 
     @nodes_app.command("rotate")
     def rotate(

@@ -37,6 +37,7 @@ from cascade_cli.store.models import (
 from cascade_cli.store.models import (
     FAILED as ALLOC_FAILED,
 )
+from cascade_cli.store.nodes import legacy_nodes, uses_plain_legacy_secret
 
 ROTATE_AFTER_DAYS = 90
 FAILURE_WINDOW = timedelta(hours=24)
@@ -505,6 +506,55 @@ def check_plain_secret(ctx: DoctorContext) -> CheckResult:
         "once every child signs its requests (cascade run-child does by default), set "
         "parent.auth.allow_plain_secret: false; or serve the parent behind a TLS proxy and set "
         "parent.public_url: https://...", data)
+
+
+def check_legacy_nodes(ctx: DoctorContext) -> CheckResult:
+    name = "parent.legacy_nodes"
+    return _ready(ctx, name) or _read(ctx, lambda s, now, st: _legacy_nodes(s, now, st, name))
+
+
+def _legacy_nodes(s: Session, now: datetime, settings: Settings, name: str) -> CheckResult:
+    """Nodes imported from we-mp-rss or switched to legacy mode (docs/migration.md): each is
+    a downgrade (webhook secrets in its packages, an unsalted SHA-256 secret, plain AK-SK
+    only), so the operator should see them until the last one is gone."""
+    f = Findings()
+    found = legacy_nodes(s)
+    for n in found:
+        what = []
+        if n.legacy:
+            what.append("legacy mode (its task packages carry webhook URLs, headers and "
+                        "cookies)")
+        if uses_plain_legacy_secret(n):
+            what.append("the secret imported from we-mp-rss (plain AK-SK only, unsalted "
+                        "SHA-256)")
+        elif n.prev_secret_hash and n.prev_secret_hash.startswith("sha256$") and \
+                n.prev_valid_until and n.prev_valid_until > now:
+            what.append("the imported we-mp-rss secret still valid until "
+                        f"{isoformat_z(n.prev_valid_until)} (rotation overlap)")
+        if not what:
+            continue
+        fixes = []
+        if uses_plain_legacy_secret(n):
+            fixes.append(f"'cascade nodes rotate {n.name}' and put the new api_secret on its "
+                         "host")
+        if n.legacy:
+            fixes.append(f"once it runs 'cascade run-child', 'cascade nodes legacy {n.name} "
+                         "off'")
+        f.add(WARNING, f"node '{n.name}' still uses " + " and ".join(what),
+              "; ".join(fixes) or "wait for the rotation overlap to end")
+    plain_only = [n.name for n in found if uses_plain_legacy_secret(n)]
+    if plain_only and not settings.parent.auth.allow_plain_secret:
+        f.add(FAILED, "parent.auth.allow_plain_secret is false, so these nodes cannot "
+              "authenticate at all (imported secrets work with plain AK-SK only): "
+              + ", ".join(plain_only[:10]),
+              "set parent.auth.allow_plain_secret: true until they are rotated and run "
+              "'cascade run-child'")
+    names = [n.name for n in found]
+    if not f.problems:
+        return CheckResult(name, OK, "no node uses legacy mode or a we-mp-rss secret",
+                           data={"nodes": []})
+    return f.result(name, f"{len(names)} node(s) still on we-mp-rss compatibility: "
+                    + ", ".join(names[:10]), {"nodes": names})
 
 
 def check_admin_secret(ctx: DoctorContext) -> CheckResult:

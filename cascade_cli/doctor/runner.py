@@ -65,6 +65,8 @@ CHECKS: tuple[Check, ...] = (
           "no dead webhook deliveries; pending ones move"),
     Check("parent.plain_auth", ("parent",), parent.check_plain_secret,
           "plain AK-SK is not accepted over a non-TLS listener"),
+    Check("parent.legacy_nodes", ("parent",), parent.check_legacy_nodes,
+          "no node still in we-mp-rss legacy mode or on an imported secret"),
     Check("parent.admin_secret", ("parent",), parent.check_admin_secret,
           "the admin-token secret file is private"),
     Check("parent.admin_tokens", ("parent",), parent.check_admin_tokens,

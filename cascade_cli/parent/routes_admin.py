@@ -10,6 +10,7 @@ from fastapi.responses import Response
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from cascade_cli.errors import ProtocolError
 from cascade_cli.parent.envelope import ok
 from cascade_cli.parent.http_auth import Principal, require_admin, require_any
 from cascade_cli.protocol import (
@@ -120,10 +121,24 @@ async def create_node(request: Request, p: AdminP, body: NodeIn) -> Response:
                                              max_capacity=body.max_capacity)
         data = _node_view(s, now, state, node)
         data.update({"api_key": creds.api_key, "api_secret": creds.api_secret,
-                     "parent_url": state.settings.parent_url_for_children()})
+                     "parent_url": state.settings.parent_url_for_children(),
+                     # the names we-mp-rss's admin page reads
+                     "node_id": node.id, "node_type": 1, "is_active": node.enabled})
         return data
 
     return ok(await state.db.run(work), "node created; the api_secret is shown only once")
+
+
+@router.post("/nodes/{node_id}/test-connection", tags=["admin"],
+             summary="we-mp-rss's connection test: not served (see the message)")
+async def test_connection(request: Request, p: AdminP, node_id: Ident) -> Response:
+    # The original posted to a URL of the caller's choice with credentials (an SSRF
+    # primitive) and always answered success. Cascade answers plainly where to look instead.
+    raise ProtocolError(
+        "test-connection is not served by Cascade: a parent never calls its children. See "
+        f"the node's last heartbeat with GET /nodes/{node_id} or 'cascade nodes show "
+        f"{node_id}'; on the child host, 'cascade doctor' checks its connection to the parent",
+        code="not_supported", status=404)
 
 
 @router.get("/nodes/{node_id}", tags=["admin"])
@@ -264,8 +279,12 @@ async def list_tasks(request: Request, p: AnyP) -> Response:
     share = is_admin or state.settings.parent.share_webhook_secrets
 
     def work(s: Session, now: datetime) -> list[dict[str, Any]]:
-        return [tasks.task_dict(t, include_secrets=share)
-                for t in tasks.list_tasks(s, enabled_only=not is_admin)]
+        items = tasks.list_tasks(s, enabled_only=not is_admin)
+        node = None if is_admin or p.node_id is None else nodes_repo.get_row(s, p.node_id)
+        if node is not None and node.legacy:
+            # A we-mp-rss child syncs tasks in the original's shape (docs/migration.md).
+            return tasks.legacy_task_dicts(s, items)
+        return [tasks.task_dict(t, include_secrets=share) for t in items]
 
     return ok(await state.db.run(work))
 

@@ -105,7 +105,8 @@ async def _claim(request: Request, p: NodeAuth, max_count: int, wait: float,
         # pre-check would cost, so calling both only doubled the work on every poll.
         n = max(1, min(max_count, node.max_capacity))
         claimed = allocations.claim(s, now, node, settings, max_count=n)
-        return [allocations.package(s, a, now) for a in claimed] or None
+        return [allocations.package(s, a, now, legacy=bool(node.legacy))
+                for a in claimed] or None
 
     async def try_once() -> list[dict[str, Any]] | None:
         return await node_op(request, p, attempt)

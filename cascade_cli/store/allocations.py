@@ -14,6 +14,7 @@ superseded holder fail with 409 ``lease_superseded``.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -286,8 +287,28 @@ _TASK_SCHEDULE = Prepared(select(_MT.message_type, _MT.cron_exp)
                           .where(_MT.id == bindparam("b_id")))
 
 
-def package(session: Session, alloc: AllocationRow, now: datetime) -> dict[str, Any]:
-    """The task package of PROTOCOL.md for a claimed allocation."""
+_TASK_WEBHOOK = Prepared(select(_MT.message_template, _MT.web_hook_url, _MT.headers,
+                                _MT.cookies).where(_MT.id == bindparam("b_id")))
+
+
+def legacy_package_fields(session: Session, task_id: str) -> dict[str, Any]:
+    """What a we-mp-rss child reads from a package besides ours (its worker fails with a
+    KeyError without them): the task's template, webhook URL, and headers and cookies as the
+    original stored them (a JSON object string; ``k=v; k2=v2``). Legacy nodes only: these
+    may carry tokens, and new children never need them (the parent sends notifications)."""
+    task = _TASK_WEBHOOK.execute(session.connection(), {"b_id": task_id}).first()
+    if task is None:
+        return {"message_template": None, "web_hook_url": None, "headers": None,
+                "cookies": None}
+    headers = json.dumps(task.headers, ensure_ascii=False) if task.headers else None
+    return {"message_template": task.message_template, "web_hook_url": task.web_hook_url,
+            "headers": headers, "cookies": task.cookies}
+
+
+def package(session: Session, alloc: AllocationRow, now: datetime, *,
+            legacy: bool = False) -> dict[str, Any]:
+    """The task package of PROTOCOL.md for a claimed allocation (``legacy``: plus the
+    fields a we-mp-rss child needs, see ``legacy_package_fields``)."""
     if hasattr(alloc, "package_feeds"):  # returned by the claim (PostgreSQL)
         feeds = {feed["id"]: feed for feed in alloc.package_feeds or []}
     else:
@@ -309,6 +330,7 @@ def package(session: Session, alloc: AllocationRow, now: datetime) -> dict[str, 
         "feeds": [feeds[f] for f in alloc.feed_ids or [] if f in feeds],
         "dispatched_at": isoformat_z(alloc.dispatched_at),
         "protocol": PROTOCOL_VERSION,
+        **(legacy_package_fields(session, alloc.task_id) if legacy else {}),
     }
 
 
@@ -332,6 +354,17 @@ def heartbeat(session: Session, now: datetime, node: Node | NodeRow, body: Heart
             setattr(node, name, value)
     running = list(dict.fromkeys(body.running))
     cancel: list[str] = []
+    if node.legacy and not running:
+        # A we-mp-rss child's heartbeat names no allocation: it renews every lease the node
+        # holds, so a scrape longer than one lease keeps its work (and its upload); but
+        # not past parent.legacy_max_hold after the claim, as its sync service may have
+        # dropped the allocation silently.
+        held_since = now - timedelta(seconds=settings.parent.legacy_max_hold)
+        session.execute(update(Allocation).where(
+            Allocation.node_id == node.id, is_active(Allocation.status),
+            Allocation.claimed_at >= held_since)
+            .values(lease_expires_at=now + timedelta(seconds=lease_ttl(settings)))
+            .execution_options(synchronize_session=False))
     if running:
         expires = now + timedelta(seconds=lease_ttl(settings))
         session.execute(update(Allocation).where(
@@ -486,6 +519,16 @@ def _diagnose(session: Session, alloc_id: str, epoch: int | None, node: Node | N
 def set_status(session: Session, now: datetime, node: Node | NodeRow, body: TaskStatusIn,
                settings: Settings) -> AllocationRow:
     args = (session, now, node, body.allocation_id, body.epoch, settings)
+    if body.status == "completed":
+        # we-mp-rss's children may finish an allocation this way; ours send the per-feed
+        # results with report-completion, which this stands for (with no results).
+        if not node.legacy:
+            raise InvalidInput("status 'completed' is only accepted from legacy (we-mp-rss) "
+                               "nodes: finish an allocation with POST /report-completion, or "
+                               "mark the node legacy ('cascade nodes legacy NAME on')",
+                               field="status", code="validation_error")
+        return report_completion(session, now, node, ReportCompletionIn(
+            allocation_id=body.allocation_id, epoch=body.epoch), settings)
     if body.status == "executing":
         alloc = _owner_write(*args, _EXECUTING, returning=(_A.id, _A.status))
     elif body.status == "failed":

@@ -23,6 +23,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     literal_column,
     text,
 )
@@ -116,6 +117,10 @@ class Node(Base):
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     max_capacity: Mapped[int] = mapped_column(Integer, default=2)
     callback_url: Mapped[str | None] = mapped_column(String(1000))
+    # A we-mp-rss child running the original code (docs/migration.md): its task packages
+    # carry the task's webhook URL, template, headers and cookies, its heartbeat renews all
+    # its leases, and it may report with the original shapes. Off for every new node.
+    legacy: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     hostname: Mapped[str | None] = mapped_column(String(255))
     version: Mapped[str | None] = mapped_column(String(64))
     last_heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

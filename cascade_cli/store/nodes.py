@@ -3,6 +3,7 @@ creation or rotation, inside a ``NodeCredentials`` returned to the caller for di
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -103,7 +104,8 @@ def get_row(session: Session, node_id: str) -> NodeRow | None:
 _BY_KEY = "cascade.nodes_by_key"
 _BY_ID = "cascade.nodes_by_id"
 _CHECKED = ("id", "api_key", "name", "secret_hash", "public_key", "prev_secret_hash",
-            "prev_public_key", "prev_valid_until", "enabled", "revoked_at", "max_capacity")
+            "prev_public_key", "prev_valid_until", "enabled", "revoked_at", "max_capacity",
+            "legacy")
 # NULL-padded IN lists: two fixed statements for any batch
 _ROWS_BY_KEYS = PaddedIn(lambda keys: select(*_NODES.c).where(_NODES.c.api_key.in_(keys)),
                          _NODES.c.api_key.type, sizes=(8, 64))
@@ -172,6 +174,53 @@ def set_enabled(session: Session, now: datetime, ident: str, enabled: bool) -> N
     node.enabled = enabled
     node.updated_at = now
     return node
+
+
+def set_legacy(session: Session, now: datetime, ident: str, legacy: bool) -> Node:
+    """Legacy mode (docs/migration.md): a per-node downgrade for we-mp-rss children running
+    the original code; their packages carry the task's webhook URL, headers and cookies."""
+    node = get_node(session, ident)
+    node.legacy = legacy
+    node.updated_at = now
+    return node
+
+
+def uses_plain_legacy_secret(node: Node | NodeRow) -> bool:
+    """Still authenticated by the secret hash imported from we-mp-rss (plain AK-SK only:
+    no public key, so no signed requests until the secret is rotated)."""
+    return auth.is_legacy_hash(node.secret_hash)
+
+
+def legacy_nodes(session: Session) -> list[Node]:
+    """Nodes still in legacy mode or on an imported we-mp-rss secret (doctor lists them)."""
+    return [n for n in list_nodes(session)
+            if n.legacy or uses_plain_legacy_secret(n) or auth.is_legacy_hash(n.prev_secret_hash)]
+
+
+def import_legacy_node(session: Session, now: datetime, *, name: str, api_key: str,
+                       sha256_hex: str, description: str = "", enabled: bool = True,
+                       callback_url: str | None = None) -> tuple[Node, bool]:
+    """A we-mp-rss child with its existing key and secret hash (so the deployed child keeps
+    working), in legacy mode. Idempotent by key: (node, created)."""
+    if not auth.API_KEY_RE.match(api_key or ""):
+        raise InvalidInput(f"node '{name}': api_key {api_key!r} is not a key Cascade can "
+                           "accept (8-64 letters, digits, '-' or '_')", field="api_key")
+    stored = auth.legacy_hash(sha256_hex)
+    existing = session.scalar(select(Node).where(Node.api_key == api_key))
+    if existing is not None and existing.api_key == api_key:
+        return existing, False
+    if not re.fullmatch(NODE_NAME_RE, name or ""):
+        raise InvalidInput(f"invalid node name {name!r}", field="name")
+    if session.scalar(select(Node.id).where(Node.name == name)) is not None:
+        raise Conflict(f"a node named '{name}' already exists with another key",
+                       code="duplicate_name")
+    node = Node(name=name, description=description, api_key=api_key, secret_hash=stored,
+                public_key=None, max_capacity=2, enabled=enabled, legacy=True,
+                callback_url=callback_url or None, credentials_rotated_at=None,
+                created_at=now, updated_at=now)
+    session.add(node)
+    session.flush()
+    return node, True
 
 
 def rotate_credentials(session: Session, now: datetime, ident: str,
@@ -271,6 +320,8 @@ def node_dict(node: Node, now: datetime, offline_after: float,
         "api_key": node.api_key,
         "status": node_status(node, now, offline_after),
         "enabled": node.enabled,
+        "legacy": bool(node.legacy),
+        "plain_legacy_secret": uses_plain_legacy_secret(node),
         "max_capacity": node.max_capacity,
         "running": running,
         "last_heartbeat_at": isoformat_z(node.last_heartbeat_at),

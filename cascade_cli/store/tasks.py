@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 from datetime import datetime
 from typing import Any
@@ -12,7 +13,7 @@ from sqlalchemy.orm import Session
 from cascade_cli.clock import isoformat_z
 from cascade_cli.errors import Conflict, InvalidInput, NotFound
 from cascade_cli.protocol import MessageTaskIn, MessageTaskUpdate
-from cascade_cli.store.models import MessageTask, new_id
+from cascade_cli.store.models import Feed, MessageTask, new_id
 
 
 def validate_task_fields(cron_exp: str | None, web_hook_url: str | None,
@@ -132,3 +133,28 @@ def task_dict(task: MessageTask, *, include_secrets: bool) -> dict[str, Any]:
         data.update({"web_hook_url": task.web_hook_url, "message_template": task.message_template,
                      "headers": task.headers, "cookies": task.cookies})
     return data
+
+
+def legacy_task_dicts(session: Session, tasks: list[MessageTask]) -> list[dict[str, Any]]:
+    """Tasks as we-mp-rss's ``GET /message-tasks`` sent them to its children: ``mps_id`` a
+    JSON string of ``[{"id", "mp_name"}]``, ``headers`` a JSON object string, times naive
+    ISO. For legacy nodes only: the webhook URL, headers and cookies are in it."""
+    ids = sorted({fid for t in tasks for fid in (t.mps_id or [])})
+    names = dict(session.execute(select(Feed.id, Feed.mp_name).where(Feed.id.in_(ids)))
+                 .all()) if ids else {}
+    out = []
+    for t in tasks:
+        mps = [{"id": fid, "mp_name": names.get(fid, "")} for fid in t.mps_id or []]
+        out.append({
+            "id": t.id, "name": t.name, "message_type": t.message_type,
+            "message_template": t.message_template, "web_hook_url": t.web_hook_url,
+            "mps_id": json.dumps(mps, ensure_ascii=False), "cron_exp": t.cron_exp,
+            "status": t.status,
+            "headers": json.dumps(t.headers, ensure_ascii=False) if t.headers else None,
+            "cookies": t.cookies,
+            "created_at": _naive(t.created_at), "updated_at": _naive(t.updated_at)})
+    return out
+
+
+def _naive(value: datetime | None) -> str | None:
+    return value.replace(tzinfo=None).isoformat() if value is not None else None
