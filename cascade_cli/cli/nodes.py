@@ -16,11 +16,13 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from cascade_cli.auth import NodeCredentials
+from cascade_cli.cli.confirm import YesOpt, confirmed
 from cascade_cli.cli.context import AppContext, get_ctx
 from cascade_cli.clock import isoformat_z
 from cascade_cli.config import normalise_url
 from cascade_cli.console import print_json, styled, table
-from cascade_cli.errors import CascadeError, InvalidInput
+from cascade_cli.errors import InvalidInput, UsageError
+from cascade_cli.protocol import NodeUpdate, parse_model
 from cascade_cli.store import nodes as node_store
 from cascade_cli.store.events import log_event
 from cascade_cli.store.models import ACTIVE_STATES, Allocation, Node
@@ -120,7 +122,7 @@ def show_credentials(app: AppContext, node: Node, creds: NodeCredentials, parent
 
 def register(app: typer.Typer) -> None:
     nodes_app = typer.Typer(
-        help="Manage child nodes: list, show, disable, enable, rotate, revoke, delete.",
+        help="Manage child nodes: list, show, set, disable, enable, rotate, revoke, delete.",
         no_args_is_help=True)
     app.add_typer(nodes_app, name="nodes")
 
@@ -175,6 +177,39 @@ def register(app: typer.Typer) -> None:
         """Accept the node's requests again."""
         _set_enabled(ctx, node, True, as_json)
 
+    @nodes_app.command("set")
+    def set_(
+        ctx: typer.Context,
+        node: NodeArg,
+        capacity: Annotated[int | None, typer.Option(
+            "--capacity", min=1, max=256, metavar="N",
+            help="Allocations the node may hold at once (the parent's limit; keep the child's "
+                 "child.capacity the same).")] = None,
+        description: Annotated[str | None, typer.Option(
+            "--description", help="Free text shown by 'nodes show'.")] = None,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Change a node's capacity or description (same as PUT /api/v1/cascade/nodes/ID)."""
+        a = get_ctx(ctx)
+        if capacity is None and description is None:
+            raise UsageError("nothing to change", hint="give --capacity N and/or --description "
+                             "TEXT")
+        data = parse_model(NodeUpdate, {k: v for k, v in (("max_capacity", capacity),
+                                                          ("description", description))
+                                        if v is not None}, where="node")
+        now = a.clock.now()
+        with a.ready_store().session() as s:
+            n = node_store.update_node(s, now, node, data)
+            log_event(s, now, "node_updated", node_id=n.id,
+                      detail=data.model_dump(exclude_unset=True))
+            view = node_store.node_dict(n, now, a.settings.parent.offline_after,
+                                        running_counts(s).get(n.id, 0))
+        if as_json:
+            print_json(view)
+        else:
+            a.out.print(f"node [bold]{escape(view['name'])}[/bold]: capacity "
+                        f"{view['max_capacity']}, description {escape(view.get('description') or '-')!s}")
+
     @nodes_app.command("rotate")
     def rotate(
         ctx: typer.Context,
@@ -224,8 +259,7 @@ def register(app: typer.Typer) -> None:
     def delete(
         ctx: typer.Context,
         node: NodeArg,
-        yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
-        = False,
+        yes: YesOpt = False,
         as_json: JsonOpt = False,
     ) -> None:
         """Delete a node that holds no allocation (asks first unless --yes)."""
@@ -233,15 +267,8 @@ def register(app: typer.Typer) -> None:
         store = a.ready_store()
         with store.session() as s:
             name = node_store.get_node(s, node).name  # unknown name: fail before asking
-        if not yes:
-            try:
-                confirmed = typer.confirm(f"Delete node '{name}' and its credentials?",
-                                          default=False, err=True)
-            except typer.Abort:
-                confirmed = False
-            if not confirmed:
-                raise CascadeError(f"node '{name}' not deleted",
-                                   hint=f"confirm, or run 'cascade nodes delete {name} --yes'")
+        if not confirmed(f"Delete node '{name}' and its credentials?", yes):
+            return
         now = a.clock.now()
         with store.session() as s:
             n = node_store.delete_node(s, node)

@@ -14,7 +14,7 @@ from cascade_cli.doctor.context import DoctorContext
 from cascade_cli.doctor.result import FAILED, CheckResult
 from cascade_cli.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError
 
-ANY = ("parent", "child")
+ANY = ("parent", "child", "unknown")  # "unknown": no role could be told (see config.role)
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,8 @@ CHECKS: tuple[Check, ...] = (
     Check("config.file", ANY, cfg.check_config_file,
           "which configuration file is used, and why"),
     Check("config.parse", ANY, cfg.check_config_parse, "the file parses and every key is valid"),
+    Check("config.role", ANY, cfg.check_config_role,
+          "whether this host is the parent or a child, and how doctor knows"),
     Check("config.permissions", ANY, cfg.check_config_permissions,
           "a file holding secrets is not readable by other users"),
     Check("child.settings", ("child",), child.check_settings,
@@ -62,7 +64,11 @@ CHECKS: tuple[Check, ...] = (
     Check("parent.failures", ("parent",), parent.check_failures,
           "recent failure rate per node and per feed, most common errors"),
     Check("parent.notifications", ("parent",), parent.check_notifications,
-          "no dead webhook deliveries; pending ones move"),
+          "no dead webhook deliveries; recent attempts do not all fail; pending ones move"),
+    Check("parent.scheduler", ("parent",), parent.check_scheduler,
+          "every cron task due minutes ago has its run"),
+    Check("parent.heartbeat", ("parent",), parent.check_heartbeat_timing,
+          "parent.offline_after is longer than the heartbeat interval"),
     Check("parent.plain_auth", ("parent",), parent.check_plain_secret,
           "plain AK-SK is not accepted over a non-TLS listener"),
     Check("parent.admin_secret", ("parent",), parent.check_admin_secret,

@@ -138,15 +138,7 @@ async def update_node(request: Request, p: AdminP, node_id: Ident, body: NodeUpd
     state = _state(request)
 
     def work(s: Session, now: datetime) -> dict[str, Any]:
-        node = nodes_repo.get_node(s, node_id)
-        if body.description is not None:
-            node.description = body.description
-        if body.max_capacity is not None:
-            node.max_capacity = body.max_capacity
-        if body.enabled is not None:
-            node.enabled = body.enabled
-        node.updated_at = now
-        s.flush()
+        node = nodes_repo.update_node(s, now, node_id, body)
         return _node_view(s, now, state, node)
 
     return ok(await state.db.run(work))

@@ -16,6 +16,7 @@ from cascade_cli import auth
 from cascade_cli.auth import NodeCredentials
 from cascade_cli.clock import isoformat_z
 from cascade_cli.errors import Conflict, InvalidInput, NotFound
+from cascade_cli.protocol import NodeUpdate
 from cascade_cli.store.models import PENDING, Allocation, AuthNonce, Node, is_active
 from cascade_cli.store.prepared import PaddedIn, Prepared
 
@@ -171,6 +172,21 @@ def set_enabled(session: Session, now: datetime, ident: str, enabled: bool) -> N
     node = get_node(session, ident)
     node.enabled = enabled
     node.updated_at = now
+    return node
+
+
+def update_node(session: Session, now: datetime, ident: str, data: NodeUpdate) -> Node:
+    """Change what an operator may change (description, capacity, enabled); the CLI's
+    ``nodes set`` and the admin ``PUT /nodes/{id}`` both come here."""
+    node = get_node(session, ident)
+    if data.description is not None:
+        node.description = data.description
+    if data.max_capacity is not None:
+        node.max_capacity = data.max_capacity
+    if data.enabled is not None:
+        node.enabled = data.enabled
+    node.updated_at = now
+    session.flush()
     return node
 
 

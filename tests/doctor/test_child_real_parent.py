@@ -148,7 +148,8 @@ def test_node_at_capacity(tmp_path: Path, live_parent: LiveParent) -> None:
     r, _ = diagnose(tmp_path, cfg, ["child.work"])
     assert r["child.work"].status == "warning"
     assert "capacity" in r["child.work"].summary
-    assert "max_capacity" in (r["child.work"].fix or "")
+    # a command that exists, with the node's own name filled in
+    assert "cascade nodes set n1 --capacity 2" in (r["child.work"].fix or "")
 
 
 def test_allocations_targeted_at_another_online_node(tmp_path: Path,
