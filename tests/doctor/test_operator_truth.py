@@ -3,7 +3,6 @@ files, a scripted parent), then doctor's verdict and its fix."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -201,10 +200,10 @@ def test_plain_doctor_on_a_bare_host_says_the_role_is_unknown(tmp_path: Path) ->
     assert "cascade init'" not in out and "cascade init " not in out.replace(
         "cascade init --child NAME", "")
     assert not (tmp_path / "xdg").exists()  # nothing created on the host
-    as_json = json.loads(cli("doctor", "--json", cwd=tmp_path).stdout)
-    assert as_json["role"] == "unknown"
-    assert {c["name"] for c in as_json["checks"]} >= {"config.role", "config.file"}
-    assert not any(c["name"].startswith(("parent.", "child.")) for c in as_json["checks"])
+    r, report = diagnose(tmp_path, None, environ={"XDG_DATA_HOME": str(tmp_path / "xdg")})
+    assert report.role == "unknown" and report.exit_code == 1
+    assert {"config.role", "config.file"} <= set(r)
+    assert not any(n.startswith(("parent.", "child.")) for n in r)
 
 
 def test_env_only_child_is_a_child(tmp_path: Path) -> None:
