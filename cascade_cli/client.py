@@ -19,6 +19,7 @@ import abc
 import errno
 import json
 import logging
+import re
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -248,8 +249,9 @@ class _Core(abc.ABC):
                                                                  else ""), code=c, hint=hint)
         if status == 403:
             c = str(err_code or "forbidden")
-            hint = ("enable the node on the parent: 'cascade nodes enable NAME'"
-                                if c == "node_disabled" else None)
+            named = re.search(r"node '([^']+)'", message)  # the parent names the node
+            hint = (f"enable the node on the parent: 'cascade nodes enable "
+                    f"{named.group(1) if named else 'NAME'}'" if c == "node_disabled" else None)
             raise NodeDisabled(f"403 from the parent ({c})" + (f": {message}" if message
                                                                else ""), code=c, hint=hint)
         if status == 409:

@@ -7,6 +7,7 @@ credentials, the clock, the protocol version and whether work is waiting.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 
@@ -308,10 +309,13 @@ def check_credentials(ctx: DoctorContext) -> CheckResult:
                            "rotated secret, or revoked credentials", detail, rotate, data)
     if hb.status == 403:
         if hb.error_code == "node_disabled":
+            # The parent names the node in its message ("node 'NAME' is disabled ...").
+            named = re.search(r"node '([^']+)'", hb.message or "")
+            fix = (f"on the parent: 'cascade nodes enable {named.group(1)}'" if named else
+                   "on the parent: 'cascade nodes enable NAME' ('cascade nodes list' shows "
+                   "the name)")
             return CheckResult(name, FAILED, "the credentials are right but this node is disabled "
-                               "on the parent (403 node_disabled)", [hb.message],
-                               "on the parent: 'cascade nodes enable NAME' ('cascade nodes list' "
-                               "shows the name)", data)
+                               "on the parent (403 node_disabled)", [hb.message], fix, data)
         return CheckResult(name, FAILED, f"the parent refused this credential (403 "
                            f"{hb.error_code}): {hb.message}", [],
                            "use the node credentials printed by 'cascade init --child NAME', not "

@@ -52,6 +52,15 @@ START_CHILD = ("start 'cascade run-child' on a child host (run 'cascade doctor' 
                "it cannot connect); 'cascade init --child NAME' creates a node if none exists")
 
 
+def _start_children(names: list[str]) -> str:
+    """START_CHILD with the nodes doctor knows named."""
+    if not names:
+        return START_CHILD
+    shown = ", ".join(names[:5]) + (" ..." if len(names) > 5 else "")
+    return (f"start 'cascade run-child' on the host of {shown} (run 'cascade doctor' there to "
+            "see why it cannot connect)")
+
+
 # --- plumbing ------------------------------------------------------------------------------
 
 
@@ -176,7 +185,8 @@ def _nodes(s: Session, now: datetime, settings: Settings, name: str) -> CheckRes
     if not nodes:
         f.add(WARNING, "no child node exists", "create one: 'cascade init --child NAME'")
     elif counts["online"] == 0:
-        f.add(WARNING, "no child node is online", START_CHILD)
+        f.add(WARNING, "no child node is online",
+              _start_children([n.name for n in nodes if n.enabled]))
     summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "no nodes"
     return f.result(name, summary, {"counts": dict(counts), "total": len(nodes)})
 
@@ -303,7 +313,7 @@ def _pending(s: Session, now: datetime, settings: Settings, name: str) -> CheckR
     if not online:
         states = [f"{n.name}: {node_status(n, now, off)}" for n in nodes] or ["no nodes"]
         return CheckResult(name, FAILED, f"{head}, and no child node is online to claim them",
-                           states, START_CHILD, data)
+                           states, _start_children([n.name for n in nodes if n.enabled]), data)
     reports = {n.name: claimable_report(s, now, n, settings) for n in online}
     details = [f"{nm}: {r['reason']} (holds {r['node']['held']}/{r['node']['capacity']})"
                for nm, r in reports.items()]

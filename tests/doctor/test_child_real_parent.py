@@ -91,7 +91,7 @@ def test_disabled_node_is_403_with_enable_fix(tmp_path: Path, live_parent: LiveP
     c = r["child.credentials"]
     assert c.status == "failed"
     assert "403 node_disabled" in c.summary
-    assert "cascade nodes enable NAME" in (c.fix or "")
+    assert "cascade nodes enable n1" in (c.fix or "")  # the name the parent told
 
 
 def test_skewed_child_clock_is_refused_by_real_parent(tmp_path: Path,

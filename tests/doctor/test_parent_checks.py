@@ -201,7 +201,7 @@ def test_pending_with_no_online_node(p: P) -> None:
     assert pend.status == "failed"
     assert "no child node is online" in pend.summary
     assert "gone: offline" in pend.details
-    assert "cascade run-child" in (pend.fix or "")
+    assert "'cascade run-child' on the host of gone" in (pend.fix or "")  # named, not NAME
     assert report.exit_code == 1
 
 
