@@ -225,6 +225,13 @@ def _http_verdict(out: probe.HttpOutcome, addr: probe.ParentAddress
     if out.status in (301, 302, 303, 307, 308):
         return (FAILED, f"{out.status} redirect from {url} to {out.headers.get('location')}",
                 "put the final address (often https://...) in cascade.parent_api_url")
+    if out.status >= 500 and not out.is_envelope:
+        return (FAILED, f"{url} answered HTTP {out.status} without Cascade's JSON envelope: "
+                "not a Cascade parent's answer (another web server on that port, or a proxy "
+                "without its upstream)",
+                f"check the host and port in cascade.parent_api_url ({addr.url}): the parent "
+                "listens on parent.port (default 8001); behind a proxy, check that it reaches "
+                "the parent")
     if out.status >= 500:
         return (FAILED, f"the parent answered {out.status} (server error): {out.message}",
                 "look at the parent's log and run 'cascade doctor' on the parent host "

@@ -20,7 +20,10 @@ from cascade_cli.doctor.checks_child import _human
 from cascade_cli.doctor.context import DoctorContext
 from cascade_cli.doctor.result import FAILED, OK, SKIPPED, WARNING, CheckResult, Findings
 from cascade_cli.errors import CascadeError
+from cascade_cli.parent.cron import InvalidCron, parse_cron
+from cascade_cli.parent.scheduler import jitter_offset, scheduler_timezone
 from cascade_cli.store import health
+from cascade_cli.store.allocations import heartbeat_interval
 from cascade_cli.store.models import (
     ACTIVE_STATES,
     DELIVERY_DELIVERED,
@@ -36,6 +39,7 @@ from cascade_cli.store.models import (
 from cascade_cli.store.models import (
     FAILED as ALLOC_FAILED,
 )
+from cascade_cli.store.tasks import list_tasks
 
 ROTATE_AFTER_DAYS = 90
 FAILURE_WINDOW = timedelta(hours=24)
@@ -231,8 +235,6 @@ def check_tasks(ctx: DoctorContext) -> CheckResult:
 
 
 def _tasks(s: Session, name: str) -> CheckResult:
-    from cascade_cli.parent.cron import InvalidCron, parse_cron
-
     f = Findings()
     tasks = list(s.scalars(select(MessageTask).order_by(MessageTask.name)))
     feeds = {fd.id: fd for fd in s.scalars(select(Feed))}
@@ -579,10 +581,6 @@ def _scheduler(s: Session, now: datetime, settings: Settings, name: str) -> Chec
     """A task due minutes ago without a run means no scheduler fired it (serve-parent is
     stopped, or parent.scheduler.enabled is false) - the operator otherwise learns it the
     next morning when nothing arrived."""
-    from cascade_cli.parent.cron import InvalidCron, parse_cron
-    from cascade_cli.parent.scheduler import jitter_offset, scheduler_timezone
-    from cascade_cli.store.tasks import list_tasks
-
     f = Findings()
     tz = scheduler_timezone(settings)
     sched = settings.parent.scheduler
@@ -635,8 +633,6 @@ def check_heartbeat_timing(ctx: DoctorContext) -> CheckResult:
     settings = ctx.settings
     if settings is None:
         return CheckResult(name, SKIPPED, "configuration not loaded (see config.parse)")
-    from cascade_cli.store.allocations import heartbeat_interval
-
     told = heartbeat_interval(settings)
     off = settings.parent.offline_after
     data = {"offline_after": off, "heartbeat_interval": told}

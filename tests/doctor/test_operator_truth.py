@@ -242,3 +242,14 @@ def test_a_429_from_the_auth_throttle_says_it_is_the_throttle(
     assert "not an overloaded parent" in http.summary
     assert cred.status == "failed" and "auth throttle" in cred.summary
     assert "42 s" in (cred.fix or "")
+
+
+def test_an_html_5xx_is_named_as_another_server(
+        tmp_path: Path, scripted: Callable[[Any], Scripted]) -> None:
+    srv = scripted(lambda _h: (501, b"<html>Unsupported method</html>", {}))
+    cfg = child_config(tmp_path, srv.url)
+    http = diagnose(tmp_path, cfg, ["child.http"])[0]["child.http"]
+    assert http.status == "failed"
+    assert "HTTP 501 without Cascade's JSON envelope" in http.summary
+    assert "not a Cascade parent's answer" in http.summary
+    assert "parent.port (default 8001)" in (http.fix or "")
