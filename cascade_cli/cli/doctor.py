@@ -23,8 +23,10 @@ nothing tells, doctor says the role is unknown and how to set it. Checks:
   child:   config, parent address (DNS, TCP, HTTP path), credentials, clock skew, protocol,
            work waiting (without claiming), spool
   parent:  database and schema, nodes, tasks and feeds, pending/expired/stuck allocations,
-           failure rates, notifications, security
-  both:    installation (imports, 'cascade' on PATH, which config file is found from where)
+           failed allocations and failure rates, notifications, the scheduler firing due
+           cron runs, offline_after against the heartbeat interval, security
+  all:     the role and how it was told, installation (imports, 'cascade' on PATH, which
+           config file is found from where)
 
 \b
 Exit codes: 0 nothing failed, 1 a check failed, 2 doctor could not run (e.g. malformed config).
