@@ -12,7 +12,6 @@ from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from cascade_cli.auth import NodeCredentials
@@ -25,7 +24,7 @@ from cascade_cli.errors import InvalidInput, UsageError
 from cascade_cli.protocol import NodeUpdate, parse_model
 from cascade_cli.store import nodes as node_store
 from cascade_cli.store.events import log_event
-from cascade_cli.store.models import ACTIVE_STATES, Allocation, Node
+from cascade_cli.store.models import Node
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON alone on standard output.")]
 NodeArg = Annotated[str, typer.Argument(help="Node name or id.", show_default=False)]
@@ -34,18 +33,10 @@ NodeArg = Annotated[str, typer.Argument(help="Node name or id.", show_default=Fa
 # --- shared helpers (also used by cascade init / list-credentials) -------------------------
 
 
-def running_counts(s: Session) -> dict[str, int]:
-    """Allocations each node holds right now (claimed or executing)."""
-    rows = s.execute(select(Allocation.node_id, func.count())
-                     .where(Allocation.status.in_(ACTIVE_STATES), Allocation.node_id.is_not(None))
-                     .group_by(Allocation.node_id))
-    return {str(node_id): int(count) for node_id, count in rows}
-
-
 def node_views(app: AppContext, s: Session) -> list[dict[str, Any]]:
     now = app.clock.now()
     offline_after = app.settings.parent.offline_after
-    running = running_counts(s)
+    running = node_store.running_counts(s)
     return [node_store.node_dict(n, now, offline_after, running.get(n.id, 0))
             for n in node_store.list_nodes(s)]
 
@@ -141,7 +132,7 @@ def register(app: typer.Typer) -> None:
         with a.ready_store().session() as s:
             n = node_store.get_node(s, node)
             view = node_store.node_dict(n, a.clock.now(), a.settings.parent.offline_after,
-                                        running_counts(s).get(n.id, 0))
+                                        node_store.running_counts(s).get(n.id, 0))
         if as_json:
             print_json(view)
             return
@@ -203,7 +194,7 @@ def register(app: typer.Typer) -> None:
             log_event(s, now, "node_updated", node_id=n.id,
                       detail=data.model_dump(exclude_unset=True))
             view = node_store.node_dict(n, now, a.settings.parent.offline_after,
-                                        running_counts(s).get(n.id, 0))
+                                        node_store.running_counts(s).get(n.id, 0))
         if as_json:
             print_json(view)
         else:

@@ -11,7 +11,6 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from cascade_cli.clock import isoformat_z
@@ -25,16 +24,11 @@ from cascade_cli.parent.scheduler import jitter_offset, scheduler_timezone
 from cascade_cli.store import health
 from cascade_cli.store.allocations import heartbeat_interval
 from cascade_cli.store.models import (
-    ACTIVE_STATES,
     DELIVERY_DELIVERED,
     EXECUTING,
-    PENDING,
     TIMEOUT,
-    AdminToken,
     Allocation,
-    Feed,
     MessageTask,
-    Node,
 )
 from cascade_cli.store.models import (
     FAILED as ALLOC_FAILED,
@@ -101,7 +95,7 @@ def _read(ctx: DoctorContext, fn: Callable[[Session, datetime, Settings], CheckR
 
 
 def _node_names(s: Session) -> dict[str, str]:
-    return {n.id: n.name for n in s.scalars(select(Node))}
+    return health.node_names(s)
 
 
 # --- database ------------------------------------------------------------------------------
@@ -236,8 +230,8 @@ def check_tasks(ctx: DoctorContext) -> CheckResult:
 
 def _tasks(s: Session, name: str) -> CheckResult:
     f = Findings()
-    tasks = list(s.scalars(select(MessageTask).order_by(MessageTask.name)))
-    feeds = {fd.id: fd for fd in s.scalars(select(Feed))}
+    tasks = health.tasks_by_name(s)
+    feeds = health.all_feeds(s)
     enabled = [t for t in tasks if t.status == 1]
     if len(enabled) != len(tasks):
         f.note(f"{len(tasks) - len(enabled)} disabled task(s) not checked")
@@ -299,15 +293,12 @@ def _pending(s: Session, now: datetime, settings: Settings, name: str) -> CheckR
     from cascade_cli.doctor.claimable import claimable_report
     from cascade_cli.store.nodes import node_status
 
-    pending = int(s.scalar(select(func.count()).select_from(Allocation)
-                           .where(Allocation.status == PENDING)) or 0)
+    pending, oldest = health.pending_summary(s)
     if not pending:
         return CheckResult(name, OK, "no pending allocation", data={"pending": 0})
-    oldest = s.scalar(select(func.min(Allocation.dispatched_at))
-                      .where(Allocation.status == PENDING))
     age = (now - oldest).total_seconds() if oldest else 0.0
     off = settings.parent.offline_after
-    nodes = list(s.scalars(select(Node)))
+    nodes = health.all_nodes(s)
     online = [n for n in nodes if node_status(n, now, off) == "online"]
     data: dict[str, Any] = {"pending": pending, "oldest_age_seconds": round(age, 1),
                             "online_nodes": len(online)}
@@ -354,9 +345,7 @@ def check_leases(ctx: DoctorContext) -> CheckResult:
 
 def _leases(s: Session, now: datetime, settings: Settings, name: str) -> CheckResult:
     grace = timedelta(seconds=2 * settings.parent.reaper_interval + 5)
-    rows = list(s.scalars(select(Allocation).where(
-        Allocation.status.in_(ACTIVE_STATES), Allocation.lease_expires_at < now - grace)
-        .order_by(Allocation.lease_expires_at).limit(50)))
+    rows = health.expired_leases(s, now - grace)
     if not rows:
         return CheckResult(name, OK, "no expired lease waits for the reaper")
     names = _node_names(s)
@@ -383,7 +372,7 @@ def _stuck(s: Session, now: datetime, settings: Settings, name: str) -> CheckRes
     def held_since(a: Allocation) -> datetime:
         return a.started_at or a.claimed_at or a.dispatched_at
 
-    rows = [a for a in s.scalars(select(Allocation).where(Allocation.status.in_(ACTIVE_STATES)))
+    rows = [a for a in health.active_allocations(s)
             if now - held_since(a) > limit
             and (a.lease_expires_at is None or a.lease_expires_at >= now)]
     if not rows:
@@ -706,7 +695,7 @@ def check_admin_tokens(ctx: DoctorContext) -> CheckResult:
 
 
 def _admin_tokens(s: Session, now: datetime, name: str) -> CheckResult:
-    active = list(s.scalars(select(AdminToken).where(AdminToken.revoked_at.is_(None))))
+    active = health.unrevoked_admin_tokens(s)
     forever = [t for t in active if t.expires_at is None]
     live = [t for t in active if t.expires_at is None or t.expires_at > now]
     if forever:

@@ -13,14 +13,18 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from cascade_cli.store.models import (
+    ACTIVE_STATES,
     DELIVERY_DEAD,
     DELIVERY_PENDING,
     FAILED,
+    PENDING,
     RUN_RUNNING,
     TIMEOUT,
+    AdminToken,
     Allocation,
     Delivery,
     Event,
+    Feed,
     FeedResult,
     MessageTask,
     Node,
@@ -135,3 +139,41 @@ _DELIVERY_COLS = (Delivery.task_id, Delivery.status, Delivery.attempts, Delivery
 def _attempts(s: Session, query: Select[str, str, int, str | None, int | None, datetime]
               ) -> list[DeliveryAttempt]:
     return [DeliveryAttempt(t, st, int(a or 0), e, c, u) for t, st, a, e, c, u in s.execute(query)]
+
+
+# --- allocations held or waiting -----------------------------------------------------------
+
+
+def pending_summary(s: Session) -> tuple[int, datetime | None]:
+    """How many allocations are pending, and when the oldest was dispatched."""
+    n, oldest = s.execute(select(func.count(), func.min(Allocation.dispatched_at))
+                          .where(Allocation.status == PENDING)).one()
+    return int(n or 0), oldest
+
+
+def expired_leases(s: Session, before: datetime, limit: int = 50) -> list[Allocation]:
+    """Active allocations whose lease ended before ``before`` (the reaper should have
+    requeued them), the oldest expiry first."""
+    return list(s.scalars(select(Allocation).where(
+        Allocation.status.in_(ACTIVE_STATES), Allocation.lease_expires_at < before)
+        .order_by(Allocation.lease_expires_at).limit(limit)))
+
+
+def active_allocations(s: Session) -> list[Allocation]:
+    return list(s.scalars(select(Allocation).where(Allocation.status.in_(ACTIVE_STATES))))
+
+
+def all_nodes(s: Session) -> list[Node]:
+    return list(s.scalars(select(Node)))
+
+
+def tasks_by_name(s: Session) -> list[MessageTask]:
+    return list(s.scalars(select(MessageTask).order_by(MessageTask.name)))
+
+
+def all_feeds(s: Session) -> dict[str, Feed]:
+    return {fd.id: fd for fd in s.scalars(select(Feed))}
+
+
+def unrevoked_admin_tokens(s: Session) -> list[AdminToken]:
+    return list(s.scalars(select(AdminToken).where(AdminToken.revoked_at.is_(None))))

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, delete, select, update
+from sqlalchemy import Table, bindparam, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -17,7 +17,14 @@ from cascade_cli.auth import NodeCredentials
 from cascade_cli.clock import isoformat_z
 from cascade_cli.errors import Conflict, InvalidInput, NotFound
 from cascade_cli.protocol import NodeUpdate
-from cascade_cli.store.models import PENDING, Allocation, AuthNonce, Node, is_active
+from cascade_cli.store.models import (
+    ACTIVE_STATES,
+    PENDING,
+    Allocation,
+    AuthNonce,
+    Node,
+    is_active,
+)
 from cascade_cli.store.prepared import PaddedIn, Prepared
 
 NODE_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$"
@@ -162,6 +169,16 @@ def node_status(node: Node, now: datetime, offline_after: float) -> str:
     if (now - node.last_heartbeat_at).total_seconds() <= offline_after:
         return "online"
     return "offline"
+
+
+def running_counts(session: Session) -> dict[str, int]:
+    """Allocations each node holds right now (claimed or executing); the CLI's node listing
+    and the admin API's both use it."""
+    rows = session.execute(select(Allocation.node_id, func.count())
+                           .where(Allocation.status.in_(ACTIVE_STATES),
+                                  Allocation.node_id.is_not(None))
+                           .group_by(Allocation.node_id))
+    return {str(node_id): int(count) for node_id, count in rows}
 
 
 def is_online(node: Node, now: datetime, offline_after: float) -> bool:
