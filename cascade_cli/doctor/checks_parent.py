@@ -23,6 +23,7 @@ from cascade_cli.parent.cron import InvalidCron, parse_cron
 from cascade_cli.parent.scheduler import jitter_offset, scheduler_timezone
 from cascade_cli.store import health
 from cascade_cli.store.allocations import heartbeat_interval
+from cascade_cli.store.claimable import claimable_report
 from cascade_cli.store.models import (
     DELIVERY_DELIVERED,
     EXECUTING,
@@ -33,6 +34,7 @@ from cascade_cli.store.models import (
 from cascade_cli.store.models import (
     FAILED as ALLOC_FAILED,
 )
+from cascade_cli.store.nodes import node_status
 from cascade_cli.store.tasks import list_tasks
 
 ROTATE_AFTER_DAYS = 90
@@ -290,9 +292,6 @@ def check_pending(ctx: DoctorContext) -> CheckResult:
 
 
 def _pending(s: Session, now: datetime, settings: Settings, name: str) -> CheckResult:
-    from cascade_cli.doctor.claimable import claimable_report
-    from cascade_cli.store.nodes import node_status
-
     pending, oldest = health.pending_summary(s)
     if not pending:
         return CheckResult(name, OK, "no pending allocation", data={"pending": 0})
