@@ -34,7 +34,7 @@ from cascade_cli.store.models import (
 from cascade_cli.store.models import (
     FAILED as ALLOC_FAILED,
 )
-from cascade_cli.store.nodes import node_status
+from cascade_cli.store.nodes import list_nodes, node_status
 from cascade_cli.store.tasks import list_tasks
 
 ROTATE_AFTER_DAYS = 90
@@ -153,8 +153,6 @@ def check_nodes(ctx: DoctorContext) -> CheckResult:
 
 
 def _nodes(s: Session, now: datetime, settings: Settings, name: str) -> CheckResult:
-    from cascade_cli.store.nodes import list_nodes, node_status
-
     f = Findings()
     nodes = list_nodes(s)
     counts: Counter[str] = Counter()
