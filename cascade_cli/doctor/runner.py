@@ -106,6 +106,7 @@ class Report:
     config: dict[str, Any]
     internal_errors: list[str] = field(default_factory=list)
     config_broken: bool = False
+    role_reason: str = ""
 
     @property
     def counts(self) -> dict[str, int]:
@@ -119,7 +120,8 @@ class Report:
         return EXIT_FAILED if any(r.status == FAILED for r in self.results) else EXIT_OK
 
     def to_dict(self) -> dict[str, Any]:
-        return {"role": self.role, "config": self.config, "exit_code": self.exit_code,
+        return {"role": self.role, "role_reason": self.role_reason, "config": self.config,
+                "exit_code": self.exit_code,
                 "counts": self.counts, "internal_errors": self.internal_errors,
                 "checks": [r.to_dict() for r in self.results]}
 
@@ -142,6 +144,6 @@ def run_doctor(ctx: DoctorContext, names: Iterable[str] | None = None) -> Report
     finally:
         ctx.close()
     src = ctx.source
-    return Report(role=ctx.role, results=results,
+    return Report(role=ctx.role, role_reason=ctx.role_reason, results=results,
                   config={"path": str(src.path) if src.path else None, "reason": src.reason},
                   internal_errors=internal, config_broken=ctx.config_error is not None)

@@ -194,7 +194,7 @@ def test_plain_doctor_on_a_bare_host_says_the_role_is_unknown(tmp_path: Path) ->
     proc = cli("doctor", cwd=tmp_path)
     out = " ".join(proc.stdout.split())
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert "role unknown" in out
+    assert "role unknown (cascade.node_type is not set" in out
     assert "the role of this host is unknown" in out
     assert "node_type: child" in out and "--role child" in out
     assert "cascade init'" not in out and "cascade init " not in out.replace(
