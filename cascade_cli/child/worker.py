@@ -207,8 +207,12 @@ class ChildWorker:
         if self._down_since is None:
             self._down_since = time.monotonic()
             hint = f" ({exc.hint})" if isinstance(exc, ClientError) and exc.hint else ""
-            log.warning("parent unavailable: %s%s; results stay in the spool, retrying with "
-                        "backoff (logged once until it recovers)", exc, hint)
+            # A 4xx (the auth throttle's 429 above all) is the parent refusing, not the parent
+            # being down: say which, so nobody restarts a healthy parent.
+            what = "parent refuses requests" if isinstance(exc, ParentRejected) \
+                else "parent unavailable"
+            log.warning("%s: %s%s; results stay in the spool, retrying with backoff (logged "
+                        "once until it recovers)", what, exc, hint)
 
     def _parent_up(self) -> None:
         if self._down_since is not None:
@@ -328,6 +332,10 @@ class ChildWorker:
                 continue
             except ParentRejected as exc:
                 self._parent_down(exc)
+                if self.burst and not self.held:  # a one-shot run does not wait it out
+                    log.error("parent refuses requests in --burst mode: giving up (%s)", exc)
+                    self.gave_up = str(exc)
+                    return
                 await self._sleep_or_stop(backoff)
                 backoff = min(MAX_BACKOFF, backoff * 2)
                 continue

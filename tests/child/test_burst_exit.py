@@ -121,3 +121,33 @@ def test_burst_against_a_proxy_5xx_page_names_it_and_exits_1(
     assert worker.gave_up is not None
     assert "HTTP 503" in worker.gave_up and "not a Cascade parent" in worker.gave_up
     assert "check the host and port in cascade.parent_api_url" in caplog.text
+
+
+class Throttled(BaseHTTPRequestHandler):
+    def log_message(self, *a: Any) -> None:
+        return
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = (b'{"code": 429, "error": "too_many_requests", "data": null, "message": '
+                b'"too many failed authentication attempts from this address"}')
+        self.send_response(429)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Retry-After", "0")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def test_burst_throttled_by_the_auth_throttle_says_so_and_exits_1(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Throttled)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        code, worker = run_burst(tmp_path, f"http://127.0.0.1:{srv.server_address[1]}")
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert code == 1
+    assert "parent refuses requests" in caplog.text and "parent unavailable" not in caplog.text
+    assert "auth throttle blocks this address" in caplog.text
+    assert "cascade.api_key/api_secret" in caplog.text
