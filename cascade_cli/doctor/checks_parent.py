@@ -27,7 +27,6 @@ from cascade_cli.store.claimable import claimable_report
 from cascade_cli.store.models import (
     DELIVERY_DELIVERED,
     EXECUTING,
-    TIMEOUT,
     Allocation,
     MessageTask,
 )
@@ -429,24 +428,27 @@ def _failures(s: Session, now: datetime, name: str) -> CheckResult:
         return bad, len(rows), [f"{n}× {e}" for e, n in common.most_common(3)]
 
     # Whole allocations first: a child that crashed or reported 'failed' (执行父节点任务失败)
-    # leaves no per-feed result at all, so the rates below would never see it.
-    failed = [a for a in lost if a.status == ALLOC_FAILED]
+    # leaves no per-feed result at all, so the rates below would never see it. A terminal
+    # timeout is the same loss seen later: the lease ran out after the last attempt.
     by_node: dict[str, list[health.LostAllocation]] = defaultdict(list)
-    for a in failed:
+    for a in lost:
         by_node[names.get(a.node_id or "", a.node_id or "no node")].append(a)
     for nm, allocs in sorted(by_node.items()):
-        common = Counter(_first_line(a.error) for a in allocs)
+        failed = [a for a in allocs if a.status == ALLOC_FAILED]
+        timed_out = len(allocs) - len(failed)
+        common = Counter(_first_line(a.error) for a in failed)
         errors = [f"{n}× {e}" for e, n in common.most_common(3)]
+        if timed_out:
+            errors.append(f"{timed_out}× lease expired after the last attempt (the child died, "
+                          "was killed or hung)")
         tasks = sorted({a.task_name for a in allocs if a.task_name})
-        data["allocations"][nm] = {"failed": len(allocs), "errors": errors, "tasks": tasks}
+        data["allocations"][nm] = {"failed": len(failed), "timed_out": timed_out,
+                                   "errors": errors, "tasks": tasks}
         f.add(FAILED, f"node '{nm}': {len(allocs)} allocation(s) failed as a whole in 24 h "
               f"(执行父节点任务失败) for task(s) {', '.join(tasks) or '?'}: {'; '.join(errors)}",
               f"on {nm}'s host read the log of 'cascade run-child' around "
               f"{isoformat_z(allocs[0].updated_at)} and run 'cascade doctor' there; "
               "'cascade allocations' shows each allocation's error")
-    for nm, n in Counter(names.get(a.node_id or "", a.node_id or "no node")
-                         for a in lost if a.status == TIMEOUT).items():
-        f.note(f"node '{nm}': {n} allocation(s) timed out after their last attempt in 24 h")
 
     for node_id, rows in sorted(per_node.items()):
         bad, total, errors = rate(rows)

@@ -60,6 +60,23 @@ def test_a_crashed_child_fails_parent_failures_with_the_error_text(p: P) -> None
     assert f.data["allocations"]["crashy"]["failed"] >= 1
 
 
+def test_work_lost_to_a_killed_child_fails_parent_failures(p: P) -> None:
+    """SIGKILL leaves no report: the reaper times the allocation out after its last attempt."""
+    n = p.node("killed")
+    p.feeds("MP_WXS_1")
+    now = p.clock.now()
+    with p.store.session() as s:
+        t = task_repo.create_task(s, now, MessageTaskIn(name="nightly", mps_id=["MP_WXS_1"]))
+        dispatch(s, now, p.settings, task_id=t.id, force=True)
+        for a in s.query(Allocation).all():
+            a.status, a.node_id, a.updated_at = "timeout", n.id, now - timedelta(hours=1)
+    f = p.run("parent.failures")[0]["parent.failures"]
+    assert f.status == "failed"
+    assert "node 'killed'" in f.summary and "nightly" in f.summary
+    assert "lease expired after the last attempt" in f.summary
+    assert f.data["allocations"]["killed"]["timed_out"] == 1
+
+
 # --- the scheduler fires due cron runs -----------------------------------------------------
 
 
