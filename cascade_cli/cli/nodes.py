@@ -199,7 +199,8 @@ def register(app: typer.Typer) -> None:
             print_json(view)
         else:
             a.out.print(f"node [bold]{escape(view['name'])}[/bold]: capacity "
-                        f"{view['max_capacity']}, description {escape(view.get('description') or '-')!s}")
+                        f"{view['max_capacity']}, description "
+                        f"{escape(str(view.get('description') or '-'))}")
 
     @nodes_app.command("rotate")
     def rotate(
