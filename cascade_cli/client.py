@@ -19,6 +19,7 @@ import abc
 import errno
 import json
 import logging
+import re
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -248,14 +249,26 @@ class _Core(abc.ABC):
                                                                  else ""), code=c, hint=hint)
         if status == 403:
             c = str(err_code or "forbidden")
-            hint = ("enable the node on the parent: 'cascade nodes enable NAME'"
-                                if c == "node_disabled" else None)
+            named = re.search(r"node '([^']+)'", message)  # the parent names the node
+            hint = (f"enable the node on the parent: 'cascade nodes enable "
+                    f"{named.group(1) if named else 'NAME'}'" if c == "node_disabled" else None)
             raise NodeDisabled(f"403 from the parent ({c})" + (f": {message}" if message
                                                                else ""), code=c, hint=hint)
         if status == 409:
             c = str(err_code or "lease_superseded")
             raise LeaseLost(f"409 from the parent ({c})" + (f": {message}" if message else ""),
                             code=c)
+        if status == 429 and "authentication" in message:
+            exc = ParentRejected(
+                f"429 from the parent for {route}: its auth throttle blocks this address "
+                f"after too many failed logins ({message})", status=status,
+                code=str(err_code) if err_code else None,
+                hint="fix cascade.api_key/api_secret (a wrong secret retried in a loop trips "
+                     "the throttle), then wait for Retry-After; the parent's "
+                     "parent.auth.failed_attempts_limit sets it")
+            exc.retry_after = parse_retry_after(  # type: ignore[attr-defined]
+                response.headers.get("Retry-After"), self.clock)
+            raise exc
         if 400 <= status < 500:
             exc = ParentRejected(f"{status} from the parent for {route}"
                                  + (f" ({err_code})" if err_code else "")
@@ -265,6 +278,22 @@ class _Core(abc.ABC):
                 exc.retry_after = parse_retry_after(  # type: ignore[attr-defined]
                     response.headers.get("Retry-After"), self.clock)
             raise exc
+        if status >= 500 and not envelope:
+            # A Cascade parent always answers with its envelope, even on a crash; an HTML or
+            # empty 5xx is another server (a wrong port, a proxy without its upstream).
+            snippet = response.text[:80].replace("\n", " ") if response.content else "<empty>"
+            text = (f"HTTP {status} from {self.base_url} for {route} without Cascade's JSON "
+                    f"envelope ({snippet!r}): not a Cascade parent's answer")
+            if status == 501:  # "Not Implemented": that server does not speak this method
+                raise WrongEndpoint(
+                    text + " - another web server listens on that port",
+                    hint=f"check the port in cascade.parent_api_url ({self.base_url}): the "
+                         "parent listens on parent.port (default 8001); 'cascade doctor' "
+                         "tests the address step by step")
+            raise ParentServerError(
+                text, status=status,
+                hint=f"check the host and port in cascade.parent_api_url ({self.base_url}); "
+                     "behind a proxy, check that the proxy reaches the parent")
         if status >= 500:
             raise ParentServerError(f"{status} from the parent for {route}"
                                     + (f": {message}" if message else ""), status=status,

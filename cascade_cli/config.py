@@ -293,6 +293,12 @@ class Settings:
 
 # --- environment overrides -----------------------------------------------------------------
 
+
+def env_overrides(environ: Mapping[str, str]) -> dict[str, tuple[str, Any]]:
+    """Public name of ``_env_overrides`` (doctor reads which keys the environment sets)."""
+    return _env_overrides(environ)
+
+
 _TOP_SECTIONS = ("cascade", "database", "parent", "child", "log")
 
 

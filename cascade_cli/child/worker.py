@@ -117,6 +117,9 @@ class ChildWorker:
         self._down_since: float | None = None
         self._down_logged: set[str] = set()
         self._alloc_locks: dict[str, asyncio.Lock] = {}
+        # Why --burst stopped without doing its work (parent unreachable or refusing): the
+        # process then exits 1, as the docs promise, so cron and scripts see the failure.
+        self.gave_up: str | None = None
         # Created in run(): asyncio primitives belong to the running loop.
         self._stopping: asyncio.Event
         self._slot_free: asyncio.Event
@@ -169,6 +172,9 @@ class ChildWorker:
         log.info("child stopped: %d allocations claimed, %d completed, %d lost, %d released; "
                  "%d articles (%d new); spool %s", s.claimed, s.completed, s.lost, s.released,
                  s.articles, s.new_articles, self.spool.counts())
+        if self.gave_up is not None:
+            log.error("--burst gave up: %s (exit 1)", self.gave_up)
+            return 1
         return 0
 
     def request_stop(self, sig: int | None = None) -> None:
@@ -205,8 +211,12 @@ class ChildWorker:
         if self._down_since is None:
             self._down_since = time.monotonic()
             hint = f" ({exc.hint})" if isinstance(exc, ClientError) and exc.hint else ""
-            log.warning("parent unavailable: %s%s; results stay in the spool, retrying with "
-                        "backoff (logged once until it recovers)", exc, hint)
+            # A 4xx (the auth throttle's 429 above all) is the parent refusing, not the parent
+            # being down: say which, so nobody restarts a healthy parent.
+            what = "parent refuses requests" if isinstance(exc, ParentRejected) \
+                else "parent unavailable"
+            log.warning("%s: %s%s; results stay in the spool, retrying with backoff (logged "
+                        "once until it recovers)", what, exc, hint)
 
     def _parent_up(self) -> None:
         if self._down_since is not None:
@@ -319,13 +329,19 @@ class ChildWorker:
             except (ParentUnreachable, ParentServerError) as exc:
                 self._parent_down(exc)
                 if self.burst and not self.held:
-                    log.error("parent unavailable in --burst mode: giving up (%s)", exc)
+                    hint = f" (fix: {exc.hint})" if exc.hint else ""
+                    log.error("parent unavailable in --burst mode: giving up (%s)%s", exc, hint)
+                    self.gave_up = str(exc)
                     return
                 await self._sleep_or_stop(backoff)
                 backoff = min(MAX_BACKOFF, backoff * 2)
                 continue
             except ParentRejected as exc:
                 self._parent_down(exc)
+                if self.burst and not self.held:  # a one-shot run does not wait it out
+                    log.error("parent refuses requests in --burst mode: giving up (%s)", exc)
+                    self.gave_up = str(exc)
+                    return
                 await self._sleep_or_stop(backoff)
                 backoff = min(MAX_BACKOFF, backoff * 2)
                 continue
@@ -334,6 +350,7 @@ class ChildWorker:
                                "claim refused: %s%s", exc,
                                f" (fix: {exc.hint})" if exc.hint else "")
                 if self.burst and not self.held:
+                    self.gave_up = str(exc)
                     return
                 await self._sleep_or_stop(MAX_BACKOFF)
                 continue
@@ -349,8 +366,10 @@ class ChildWorker:
                         log.info("no work left (--burst): stopping")
                         return
                     await self._flush_spool()
-                    if not self.spool.is_empty():
-                        return  # the spool stays on disk for the next run
+                    if not self.spool.is_empty():  # the spool stays on disk for the next run
+                        self.gave_up = (f"results not uploaded, kept in the spool "
+                                        f"{self.spool.path} for the next run")
+                        return
                     continue
                 self._slot_free.clear()
                 await self._slot_free.wait()  # claim again when one finishes

@@ -17,12 +17,16 @@ from cascade_cli.errors import UsageError
 HELP = """Diagnose this parent or child and print the fix for every problem found.
 
 \b
-The role comes from cascade.node_type (override with --role). Checks:
+The role comes from --role, else cascade.node_type, else the keys present (parent_api_url /
+api_key: a child; database: / parent: or an existing parent database: the parent); when
+nothing tells, doctor says the role is unknown and how to set it. Checks:
   child:   config, parent address (DNS, TCP, HTTP path), credentials, clock skew, protocol,
            work waiting (without claiming), spool
   parent:  database and schema, nodes, tasks and feeds, pending/expired/stuck allocations,
-           failure rates, notifications, security
-  both:    installation (imports, 'cascade' on PATH, which config file is found from where)
+           failed allocations and failure rates, notifications, the scheduler firing due
+           cron runs, offline_after against the heartbeat interval, security
+  all:     the role and how it was told, installation (imports, 'cascade' on PATH, which
+           config file is found from where)
 
 \b
 Exit codes: 0 nothing failed, 1 a check failed, 2 doctor could not run (e.g. malformed config).
@@ -42,7 +46,8 @@ def register(app: typer.Typer) -> None:
             "--check", help="Run only this check or group (repeatable, or comma separated), "
             "e.g. --check child.http --check parent.tasks, or --check child.")] = None,
         role: Annotated[str | None, typer.Option(
-            "--role", help="parent or child (default: cascade.node_type).")] = None,
+            "--role", help="parent or child (default: cascade.node_type, else inferred from "
+            "the keys present).")] = None,
         timeout: Annotated[float, typer.Option(
             "--timeout", min=0.1, max=120, help="Seconds to wait for each network step.")] = 5.0,
         verbose: Annotated[bool, typer.Option("--verbose", "-v",

@@ -1,4 +1,5 @@
-"""``cascade feeds``: add, list, remove, import (YAML or OPML), status."""
+"""``cascade feeds``: add, list, update, enable, disable, remove, import (YAML or OPML),
+status."""
 
 from __future__ import annotations
 
@@ -8,12 +9,15 @@ from typing import Annotated, Any
 
 import typer
 import yaml
+from rich.markup import escape
 
+from cascade_cli.cli.confirm import YesOpt, confirmed
 from cascade_cli.cli.context import get_ctx
 from cascade_cli.console import print_json, print_listing, table
 from cascade_cli.errors import InvalidInput, UsageError
-from cascade_cli.protocol import FeedIn, parse_model
+from cascade_cli.protocol import FeedIn, FeedUpdate, parse_model
 from cascade_cli.store import feeds as feed_repo
+from cascade_cli.store import tasks as task_repo
 
 MAX_IMPORT_BYTES = 20 * 1024 * 1024
 
@@ -103,16 +107,82 @@ def register(app: typer.Typer) -> None:
                                   "enabled" if d["status"] == 1 else "disabled",
                                   d["article_count"], d["url"]] for d in data]))
 
+    @feeds_app.command("update")
+    def update(ctx: typer.Context,
+               feed_id: Annotated[str, typer.Argument(help="Feed id.")],
+               url: Annotated[str | None, typer.Option("--url", help="New source URL.")] = None,
+               name: Annotated[str | None, typer.Option("--name", help="New display name (mp_name).")] = None,
+               kind: Annotated[str | None, typer.Option("--kind", help="rss | atom | jsonfeed | command | plug-in name.")] = None,
+               preferred_node: Annotated[str | None, typer.Option("--node", help="Preferred node (name or id).")] = None,
+               clear_node: Annotated[bool, typer.Option("--clear-node", help="Remove the preferred node (any node may fetch it).")] = False,
+               as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+        """Change a feed's URL, name, kind or preferred node (same as PUT /feeds/ID)."""
+        if preferred_node is not None and clear_node:
+            raise UsageError("--node and --clear-node contradict each other")
+        changes: dict[str, Any] = {k: v for k, v in (("url", url), ("mp_name", name),
+                                                     ("kind", kind),
+                                                     ("preferred_node", preferred_node))
+                                   if v is not None}
+        if clear_node:
+            changes["preferred_node"] = None
+        if not changes:
+            raise UsageError("nothing to change",
+                             hint="give --url, --name, --kind, --node or --clear-node")
+        _save(ctx, feed_id, changes, as_json, "updated")
+
+    @feeds_app.command("enable")
+    def enable(ctx: typer.Context, feed_id: Annotated[str, typer.Argument(help="Feed id.")],
+               as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+        """Enable a feed: dispatch includes it again."""
+        _save(ctx, feed_id, {"status": 1}, as_json, "enabled")
+
+    @feeds_app.command("disable")
+    def disable(ctx: typer.Context, feed_id: Annotated[str, typer.Argument(help="Feed id.")],
+                as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+        """Disable a feed: runs skip it; its articles and task membership are kept."""
+        _save(ctx, feed_id, {"status": 0}, as_json, "disabled")
+
+    def _save(ctx: typer.Context, feed_id: str, changes: dict[str, Any], as_json: bool,
+              word: str) -> None:
+        app_ctx = get_ctx(ctx)
+        data = parse_model(FeedUpdate, changes, where="feed")
+        with app_ctx.ready_store().session() as s:
+            feed = feed_repo.update_feed(s, app_ctx.clock.now(), feed_id, data)
+            out = feed_repo.feed_dict(feed)
+            naming = task_repo.tasks_naming(s, [feed_id]).get(feed_id, [])
+        if as_json:
+            print_json(out)
+            return
+        app_ctx.out.print(f"{word} feed [bold]{escape(out['id'])}[/bold] "
+                          f"({escape(out['mp_name'])}) {escape(out['url'])}")
+        if word == "disabled" and naming:
+            app_ctx.err.print(f"[yellow]warning:[/yellow] task(s) {escape(', '.join(naming))} "
+                              "still name it: their runs skip it until 'cascade feeds enable "
+                              f"{escape(feed_id)}'", highlight=False)
+
     @feeds_app.command("remove")
     def remove(ctx: typer.Context, feed_ids: Annotated[list[str], typer.Argument(help="Feed ids.")],
+               yes: YesOpt = False,
                as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-        """Remove feeds (their stored articles are kept)."""
+        """Remove feeds (their stored articles are kept). Asks first unless --yes."""
         app_ctx = get_ctx(ctx)
-        with app_ctx.ready_store().session() as s:
+        store = app_ctx.ready_store()
+        with store.session() as s:
+            for fid in feed_ids:
+                feed_repo.get_feed(s, fid)  # an unknown id fails before the question
+            naming = task_repo.tasks_naming(s, feed_ids)
+        for fid, names in naming.items():
+            app_ctx.err.print(f"[yellow]warning:[/yellow] feed {escape(fid)} is named by "
+                              f"task(s) {escape(', '.join(names))}: their runs will skip it "
+                              f"(drop it with 'cascade tasks update NAME --feeds ...')",
+                              highlight=False)
+        if not confirmed(f"Remove {len(feed_ids)} feed(s): {', '.join(feed_ids)}?", yes):
+            return
+        with store.session() as s:
             for fid in feed_ids:
                 feed_repo.delete_feed(s, fid)
         if as_json:
-            print_json({"removed": feed_ids})
+            print_json({"removed": feed_ids, "still_named_by": naming})
         else:
             app_ctx.out.print(f"removed {len(feed_ids)} feed(s)")
 

@@ -12,10 +12,10 @@ from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from cascade_cli.auth import NodeCredentials
+from cascade_cli.cli.confirm import YesOpt, confirmed
 from cascade_cli.cli.context import AppContext, get_ctx
 from cascade_cli.clock import isoformat_z
 from cascade_cli.config import normalise_url
@@ -28,10 +28,11 @@ from cascade_cli.console import (
     styled,
     wide_console,
 )
-from cascade_cli.errors import CascadeError, InvalidInput
+from cascade_cli.errors import InvalidInput, UsageError
+from cascade_cli.protocol import NodeUpdate, parse_model
 from cascade_cli.store import nodes as node_store
 from cascade_cli.store.events import log_event
-from cascade_cli.store.models import ACTIVE_STATES, Allocation, Node
+from cascade_cli.store.models import Node
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON alone on standard output.")]
 NodeArg = Annotated[str, typer.Argument(help="Node name or id.", show_default=False)]
@@ -40,18 +41,10 @@ NodeArg = Annotated[str, typer.Argument(help="Node name or id.", show_default=Fa
 # --- shared helpers (also used by cascade init / list-credentials) -------------------------
 
 
-def running_counts(s: Session) -> dict[str, int]:
-    """Allocations each node holds right now (claimed or executing)."""
-    rows = s.execute(select(Allocation.node_id, func.count())
-                     .where(Allocation.status.in_(ACTIVE_STATES), Allocation.node_id.is_not(None))
-                     .group_by(Allocation.node_id))
-    return {str(node_id): int(count) for node_id, count in rows}
-
-
 def node_views(app: AppContext, s: Session) -> list[dict[str, Any]]:
     now = app.clock.now()
     offline_after = app.settings.parent.offline_after
-    running = running_counts(s)
+    running = node_store.running_counts(s)
     return [node_store.node_dict(n, now, offline_after, running.get(n.id, 0))
             for n in node_store.list_nodes(s)]
 
@@ -151,7 +144,7 @@ def show_credentials(app: AppContext, node: Node, creds: NodeCredentials, parent
 
 def register(app: typer.Typer) -> None:
     nodes_app = typer.Typer(
-        help="Manage child nodes: list, show, disable, enable, legacy, rotate, revoke, delete.",
+        help="Manage child nodes: list, show, set, disable, enable, legacy, rotate, revoke, delete.",
         no_args_is_help=True)
     app.add_typer(nodes_app, name="nodes")
 
@@ -172,7 +165,7 @@ def register(app: typer.Typer) -> None:
         with a.ready_store().session() as s:
             n = node_store.get_node(s, node)
             view = node_store.node_dict(n, a.clock.now(), a.settings.parent.offline_after,
-                                        running_counts(s).get(n.id, 0))
+                                        node_store.running_counts(s).get(n.id, 0))
         if as_json:
             print_json(view)
             return
@@ -242,6 +235,40 @@ def register(app: typer.Typer) -> None:
             a.out.print(f"[yellow]its secret is still the one imported from we-mp-rss "
                         f"(plain AK-SK only): cascade nodes rotate {name}[/yellow]")
 
+    @nodes_app.command("set")
+    def set_(
+        ctx: typer.Context,
+        node: NodeArg,
+        capacity: Annotated[int | None, typer.Option(
+            "--capacity", min=1, max=256, metavar="N",
+            help="Allocations the node may hold at once (the parent's limit; keep the child's "
+                 "child.capacity the same).")] = None,
+        description: Annotated[str | None, typer.Option(
+            "--description", help="Free text shown by 'nodes show'.")] = None,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Change a node's capacity or description (same as PUT /api/v1/cascade/nodes/ID)."""
+        a = get_ctx(ctx)
+        if capacity is None and description is None:
+            raise UsageError("nothing to change", hint="give --capacity N and/or --description "
+                             "TEXT")
+        data = parse_model(NodeUpdate, {k: v for k, v in (("max_capacity", capacity),
+                                                          ("description", description))
+                                        if v is not None}, where="node")
+        now = a.clock.now()
+        with a.ready_store().session() as s:
+            n = node_store.update_node(s, now, node, data)
+            log_event(s, now, "node_updated", node_id=n.id,
+                      detail=data.model_dump(exclude_unset=True))
+            view = node_store.node_dict(n, now, a.settings.parent.offline_after,
+                                        node_store.running_counts(s).get(n.id, 0))
+        if as_json:
+            print_json(view)
+        else:
+            a.out.print(f"node [bold]{escape(view['name'])}[/bold]: capacity "
+                        f"{view['max_capacity']}, description "
+                        f"{escape(str(view.get('description') or '-'))}")
+
     @nodes_app.command("rotate")
     def rotate(
         ctx: typer.Context,
@@ -293,8 +320,7 @@ def register(app: typer.Typer) -> None:
     def delete(
         ctx: typer.Context,
         node: NodeArg,
-        yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
-        = False,
+        yes: YesOpt = False,
         as_json: JsonOpt = False,
     ) -> None:
         """Delete a node that holds no allocation (asks first unless --yes)."""
@@ -302,15 +328,8 @@ def register(app: typer.Typer) -> None:
         store = a.ready_store()
         with store.session() as s:
             name = node_store.get_node(s, node).name  # unknown name: fail before asking
-        if not yes:
-            try:
-                confirmed = typer.confirm(f"Delete node '{name}' and its credentials?",
-                                          default=False, err=True)
-            except typer.Abort:
-                confirmed = False
-            if not confirmed:
-                raise CascadeError(f"node '{name}' not deleted",
-                                   hint=f"confirm, or run 'cascade nodes delete {name} --yes'")
+        if not confirmed(f"Delete node '{name}' and its credentials?", yes):
+            return
         now = a.clock.now()
         with store.session() as s:
             n = node_store.delete_node(s, node)

@@ -7,15 +7,16 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from sqlalchemy import select
+from rich.markup import escape
 
+from cascade_cli.cli.confirm import YesOpt, confirmed
 from cascade_cli.cli.context import get_ctx
 from cascade_cli.cli.schedule import register_tasks_next
 from cascade_cli.console import print_json, print_listing, table
 from cascade_cli.errors import UsageError
 from cascade_cli.protocol import MessageTaskIn, MessageTaskUpdate, parse_model
+from cascade_cli.store import feeds as feed_repo
 from cascade_cli.store import tasks as task_repo
-from cascade_cli.store.models import Feed
 
 
 def _read_template(path: Path | None, text: str | None) -> str | None:
@@ -50,6 +51,8 @@ def register(app: typer.Typer) -> None:
             cookies: Annotated[str | None, typer.Option("--cookies", help="k=v; k2=v2")] = None,
             overlap: Annotated[str, typer.Option("--overlap", help="skip (default) or allow overlapping runs.")] = "skip",
             misfire: Annotated[str, typer.Option("--misfire", help="skip (default) or run_once after downtime.")] = "skip",
+            misfire_grace: Annotated[float | None, typer.Option("--misfire-grace", min=0, help="Seconds a late tick still fires (default parent.scheduler.misfire_grace).")] = None,
+            jitter: Annotated[float, typer.Option("--jitter", min=0, max=3600, help="Fire up to this many seconds after each tick (spreads load).")] = 0,
             task_id: Annotated[str | None, typer.Option("--id", help="Task id (generated if absent).")] = None,
             disabled: Annotated[bool, typer.Option("--disabled", help="Create it disabled.")] = False,
             as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
@@ -59,13 +62,13 @@ def register(app: typer.Typer) -> None:
             "id": task_id, "name": name, "mps_id": feeds, "cron_exp": cron, "web_hook_url": webhook,
             "message_type": message_type, "message_template": _read_template(template_file, template),
             "headers": headers, "cookies": cookies, "status": 0 if disabled else 1,
-            "overlap_policy": overlap, "misfire_policy": misfire})
+            "overlap_policy": overlap, "misfire_policy": misfire, "misfire_grace": misfire_grace,
+            "jitter": jitter})
         with app_ctx.ready_store().session() as s:
             # The store refuses a second task of the same name (409 duplicate_name).
             task = task_repo.create_task(s, app_ctx.clock.now(), data)
             out = task_repo.task_dict(task, include_secrets=True)
-            feed_state = {fid: st for fid, st in s.execute(select(Feed.id, Feed.status).where(
-                Feed.id.in_(out["mps_id"])))}
+            feed_state = feed_repo.feed_states(s, out["mps_id"])
         missing = [f for f in out["mps_id"] if f not in feed_state]
         off = [f for f, st in feed_state.items() if st != 1]
         for what, ids in (("do not exist", missing), ("are disabled", off)):
@@ -131,45 +134,92 @@ def register(app: typer.Typer) -> None:
 
     @tasks_app.command("update")
     def update_(ctx: typer.Context, task: Annotated[str, typer.Argument(help="Task id or name.")],
+                name: Annotated[str | None, typer.Option("--name", help="New task name.")] = None,
                 feeds: Annotated[str | None, typer.Option(
                     "--feeds", help="New feed ids, comma separated (or a JSON list).")] = None,
                 cron: Annotated[str | None, typer.Option(
                     "--cron", help="New cron: 5 fields, or 6 with seconds first.")] = None,
+                clear_cron: Annotated[bool, typer.Option(
+                    "--clear-cron", help="Remove the schedule: the task runs only when "
+                    "dispatched by hand.")] = False,
                 webhook: Annotated[str | None, typer.Option(
                     "--webhook", help="New webhook URL (http or https).")] = None,
+                clear_webhook: Annotated[bool, typer.Option(
+                    "--clear-webhook", help="Send no notification.")] = False,
+                message_type: Annotated[int | None, typer.Option(
+                    "--message-type", min=0, max=1, help="0 text/markdown, 1 JSON.")] = None,
+                template: Annotated[str | None, typer.Option(
+                    "--template", help="New message template text ('' = the default).")] = None,
                 template_file: Annotated[Path | None, typer.Option(
                     "--template-file", help="Read the new template from a file.")] = None,
+                headers: Annotated[str | None, typer.Option(
+                    "--headers", help='Webhook headers, a JSON object ({} or \'\' clears them).')] = None,
+                cookies: Annotated[str | None, typer.Option(
+                    "--cookies", help="k=v; k2=v2 ('' clears them).")] = None,
+                overlap: Annotated[str | None, typer.Option(
+                    "--overlap", help="skip or allow overlapping runs.")] = None,
+                misfire: Annotated[str | None, typer.Option(
+                    "--misfire", help="skip or run_once after downtime.")] = None,
+                misfire_grace: Annotated[float | None, typer.Option(
+                    "--misfire-grace", min=0, help="Seconds a late tick still fires.")] = None,
+                jitter: Annotated[float | None, typer.Option(
+                    "--jitter", min=0, max=3600, help="Fire up to this many seconds after "
+                    "each tick.")] = None,
                 as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-        """Change a task's feeds, cron, webhook or template."""
+        """Change any field of a task; fields not given keep their value. Checked as a whole
+        (cron, webhook, template with its message type) before anything is saved."""
         app_ctx = get_ctx(ctx)
+        if cron is not None and clear_cron:
+            raise UsageError("--cron and --clear-cron contradict each other")
+        if webhook is not None and clear_webhook:
+            raise UsageError("--webhook and --clear-webhook contradict each other")
+        if template is not None and template_file is not None:
+            raise UsageError("give --template or --template-file, not both")
         changes: dict[str, Any] = {}
-        if feeds is not None:
-            changes["mps_id"] = feeds
-        if cron is not None:
-            changes["cron_exp"] = cron
-        if webhook is not None:
-            changes["web_hook_url"] = webhook
-        if template_file is not None:
-            changes["message_template"] = _read_template(template_file, None)
-        data = parse_model(MessageTaskUpdate, changes)
+        for key, value in (("name", name), ("mps_id", feeds), ("message_type", message_type),
+                           ("overlap_policy", overlap), ("misfire_policy", misfire),
+                           ("misfire_grace", misfire_grace), ("jitter", jitter)):
+            if value is not None:
+                changes[key] = value
+        if clear_cron or cron is not None:
+            changes["cron_exp"] = (cron or "").strip() or None
+        if clear_webhook or webhook is not None:
+            changes["web_hook_url"] = (webhook or "").strip() or None
+        if template is not None or template_file is not None:
+            changes["message_template"] = _read_template(template_file, template) or None
+        if headers is not None:
+            changes["headers"] = None if headers.strip() in ("", "{}") else headers
+        if cookies is not None:
+            changes["cookies"] = cookies.strip() or None
+        if not changes:
+            raise UsageError("nothing to change", hint="'cascade tasks update --help' lists "
+                             "the fields")
+        data = parse_model(MessageTaskUpdate, changes, where="task")
         with app_ctx.ready_store().session() as s:
-            t = task_repo.update_task(s, app_ctx.clock.now(), task, data)  # type: ignore[arg-type]
+            t = task_repo.update_task(s, app_ctx.clock.now(), task, data)
             out = task_repo.task_dict(t, include_secrets=True)
         if as_json:
             print_json(out)
         else:
-            app_ctx.out.print(f"updated task {out['name']}")
+            app_ctx.out.print(f"updated task {escape(out['name'])}: "
+                              + ", ".join(sorted(data.model_dump(exclude_unset=True))))
 
     @tasks_app.command("remove")
     def remove(ctx: typer.Context, task: Annotated[str, typer.Argument(help="Task id or name.")],
+               yes: YesOpt = False,
                as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-        """Remove a task and its runs."""
+        """Remove a task and its runs (asks first unless --yes)."""
         app_ctx = get_ctx(ctx)
-        with app_ctx.ready_store().session() as s:
+        store = app_ctx.ready_store()
+        with store.session() as s:
+            name = task_repo.get_task(s, task).name  # unknown task: fail before asking
+        if not confirmed(f"Remove task '{name}' and the history of its runs?", yes):
+            return
+        with store.session() as s:
             task_repo.delete_task(s, task)
         if as_json:
             print_json({"removed": task})
         else:
-            app_ctx.out.print(f"removed task {task}")
+            app_ctx.out.print(f"removed task {escape(name)}")
 
     register_tasks_next(tasks_app)  # `tasks next` lives with the scheduler

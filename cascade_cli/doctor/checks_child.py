@@ -7,6 +7,7 @@ credentials, the clock, the protocol version and whether work is waiting.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 
@@ -79,7 +80,7 @@ def _heartbeat(ctx: DoctorContext) -> probe.HttpOutcome | None:
     if s is None or addr is None or not _usable_credentials(s):
         return None
     http = _plain_http(ctx, addr)
-    if http is None or _http_verdict(http, addr)[0] != OK:
+    if http is None or _http_verdict(http, addr)[0] == FAILED:
         return None
     return ctx.memo("heartbeat", lambda: _authed_get(ctx, "heartbeat"))
 
@@ -224,10 +225,24 @@ def _http_verdict(out: probe.HttpOutcome, addr: probe.ParentAddress
     if out.status in (301, 302, 303, 307, 308):
         return (FAILED, f"{out.status} redirect from {url} to {out.headers.get('location')}",
                 "put the final address (often https://...) in cascade.parent_api_url")
+    if out.status >= 500 and not out.is_envelope:
+        return (FAILED, f"{url} answered HTTP {out.status} without Cascade's JSON envelope: "
+                "not a Cascade parent's answer (another web server on that port, or a proxy "
+                "without its upstream)",
+                f"check the host and port in cascade.parent_api_url ({addr.url}): the parent "
+                "listens on parent.port (default 8001); behind a proxy, check that it reaches "
+                "the parent")
     if out.status >= 500:
         return (FAILED, f"the parent answered {out.status} (server error): {out.message}",
                 "look at the parent's log and run 'cascade doctor' on the parent host "
                 "(database reachable, schema current)")
+    if out.status == 429 and out.is_envelope:
+        return (WARNING, f"the parent's auth throttle blocks this address (429 "
+                f"{out.error_code or 'too_many_requests'}: {out.message}): too many failed "
+                "logins from here, not an overloaded parent",
+                f"fix cascade.api_key/api_secret first (see child.credentials), then wait "
+                f"{out.headers.get('retry-after', 'Retry-After')} s; the parent's "
+                "parent.auth.failed_attempts_limit / failed_attempts_window set the throttle")
     if not out.is_envelope:
         return (FAILED, f"{url} answered {out.status} but not with Cascade's JSON envelope: "
                 "another service listens there",
@@ -301,19 +316,24 @@ def check_credentials(ctx: DoctorContext) -> CheckResult:
                            "rotated secret, or revoked credentials", detail, rotate, data)
     if hb.status == 403:
         if hb.error_code == "node_disabled":
+            # The parent names the node in its message ("node 'NAME' is disabled ...").
+            named = re.search(r"node '([^']+)'", hb.message or "")
+            fix = (f"on the parent: 'cascade nodes enable {named.group(1)}'" if named else
+                   "on the parent: 'cascade nodes enable NAME' ('cascade nodes list' shows "
+                   "the name)")
             return CheckResult(name, FAILED, "the credentials are right but this node is disabled "
-                               "on the parent (403 node_disabled)", [hb.message],
-                               "on the parent: 'cascade nodes enable NAME' ('cascade nodes list' "
-                               "shows the name)", data)
+                               "on the parent (403 node_disabled)", [hb.message], fix, data)
         return CheckResult(name, FAILED, f"the parent refused this credential (403 "
                            f"{hb.error_code}): {hb.message}", [],
                            "use the node credentials printed by 'cascade init --child NAME', not "
                            "an admin token", data)
     if hb.status == 429:
         wait = hb.headers.get("retry-after", "?")
-        return CheckResult(name, WARNING, "the parent throttles this address after too many "
-                           f"failed logins (429, retry after {wait} s)", [],
-                           f"fix the credentials, then wait {wait} s before trying again", data)
+        return CheckResult(name, FAILED, "the parent's auth throttle blocks this address after "
+                           f"too many failed logins (429, retry after {wait} s): the parent is "
+                           f"not overloaded; it said: {hb.message}", [],
+                           f"fix the credentials first ({rotate}), then wait {wait} s before "
+                           "trying again", data)
     return CheckResult(name, FAILED, f"unexpected answer {hb.status} to GET /heartbeat: "
                        f"{hb.message}", [], "run 'cascade doctor' on the parent host", data)
 
@@ -401,12 +421,13 @@ _WORK_FIXES = {
                            "check that the tasks are enabled and their cron_exp fires"),
     "all_taken": (OK, None),
     "at_capacity": (WARNING, "wait for the running allocations to finish, or raise this node's "
-                    "capacity on the parent ('cascade nodes' / PUT /nodes/{id} max_capacity)"),
+                    "capacity: on the parent 'cascade nodes set {node} --capacity {more}', and "
+                    "child.capacity here to match"),
     "targeted_elsewhere": (WARNING, "nothing to do here: those nodes will take them; to share "
                            "the work, clear the feeds' preferred_node on the parent (they open "
                            "to every node once their node is offline for parent.offline_after + "
                            "parent.affinity_grace)"),
-    "node_disabled": (FAILED, "on the parent: 'cascade nodes enable NAME'"),
+    "node_disabled": (FAILED, "on the parent: 'cascade nodes enable {node}'"),
     "available": (OK, None),
 }
 
@@ -431,6 +452,10 @@ def check_work(ctx: DoctorContext) -> CheckResult:
     status, fix = _WORK_FIXES.get(reason, (WARNING, "run 'cascade doctor' on the parent host"))
     pending = d.get("pending") or {}
     node = d.get("node") or {}
+    if fix:  # the parent told us this node's name: put it in the command
+        capacity = node.get("capacity")
+        fix = fix.format(node=node.get("name") or "NAME",
+                         more=capacity * 2 if isinstance(capacity, int) else "N")
     details = [f"pending on the parent: {pending.get('total', '?')} (shared "
                f"{pending.get('shared', '?')}, reserved for this node "
                f"{pending.get('targeted_here', '?')}, reserved for other nodes "

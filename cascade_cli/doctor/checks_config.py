@@ -39,7 +39,7 @@ def check_config_file(ctx: DoctorContext) -> CheckResult:
         env = _env_keys(ctx)
         if env:
             details.append("settings come from environment variables: " + ", ".join(env))
-        if ctx.role == "child" and not env:
+        if ctx.role in ("child", "unknown") and not env:
             return CheckResult(
                 name, WARNING, f"no configuration file: built-in defaults ({why})", details,
                 "create a config.yaml with the cascade: block (enabled: true, node_type: child, "
@@ -56,6 +56,28 @@ def check_config_file(ctx: DoctorContext) -> CheckResult:
         return CheckResult(name, FAILED, f"configuration path is not a file: {src.path}",
                            details, "point --config / CASCADE_CONFIG at the YAML file", data)
     return CheckResult(name, OK, f"{src.path} ({why})", details, None, data)
+
+
+# --- config.role ---------------------------------------------------------------------------
+
+SET_ROLE = ("say which host this is: on a child host put 'node_type: child' in the cascade: "
+            "block (the block 'cascade init --child NAME' prints on the parent has it); on the "
+            "parent host 'cascade: {node_type: parent}'; or run 'cascade doctor --role child' "
+            "(or --role parent) to diagnose meanwhile")
+
+
+def check_config_role(ctx: DoctorContext) -> CheckResult:
+    name = "config.role"
+    role, reason = ctx.role, ctx.role_reason
+    data = {"role": role, "reason": reason}
+    if role == "unknown":
+        return CheckResult(name, FAILED, f"the role of this host is unknown: {reason}",
+                           ["only the configuration and installation checks ran"], SET_ROLE,
+                           data)
+    if role == "child" and reason.startswith("inferred"):
+        return CheckResult(name, WARNING, f"child, {reason}: 'cascade run-child' refuses to "
+                           "start until it is set", [], "set cascade.node_type: child", data)
+    return CheckResult(name, OK, f"{role} ({reason})", data=data)
 
 
 # --- config.parse --------------------------------------------------------------------------

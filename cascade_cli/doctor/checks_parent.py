@@ -4,13 +4,13 @@ plus the database, nodes, notifications and security. Read-only: doctor never wr
 from __future__ import annotations
 
 import os
+import re
 import stat
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from cascade_cli.clock import isoformat_z
@@ -19,25 +19,22 @@ from cascade_cli.doctor.checks_child import _human
 from cascade_cli.doctor.context import DoctorContext
 from cascade_cli.doctor.result import FAILED, OK, SKIPPED, WARNING, CheckResult, Findings
 from cascade_cli.errors import CascadeError
+from cascade_cli.parent.cron import InvalidCron, parse_cron
+from cascade_cli.parent.scheduler import jitter_offset, scheduler_timezone
+from cascade_cli.store import health
+from cascade_cli.store.allocations import heartbeat_interval
+from cascade_cli.store.claimable import claimable_report
 from cascade_cli.store.models import (
-    ACTIVE_STATES,
-    DELIVERY_DEAD,
-    DELIVERY_PENDING,
+    DELIVERY_DELIVERED,
     EXECUTING,
-    PENDING,
-    TIMEOUT,
-    AdminToken,
     Allocation,
-    Delivery,
-    Feed,
-    FeedResult,
     MessageTask,
-    Node,
 )
 from cascade_cli.store.models import (
     FAILED as ALLOC_FAILED,
 )
-from cascade_cli.store.nodes import legacy_nodes, uses_plain_legacy_secret
+from cascade_cli.store.nodes import legacy_nodes, list_nodes, node_status, uses_plain_legacy_secret
+from cascade_cli.store.tasks import list_tasks
 
 ROTATE_AFTER_DAYS = 90
 FAILURE_WINDOW = timedelta(hours=24)
@@ -45,10 +42,22 @@ FAILURE_RATE = 0.5
 FAILURE_MIN_RESULTS = 3
 STUCK_FACTOR = 6          # held for more than 6 lease TTLs (30 min by default)
 PENDING_DELIVERY_STALE = timedelta(minutes=15)
+RECENT_DELIVERIES = 5      # the newest attempted deliveries judged together
+MIN_RECENT_DELIVERIES = 2  # one failure alone may be a blip
+_SOURCE_STATUS = re.compile(r"^HTTP (\d{3})\b")
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 START_CHILD = ("start 'cascade run-child' on a child host (run 'cascade doctor' there to see why "
                "it cannot connect); 'cascade init --child NAME' creates a node if none exists")
+
+
+def _start_children(names: list[str]) -> str:
+    """START_CHILD with the nodes doctor knows named."""
+    if not names:
+        return START_CHILD
+    shown = ", ".join(names[:5]) + (" ..." if len(names) > 5 else "")
+    return (f"start 'cascade run-child' on the host of {shown} (run 'cascade doctor' there to "
+            "see why it cannot connect)")
 
 
 # --- plumbing ------------------------------------------------------------------------------
@@ -87,7 +96,7 @@ def _read(ctx: DoctorContext, fn: Callable[[Session, datetime, Settings], CheckR
 
 
 def _node_names(s: Session) -> dict[str, str]:
-    return {n.id: n.name for n in s.scalars(select(Node))}
+    return health.node_names(s)
 
 
 # --- database ------------------------------------------------------------------------------
@@ -143,8 +152,6 @@ def check_nodes(ctx: DoctorContext) -> CheckResult:
 
 
 def _nodes(s: Session, now: datetime, settings: Settings, name: str) -> CheckResult:
-    from cascade_cli.store.nodes import list_nodes, node_status
-
     f = Findings()
     nodes = list_nodes(s)
     counts: Counter[str] = Counter()
@@ -175,7 +182,8 @@ def _nodes(s: Session, now: datetime, settings: Settings, name: str) -> CheckRes
     if not nodes:
         f.add(WARNING, "no child node exists", "create one: 'cascade init --child NAME'")
     elif counts["online"] == 0:
-        f.add(WARNING, "no child node is online", START_CHILD)
+        f.add(WARNING, "no child node is online",
+              _start_children([n.name for n in nodes if n.enabled]))
     summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "no nodes"
     return f.result(name, summary, {"counts": dict(counts), "total": len(nodes)})
 
@@ -220,11 +228,9 @@ def check_tasks(ctx: DoctorContext) -> CheckResult:
 
 
 def _tasks(s: Session, name: str) -> CheckResult:
-    from cascade_cli.parent.cron import InvalidCron, parse_cron
-
     f = Findings()
-    tasks = list(s.scalars(select(MessageTask).order_by(MessageTask.name)))
-    feeds = {fd.id: fd for fd in s.scalars(select(Feed))}
+    tasks = health.tasks_by_name(s)
+    feeds = health.all_feeds(s)
     enabled = [t for t in tasks if t.status == 1]
     if len(enabled) != len(tasks):
         f.note(f"{len(tasks) - len(enabled)} disabled task(s) not checked")
@@ -245,8 +251,8 @@ def _tasks(s: Session, name: str) -> CheckResult:
         if off:
             f.add(WARNING, f"{label} names disabled feed(s), skipped at dispatch: "
                   + ", ".join(off[:10]),
-                  "enable them (PUT /api/v1/cascade/feeds/ID with {\"status\": 1}) or drop "
-                  f"them from the task ({update})")
+                  f"enable them ('cascade feeds enable {off[0]}') or drop them from the task "
+                  f"({update})")
         if t.cron_exp:
             try:
                 parse_cron(t.cron_exp)
@@ -283,18 +289,12 @@ def check_pending(ctx: DoctorContext) -> CheckResult:
 
 
 def _pending(s: Session, now: datetime, settings: Settings, name: str) -> CheckResult:
-    from cascade_cli.doctor.claimable import claimable_report
-    from cascade_cli.store.nodes import node_status
-
-    pending = int(s.scalar(select(func.count()).select_from(Allocation)
-                           .where(Allocation.status == PENDING)) or 0)
+    pending, oldest = health.pending_summary(s)
     if not pending:
         return CheckResult(name, OK, "no pending allocation", data={"pending": 0})
-    oldest = s.scalar(select(func.min(Allocation.dispatched_at))
-                      .where(Allocation.status == PENDING))
     age = (now - oldest).total_seconds() if oldest else 0.0
     off = settings.parent.offline_after
-    nodes = list(s.scalars(select(Node)))
+    nodes = health.all_nodes(s)
     online = [n for n in nodes if node_status(n, now, off) == "online"]
     data: dict[str, Any] = {"pending": pending, "oldest_age_seconds": round(age, 1),
                             "online_nodes": len(online)}
@@ -302,7 +302,7 @@ def _pending(s: Session, now: datetime, settings: Settings, name: str) -> CheckR
     if not online:
         states = [f"{n.name}: {node_status(n, now, off)}" for n in nodes] or ["no nodes"]
         return CheckResult(name, FAILED, f"{head}, and no child node is online to claim them",
-                           states, START_CHILD, data)
+                           states, _start_children([n.name for n in nodes if n.enabled]), data)
     reports = {n.name: claimable_report(s, now, n, settings) for n in online}
     details = [f"{nm}: {r['reason']} (holds {r['node']['held']}/{r['node']['capacity']})"
                for nm, r in reports.items()]
@@ -311,9 +311,13 @@ def _pending(s: Session, now: datetime, settings: Settings, name: str) -> CheckR
     if not takers:
         reasons = {r["reason"] for r in reports.values()}
         if reasons <= {"at_capacity"}:
+            raise_cmds = "; ".join(
+                f"'cascade nodes set {nm} --capacity {r['node']['capacity'] * 2}'"
+                for nm, r in list(reports.items())[:3])
             return CheckResult(name, WARNING, f"{head}; every online node is at capacity",
                                details, "wait, add child nodes ('cascade init --child NAME'), or "
-                               "raise capacity (PUT /api/v1/cascade/nodes/ID max_capacity)", data)
+                               f"raise capacity: {raise_cmds} (and child.capacity in that "
+                               "child's config.yaml to match)", data)
         return CheckResult(name, WARNING, f"{head}; no online node may take them (reserved for "
                            "offline nodes still inside parent.affinity_grace, or at capacity)",
                            details, "start the nodes the feeds prefer, or wait "
@@ -337,9 +341,7 @@ def check_leases(ctx: DoctorContext) -> CheckResult:
 
 def _leases(s: Session, now: datetime, settings: Settings, name: str) -> CheckResult:
     grace = timedelta(seconds=2 * settings.parent.reaper_interval + 5)
-    rows = list(s.scalars(select(Allocation).where(
-        Allocation.status.in_(ACTIVE_STATES), Allocation.lease_expires_at < now - grace)
-        .order_by(Allocation.lease_expires_at).limit(50)))
+    rows = health.expired_leases(s, now - grace)
     if not rows:
         return CheckResult(name, OK, "no expired lease waits for the reaper")
     names = _node_names(s)
@@ -366,7 +368,7 @@ def _stuck(s: Session, now: datetime, settings: Settings, name: str) -> CheckRes
     def held_since(a: Allocation) -> datetime:
         return a.started_at or a.claimed_at or a.dispatched_at
 
-    rows = [a for a in s.scalars(select(Allocation).where(Allocation.status.in_(ACTIVE_STATES)))
+    rows = [a for a in health.active_allocations(s)
             if now - held_since(a) > limit
             and (a.lease_expires_at is None or a.lease_expires_at >= now)]
     if not rows:
@@ -393,49 +395,106 @@ def check_failures(ctx: DoctorContext) -> CheckResult:
     return _ready(ctx, name) or _read(ctx, lambda s, now, st: _failures(s, now, name))
 
 
+def _first_line(text: str | None) -> str:
+    return (text or "no error text").strip().splitlines()[0][:160] if (text or "").strip() \
+        else "no error text"
+
+
+def source_answered(error: str) -> str | None:
+    """The HTTP status the feed's source answered with ("HTTP 429 Too Many Requests from URL"
+    from the fetcher), or None for a network-level failure (DNS, refused, timeout): a status
+    means the node reached the source fine and the source refused - the feed's problem."""
+    m = _SOURCE_STATUS.match(error.strip())
+    return m.group(1) if m else None
+
+
 def _failures(s: Session, now: datetime, name: str) -> CheckResult:
     since = now - FAILURE_WINDOW
-    names = _node_names(s)
-    per_node: dict[str, list[FeedResult]] = defaultdict(list)
-    per_feed: dict[str, list[FeedResult]] = defaultdict(list)
-    for r in s.scalars(select(FeedResult).where(FeedResult.created_at >= since)):
+    names = health.node_names(s)
+    per_node: dict[str, list[health.FeedOutcome]] = defaultdict(list)
+    per_feed: dict[str, list[health.FeedOutcome]] = defaultdict(list)
+    for r in health.feed_outcomes(s, since):
         per_node[r.node_id or "?"].append(r)
         per_feed[r.feed_id].append(r)
-    lost = Counter(
-        a.node_id or "?" for a in s.scalars(select(Allocation).where(
-            Allocation.status.in_((ALLOC_FAILED, TIMEOUT)), Allocation.updated_at >= since)))
+    lost = health.lost_allocations(s, since)
     f = Findings()
     data: dict[str, Any] = {"window_hours": FAILURE_WINDOW.total_seconds() / 3600,
-                            "nodes": {}, "feeds": {}}
+                            "nodes": {}, "feeds": {}, "allocations": {}}
 
-    def rate(rows: list[FeedResult]) -> tuple[int, int, list[str]]:
+    def rate(rows: list[health.FeedOutcome]) -> tuple[list[health.FeedOutcome], int,
+                                                       list[str]]:
         bad = [r for r in rows if r.status == "failed"]
-        common = Counter((r.error or "no error text").strip().splitlines()[0][:120] for r in bad)
-        return len(bad), len(rows), [f"{n}× {e}" for e, n in common.most_common(3)]
+        common = Counter(_first_line(r.error) for r in bad)
+        return bad, len(rows), [f"{n}× {e}" for e, n in common.most_common(3)]
+
+    # Whole allocations first: a child that crashed or reported 'failed' (执行父节点任务失败)
+    # leaves no per-feed result at all, so the rates below would never see it. A terminal
+    # timeout is the same loss seen later: the lease ran out after the last attempt.
+    by_node: dict[str, list[health.LostAllocation]] = defaultdict(list)
+    for a in lost:
+        by_node[names.get(a.node_id or "", a.node_id or "no node")].append(a)
+    for nm, allocs in sorted(by_node.items()):
+        failed = [a for a in allocs if a.status == ALLOC_FAILED]
+        timed_out = len(allocs) - len(failed)
+        common = Counter(_first_line(a.error) for a in failed)
+        errors = [f"{n}× {e}" for e, n in common.most_common(3)]
+        if timed_out:
+            errors.append(f"{timed_out}× lease expired after the last attempt (the child died, "
+                          "was killed or hung)")
+        tasks = sorted({a.task_name for a in allocs if a.task_name})
+        data["allocations"][nm] = {"failed": len(failed), "timed_out": timed_out,
+                                   "errors": errors, "tasks": tasks}
+        f.add(FAILED, f"node '{nm}': {len(allocs)} allocation(s) failed as a whole in 24 h "
+              f"(执行父节点任务失败) for task(s) {', '.join(tasks) or '?'}: {'; '.join(errors)}",
+              f"on {nm}'s host read the log of 'cascade run-child' around "
+              f"{isoformat_z(allocs[0].updated_at)} and run 'cascade doctor' there; "
+              "'cascade allocations' shows each allocation's error")
 
     for node_id, rows in sorted(per_node.items()):
         bad, total, errors = rate(rows)
         nm = names.get(node_id, node_id)
-        data["nodes"][nm] = {"failed": bad, "total": total, "errors": errors}
-        if total >= FAILURE_MIN_RESULTS and bad / total >= FAILURE_RATE:
-            f.add(WARNING, f"node '{nm}': {bad}/{total} feed fetches failed in 24 h "
+        data["nodes"][nm] = {"failed": len(bad), "total": total, "errors": errors}
+        if total < FAILURE_MIN_RESULTS or len(bad) / total < FAILURE_RATE:
+            continue
+        # Only failures that never reached the source say something about the node's own
+        # network; a source answering 429/403/5xx is the feed's (or the source's) problem.
+        network = [r for r in bad if source_answered(r.error or "") is None]
+        if len(network) * 2 >= len(bad):
+            f.add(WARNING, f"node '{nm}': {len(bad)}/{total} feed fetches failed in 24 h "
                   f"(执行父节点任务失败/处理公众号失败); most common: {'; '.join(errors)}",
                   f"run 'cascade doctor' on {nm}'s host and check its network/DNS/proxy to the "
                   "feed sources")
+        else:
+            f.note(f"node '{nm}': {len(bad)}/{total} fetches failed, mostly because sources "
+                   "answered with an HTTP error (see the feeds below), not the node's network")
     for feed_id, rows in sorted(per_feed.items()):
         bad, total, errors = rate(rows)
-        data["feeds"][feed_id] = {"failed": bad, "total": total, "errors": errors}
-        if total >= FAILURE_MIN_RESULTS and bad / total >= FAILURE_RATE:
-            f.add(WARNING, f"feed '{feed_id}': {bad}/{total} fetches failed in 24 h "
-                  f"(处理公众号失败 {feed_id}); most common: {'; '.join(errors)}",
-                  "check the feed's URL ('cascade feeds status', 'cascade feeds list') and "
-                  "that the source (RSS bridge, RSSHub...) answers from the children")
-    for node_id, n in lost.items():
-        f.note(f"node '{names.get(node_id, node_id)}': {n} allocation(s) failed or timed out "
-               "in 24 h")
+        data["feeds"][feed_id] = {"failed": len(bad), "total": total, "errors": errors}
+        if total < FAILURE_MIN_RESULTS or len(bad) / total < FAILURE_RATE:
+            continue
+        statuses = Counter(source_answered(r.error or "") for r in bad)
+        statuses.pop(None, None)
+        if statuses.get("429", 0) * 2 >= len(bad):
+            fix = (f"the source of feed {feed_id} rate-limits the children (HTTP 429): fetch it "
+                   "less often (fewer tasks or a sparser cron), lower child.per_host_concurrency "
+                   f"for its host, or spread ticks with 'cascade tasks update NAME --jitter 300'")
+            why = "the source answers 429 Too Many Requests (rate limited), the node is fine"
+        elif statuses and sum(statuses.values()) * 2 >= len(bad):
+            code = statuses.most_common(1)[0][0]
+            fix = (f"the source answers HTTP {code} for feed {feed_id}: check its URL "
+                   f"('cascade feeds list', 'cascade feeds update {feed_id} --url URL') and the "
+                   "source (RSS bridge, RSSHub...)")
+            why = f"the source answers HTTP {code}"
+        else:
+            fix = ("check the feed's URL ('cascade feeds status', 'cascade feeds list') and "
+                   "that the source (RSS bridge, RSSHub...) answers from the children")
+            why = None
+        f.add(WARNING, f"feed '{feed_id}': {len(bad)}/{total} fetches failed in 24 h "
+              f"(处理公众号失败 {feed_id})" + (f": {why}" if why else "")
+              + f"; most common: {'; '.join(errors)}", fix)
     total = sum(len(v) for v in per_feed.values())
-    return f.result(name, f"{total} feed result(s) in 24 h, no node or feed failing "
-                    f"{FAILURE_RATE:.0%} or more", data)
+    return f.result(name, f"{total} feed result(s) in 24 h, no failed allocation, no node or "
+                    f"feed failing {FAILURE_RATE:.0%} or more", data)
 
 
 # --- notifications -------------------------------------------------------------------------
@@ -448,21 +507,36 @@ def check_notifications(ctx: DoctorContext) -> CheckResult:
 
 def _notifications(s: Session, now: datetime, settings: Settings, name: str) -> CheckResult:
     f = Findings()
-    dead = list(s.scalars(select(Delivery).where(Delivery.status == DELIVERY_DEAD)
-                          .order_by(Delivery.updated_at.desc())))
+    tasks = health.task_names(s)
+    dead = health.dead_deliveries(s)
     if dead:
-        tasks = {t.id: t.name for t in s.scalars(select(MessageTask))}
         by_task = Counter(tasks.get(d.task_id, d.task_id) for d in dead)
         last = dead[0]
         f.add(FAILED, f"{len(dead)} dead notification(s) (gave up after max attempts) for "
               + ", ".join(f"task '{t}' ×{n}" for t, n in by_task.most_common(5))
               + f"; last error: {(last.last_error or '?')[:200]}"
               + (f" (HTTP {last.last_status_code})" if last.last_status_code else ""),
-              "fix the task's web_hook_url ('cascade tasks update NAME --webhook URL'), then "
+              f"fix the task's web_hook_url ('cascade tasks update "
+              f"{by_task.most_common(1)[0][0]} --webhook URL'), then "
               "'cascade deliveries retry --dead' sends the dead ones again")
-    pending = s.execute(select(func.count(), func.min(Delivery.created_at))
-                        .where(Delivery.status == DELIVERY_PENDING)).one()
-    n_pending, oldest = int(pending[0] or 0), pending[1]
+    # Dead rows take up to max_attempts of backoff to appear; the latest attempts tell now
+    # whether the webhook works at all.
+    recent = health.recent_attempted_deliveries(s, now - FAILURE_WINDOW, RECENT_DELIVERIES)
+    failing = [d for d in recent if d.status != DELIVERY_DELIVERED]
+    if len(recent) >= MIN_RECENT_DELIVERIES and len(failing) == len(recent):
+        by_task = Counter(tasks.get(d.task_id, d.task_id) for d in failing)
+        last = failing[0]
+        worst_task = by_task.most_common(1)[0][0]
+        f.add(FAILED, f"the last {len(recent)} notification attempts all failed (task(s) "
+              + ", ".join(f"'{t}'" for t in by_task) + f"); last error: "
+              f"{(last.last_error or '?')[:200]}"
+              + (f" (HTTP {last.last_status_code})" if last.last_status_code else ""),
+              f"check the webhook of task '{worst_task}' ('cascade tasks show {worst_task}'; "
+              f"'cascade tasks update {worst_task} --webhook URL' to change it); "
+              "'cascade deliveries list' shows every attempt's error")
+    elif recent:
+        f.note(f"{len(recent) - len(failing)}/{len(recent)} recent notification(s) delivered")
+    n_pending, oldest = health.pending_deliveries(s)
     if n_pending and oldest is not None:
         age = now - oldest
         text = f"{n_pending} notification(s) pending, the oldest for {_human(age.total_seconds())}"
@@ -477,7 +551,92 @@ def _notifications(s: Session, now: datetime, settings: Settings, name: str) -> 
             f.note(text)
     return f.result(name, f"no dead notification; {n_pending} pending",
                     {"dead": len(dead), "pending": n_pending,
+                     "recent_attempted": len(recent), "recent_failing": len(failing),
                      "oldest_pending": isoformat_z(oldest)})
+
+
+# --- scheduler -----------------------------------------------------------------------------
+
+SCHEDULER_SLACK = timedelta(minutes=2)  # a tick later than this with no run is missed
+
+
+def check_scheduler(ctx: DoctorContext) -> CheckResult:
+    name = "parent.scheduler"
+    return _ready(ctx, name) or _read(ctx, lambda s, now, st: _scheduler(s, now, st, name))
+
+
+def _scheduler(s: Session, now: datetime, settings: Settings, name: str) -> CheckResult:
+    """A task due minutes ago without a run means no scheduler fired it (serve-parent is
+    stopped, or parent.scheduler.enabled is false) - the operator otherwise learns it the
+    next morning when nothing arrived."""
+    f = Findings()
+    tz = scheduler_timezone(settings)
+    sched = settings.parent.scheduler
+    checked = 0
+    missed: list[str] = []
+    for t in list_tasks(s, enabled_only=True):
+        if not t.cron_exp:
+            continue
+        try:
+            spec = parse_cron(t.cron_exp)
+        except InvalidCron:
+            continue  # parent.tasks reports it
+        floor = max(t.created_at, t.updated_at or t.created_at)
+        # The newest tick whose (jittered) due time is far enough in the past to have fired.
+        cutoff = now - SCHEDULER_SLACK - timedelta(seconds=float(t.jitter or 0))
+        tick = spec.prev_at_or_before(cutoff, tz)
+        if tick is None or tick <= floor:
+            continue
+        checked += 1
+        due = tick + timedelta(seconds=jitter_offset(t.id, tick, float(t.jitter or 0)))
+        late = _human((now - due).total_seconds())
+        if health.cron_run_exists(s, t.id, tick):
+            f.note(f"task '{t.name}': tick {isoformat_z(tick)} fired")
+        elif t.overlap_policy != "allow" and health.running_run_since(s, t.id, due):
+            f.note(f"task '{t.name}': tick {isoformat_z(tick)} skipped, the previous run was "
+                   "still running (overlap: skip)")
+        elif health.scheduler_event_since(s, t.id, tick):
+            f.note(f"task '{t.name}': tick {isoformat_z(tick)} handled late by the scheduler "
+                   "(misfire; see 'cascade events')")
+        else:
+            missed.append(t.name)
+            f.add(FAILED, f"task '{t.name}' was due at {isoformat_z(due)} ({late} ago, cron "
+                  f"'{t.cron_exp}') and no run was created: no scheduler fired it",
+                  "set parent.scheduler.enabled: true and restart 'cascade serve-parent'"
+                  if not sched.enabled else
+                  "start 'cascade serve-parent' (its scheduler fires cron runs; check its log "
+                  f"for errors); 'cascade dispatch --task {t.name}' runs it by hand meanwhile")
+    if not sched.enabled and not missed:
+        f.note("parent.scheduler.enabled is false: cron runs fire only where it is true")
+    return f.result(name, f"{checked} cron task(s) due recently, each fired (or skipped for a "
+                    "reason)", {"checked": checked, "missed": missed,
+                                "scheduler_enabled": sched.enabled})
+
+
+# --- heartbeat timing ----------------------------------------------------------------------
+
+
+def check_heartbeat_timing(ctx: DoctorContext) -> CheckResult:
+    name = "parent.heartbeat"
+    settings = ctx.settings
+    if settings is None:
+        return CheckResult(name, SKIPPED, "configuration not loaded (see config.parse)")
+    told = heartbeat_interval(settings)
+    off = settings.parent.offline_after
+    data = {"offline_after": off, "heartbeat_interval": told}
+    if off <= told:
+        return CheckResult(name, FAILED, f"parent.offline_after ({off:g} s) is not longer than "
+                           f"the heartbeat interval children are told ({told:g} s): healthy "
+                           "nodes show offline between two heartbeats and lose their reserved "
+                           "work", [], f"set parent.offline_after to at least {told * 3:g} "
+                           "(three heartbeats), or lower parent.heartbeat_interval", data)
+    if off < 2 * told:
+        return CheckResult(name, WARNING, f"parent.offline_after ({off:g} s) is less than two "
+                           f"heartbeat intervals ({told:g} s): one late heartbeat marks a node "
+                           "offline", [], f"set parent.offline_after to at least {told * 3:g}",
+                           data)
+    return CheckResult(name, OK, f"a node is offline after {off:g} s without a heartbeat; "
+                       f"children heartbeat every {told:g} s", data=data)
 
 
 # --- security ------------------------------------------------------------------------------
@@ -584,7 +743,7 @@ def check_admin_tokens(ctx: DoctorContext) -> CheckResult:
 
 
 def _admin_tokens(s: Session, now: datetime, name: str) -> CheckResult:
-    active = list(s.scalars(select(AdminToken).where(AdminToken.revoked_at.is_(None))))
+    active = health.unrevoked_admin_tokens(s)
     forever = [t for t in active if t.expires_at is None]
     live = [t for t in active if t.expires_at is None or t.expires_at > now]
     if forever:

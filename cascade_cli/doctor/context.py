@@ -9,13 +9,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from cascade_cli.clock import Clock, SystemClock
-from cascade_cli.config import ConfigSource, Settings, load_settings, locate_config
+from cascade_cli.config import (
+    ConfigSource,
+    Settings,
+    env_overrides,
+    load_settings,
+    locate_config,
+)
 from cascade_cli.errors import CascadeError, ConfigError
 
 if TYPE_CHECKING:
     from cascade_cli.store.engine import Store
 
 T = TypeVar("T")
+
+# Keys only a child's configuration has, and sections only a parent's has.
+CHILD_KEYS = ("parent_api_url", "api_key", "api_secret")
+PARENT_KEYS = ("database", "parent")
 
 
 @dataclass
@@ -58,27 +68,78 @@ class DoctorContext:
 
     @property
     def role(self) -> str:
-        """parent | child: ``--role``, else ``cascade.node_type``, else a guess from the file."""
+        """parent | child | unknown: ``--role``, else ``cascade.node_type``, else inferred from
+        the keys present (see ``role_reason``)."""
+        return self.memo("role", self._decide_role)[0]
+
+    @property
+    def role_reason(self) -> str:
+        """How the role was decided, in words for the operator."""
+        return self.memo("role", self._decide_role)[1]
+
+    def _decide_role(self) -> tuple[str, str]:
+        # Guessing "parent" on a child host sent operators to 'cascade init', which creates a
+        # parent database there: when nothing says which host this is, say so instead.
         if self.role_override:
-            return self.role_override
-        if self.settings is not None:
-            return self.settings.cascade.node_type
-        return self.memo("raw_role", self._raw_role)
+            return self.role_override, "given with --role"
+        raw = self._raw_data()
+        block = raw.get("cascade")
+        cascade: dict[str, Any] = block if isinstance(block, dict) else {}
+        node_type = cascade.get("node_type")
+        if node_type in ("parent", "child"):
+            return str(node_type), "cascade.node_type"
+        child_keys = [f"cascade.{k}" for k in CHILD_KEYS if cascade.get(k)]
+        parent_keys = [k for k in PARENT_KEYS if raw.get(k)]
+        if child_keys and not parent_keys:
+            return "child", ("inferred from " + ", ".join(child_keys)
+                             + " (cascade.node_type is not set)")
+        if parent_keys and not child_keys:
+            return "parent", ("inferred from the " + ", ".join(f"{k}:" for k in parent_keys)
+                              + " section(s) (cascade.node_type is not set)")
+        if not child_keys and not parent_keys:
+            db = self._default_parent_db()
+            if db is not None:
+                return "parent", f"inferred from the parent database at {db} " \
+                                 "(cascade.node_type is not set)"
+            return "unknown", "cascade.node_type is not set and no key tells (no " \
+                              "parent_api_url/api_key of a child, no database:/parent: section " \
+                              "and no parent database)"
+        return "unknown", ("cascade.node_type is not set and the keys disagree: "
+                           + ", ".join(child_keys) + " (a child) but also "
+                           + ", ".join(f"{k}:" for k in parent_keys) + " (a parent)")
 
-    def _raw_role(self) -> str:
-        # The file does not validate; still try to read which role it was meant for.
-        path = self.source.path
-        if path is not None:
-            try:
-                import yaml
+    def _raw_data(self) -> dict[str, Any]:
+        """The file as written plus the CASCADE_* variables, before validation (the role must
+        be told even from a file that does not validate)."""
+        def build() -> dict[str, Any]:
+            data: dict[str, Any] = {}
+            path = self.source.path
+            if path is not None and path.is_file():
+                try:
+                    import yaml
 
-                data = yaml.safe_load(path.read_text(encoding="utf-8"))
-                node_type = data.get("cascade", {}).get("node_type")
-                if node_type in ("parent", "child"):
-                    return str(node_type)
-            except Exception:  # noqa: S110 - best effort on a file already known to be broken
-                pass
-        return "parent"
+                    loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+                    if isinstance(loaded, dict):
+                        data = loaded
+                except Exception:  # noqa: S110 - best effort on a file config.parse reports
+                    pass
+            for path_, (_var, value) in env_overrides(self.environ).items():
+                head, _, rest = path_.partition(".")
+                if rest:
+                    section = data.setdefault(head, {})
+                    if isinstance(section, dict):
+                        section[rest.split(".")[0]] = value
+                else:
+                    data[head] = value
+            return data
+        return self.memo("raw", build)
+
+    def _default_parent_db(self) -> Path | None:
+        settings = self.settings
+        if settings is None or settings.model.database.url:
+            return None
+        db = settings.data_dir / "cascade.db"
+        return db if db.is_file() else None
 
     # --- parent database -------------------------------------------------------------------
 

@@ -14,8 +14,10 @@ _MARK = {"ok": "✓ ok", "warning": "! warning", "failed": "✗ failed", "skippe
 
 def render_table(report: Report, console: Console, *, verbose: bool = False) -> None:
     where = report.config["path"] or "built-in defaults"
-    console.print(f"cascade doctor: role [bold]{report.role}[/bold], configuration {escape(where)}"
-                  f" ({report.config['reason']})", highlight=False)
+    told = "" if report.role_reason in ("", "cascade.node_type") else \
+        f" ({escape(report.role_reason)})"
+    console.print(f"cascade doctor: role [bold]{report.role}[/bold]{told}, configuration "
+                  f"{escape(where)} ({report.config['reason']})", highlight=False)
     t = Table(show_lines=True, header_style="bold")
     t.add_column("Check", no_wrap=True)
     t.add_column("Status", no_wrap=True)

@@ -14,7 +14,7 @@ from cascade_cli.doctor.context import DoctorContext
 from cascade_cli.doctor.result import FAILED, CheckResult
 from cascade_cli.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError
 
-ANY = ("parent", "child")
+ANY = ("parent", "child", "unknown")  # "unknown": no role could be told (see config.role)
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,8 @@ CHECKS: tuple[Check, ...] = (
     Check("config.file", ANY, cfg.check_config_file,
           "which configuration file is used, and why"),
     Check("config.parse", ANY, cfg.check_config_parse, "the file parses and every key is valid"),
+    Check("config.role", ANY, cfg.check_config_role,
+          "whether this host is the parent or a child, and how doctor knows"),
     Check("config.permissions", ANY, cfg.check_config_permissions,
           "a file holding secrets is not readable by other users"),
     Check("child.settings", ("child",), child.check_settings,
@@ -62,7 +64,11 @@ CHECKS: tuple[Check, ...] = (
     Check("parent.failures", ("parent",), parent.check_failures,
           "recent failure rate per node and per feed, most common errors"),
     Check("parent.notifications", ("parent",), parent.check_notifications,
-          "no dead webhook deliveries; pending ones move"),
+          "no dead webhook deliveries; recent attempts do not all fail; pending ones move"),
+    Check("parent.scheduler", ("parent",), parent.check_scheduler,
+          "every cron task due minutes ago has its run"),
+    Check("parent.heartbeat", ("parent",), parent.check_heartbeat_timing,
+          "parent.offline_after is longer than the heartbeat interval"),
     Check("parent.plain_auth", ("parent",), parent.check_plain_secret,
           "plain AK-SK is not accepted over a non-TLS listener"),
     Check("parent.legacy_nodes", ("parent",), parent.check_legacy_nodes,
@@ -102,6 +108,7 @@ class Report:
     config: dict[str, Any]
     internal_errors: list[str] = field(default_factory=list)
     config_broken: bool = False
+    role_reason: str = ""
 
     @property
     def counts(self) -> dict[str, int]:
@@ -115,7 +122,8 @@ class Report:
         return EXIT_FAILED if any(r.status == FAILED for r in self.results) else EXIT_OK
 
     def to_dict(self) -> dict[str, Any]:
-        return {"role": self.role, "config": self.config, "exit_code": self.exit_code,
+        return {"role": self.role, "role_reason": self.role_reason, "config": self.config,
+                "exit_code": self.exit_code,
                 "counts": self.counts, "internal_errors": self.internal_errors,
                 "checks": [r.to_dict() for r in self.results]}
 
@@ -138,6 +146,6 @@ def run_doctor(ctx: DoctorContext, names: Iterable[str] | None = None) -> Report
     finally:
         ctx.close()
     src = ctx.source
-    return Report(role=ctx.role, results=results,
+    return Report(role=ctx.role, role_reason=ctx.role_reason, results=results,
                   config={"path": str(src.path) if src.path else None, "reason": src.reason},
                   internal_errors=internal, config_broken=ctx.config_error is not None)

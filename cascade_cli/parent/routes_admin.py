@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cascade_cli.errors import ProtocolError
@@ -22,7 +22,7 @@ from cascade_cli.protocol import (
     NodeUpdate,
 )
 from cascade_cli.store import nodes as nodes_repo
-from cascade_cli.store.models import ACTIVE_STATES, Allocation, Node
+from cascade_cli.store.models import Node
 
 router = APIRouter()
 AdminP = Annotated[Principal, Depends(require_admin)]
@@ -88,14 +88,8 @@ async def pending_allocations(request: Request, p: AdminP) -> Response:
 # --- nodes ------------------------------------------------------------------------------------
 
 
-def _running_counts(s: Session) -> dict[str, int]:
-    rows = s.execute(select(Allocation.node_id, func.count()).where(
-        Allocation.status.in_(ACTIVE_STATES)).group_by(Allocation.node_id))
-    return {str(n): int(c) for n, c in rows if n}
-
-
 def _node_view(s: Session, now: datetime, state: Any, node: Node) -> dict[str, Any]:
-    running = _running_counts(s).get(node.id, 0)
+    running = nodes_repo.running_counts(s).get(node.id, 0)
     return nodes_repo.node_dict(node, now, state.settings.parent.offline_after, running)
 
 
@@ -104,7 +98,7 @@ async def list_nodes(request: Request, p: AdminP) -> Response:
     state = _state(request)
 
     def work(s: Session, now: datetime) -> list[dict[str, Any]]:
-        running = _running_counts(s)
+        running = nodes_repo.running_counts(s)
         off = state.settings.parent.offline_after
         return [nodes_repo.node_dict(n, now, off, running.get(n.id, 0))
                 for n in nodes_repo.list_nodes(s)]
@@ -153,15 +147,7 @@ async def update_node(request: Request, p: AdminP, node_id: Ident, body: NodeUpd
     state = _state(request)
 
     def work(s: Session, now: datetime) -> dict[str, Any]:
-        node = nodes_repo.get_node(s, node_id)
-        if body.description is not None:
-            node.description = body.description
-        if body.max_capacity is not None:
-            node.max_capacity = body.max_capacity
-        if body.enabled is not None:
-            node.enabled = body.enabled
-        node.updated_at = now
-        s.flush()
+        node = nodes_repo.update_node(s, now, node_id, body)
         return _node_view(s, now, state, node)
 
     return ok(await state.db.run(work))

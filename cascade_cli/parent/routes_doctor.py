@@ -30,8 +30,8 @@ def doctor_router() -> APIRouter:
                 "(read-only; used by cascade doctor)")
     async def claimable(request: Request,
                         p: Annotated[NodeAuth, Depends(require_node)]) -> Response:
-        from cascade_cli.doctor.claimable import claimable_report
         from cascade_cli.parent.routes_node import node_op
+        from cascade_cli.store.claimable import claimable_report
 
         settings = request.app.state.cascade.settings
 

@@ -180,3 +180,11 @@ def feeds_for_ids(session: Session, ids: list[str]) -> dict[str, Feed]:
 
 __all__ = ["create_feed", "update_feed", "delete_feed", "get_feed", "list_feeds", "feed_dict",
            "feed_status", "package_feed", "feeds_for_ids", "article_counts", "Allocation"]
+
+
+def feed_states(session: Session, ids: list[str]) -> dict[str, int]:
+    """Feed id -> status (1 enabled, 0 disabled) for those of ``ids`` that exist."""
+    if not ids:
+        return {}
+    return {fid: int(st) for fid, st in session.execute(
+        select(Feed.id, Feed.status).where(Feed.id.in_(ids)))}

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, delete, select, update
+from sqlalchemy import Table, bindparam, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -17,7 +17,15 @@ from cascade_cli import auth
 from cascade_cli.auth import NodeCredentials
 from cascade_cli.clock import isoformat_z
 from cascade_cli.errors import Conflict, InvalidInput, NotFound
-from cascade_cli.store.models import PENDING, Allocation, AuthNonce, Node, is_active
+from cascade_cli.protocol import NodeUpdate
+from cascade_cli.store.models import (
+    ACTIVE_STATES,
+    PENDING,
+    Allocation,
+    AuthNonce,
+    Node,
+    is_active,
+)
 from cascade_cli.store.prepared import PaddedIn, Prepared
 
 NODE_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$"
@@ -165,6 +173,16 @@ def node_status(node: Node, now: datetime, offline_after: float) -> str:
     return "offline"
 
 
+def running_counts(session: Session) -> dict[str, int]:
+    """Allocations each node holds right now (claimed or executing); the CLI's node listing
+    and the admin API's both use it."""
+    rows = session.execute(select(Allocation.node_id, func.count())
+                           .where(Allocation.status.in_(ACTIVE_STATES),
+                                  Allocation.node_id.is_not(None))
+                           .group_by(Allocation.node_id))
+    return {str(node_id): int(count) for node_id, count in rows}
+
+
 def is_online(node: Node, now: datetime, offline_after: float) -> bool:
     return node_status(node, now, offline_after) == "online"
 
@@ -221,6 +239,21 @@ def import_legacy_node(session: Session, now: datetime, *, name: str, api_key: s
     session.add(node)
     session.flush()
     return node, True
+
+
+def update_node(session: Session, now: datetime, ident: str, data: NodeUpdate) -> Node:
+    """Change what an operator may change (description, capacity, enabled); the CLI's
+    ``nodes set`` and the admin ``PUT /nodes/{id}`` both come here."""
+    node = get_node(session, ident)
+    if data.description is not None:
+        node.description = data.description
+    if data.max_capacity is not None:
+        node.max_capacity = data.max_capacity
+    if data.enabled is not None:
+        node.enabled = data.enabled
+    node.updated_at = now
+    session.flush()
+    return node
 
 
 def rotate_credentials(session: Session, now: datetime, ident: str,

@@ -158,3 +158,16 @@ def legacy_task_dicts(session: Session, tasks: list[MessageTask]) -> list[dict[s
 
 def _naive(value: datetime | None) -> str | None:
     return value.replace(tzinfo=None).isoformat() if value is not None else None
+
+def tasks_naming(session: Session, feed_ids: list[str]) -> dict[str, list[str]]:
+    """Feed id -> names of the tasks whose feed list still names it (removing or disabling
+    the feed makes those tasks skip it: the operator should hear so before, not at 9 am)."""
+    wanted = set(feed_ids)
+    out: dict[str, list[str]] = {}
+    rows = session.execute(select(MessageTask.name, MessageTask.mps_id)
+                           .order_by(MessageTask.name))
+    for name, mps_id in rows:
+        for fid in mps_id or []:
+            if fid in wanted:
+                out.setdefault(fid, []).append(name)
+    return out

@@ -242,3 +242,32 @@ def test_upload_articles_json_sends_spooled_text_verbatim() -> None:
         assert auth.verify_signature(auth.public_key_for(CREDS.api_secret), "POST", req["path"],
                                      parsed.timestamp, parsed.nonce, req["body"],
                                      parsed.signature)
+
+
+def test_auth_throttle_429_says_it_is_the_throttle() -> None:
+    msg = "too many failed authentication attempts from this address"
+    with ScriptedServer({"*": lambda h: reply(h, 429, err(429, "too_many_requests", msg),
+                                              headers={"Retry-After": "7"})}) as srv, \
+            client(srv.url, retries=0) as c, pytest.raises(ParentRejected) as info:
+        c.heartbeat()
+    assert "auth throttle" in str(info.value) and "failed logins" in str(info.value)
+    assert "api_secret" in (info.value.hint or "")
+    assert info.value.retry_after == 7  # type: ignore[attr-defined]
+
+
+def test_node_disabled_hint_names_the_node() -> None:
+    with ScriptedServer({"*": lambda h: reply(h, 403, err(
+            403, "node_disabled", "node 'rack-7' is disabled on the parent"))}) as srv, \
+            client(srv.url) as c, pytest.raises(NodeDisabled) as info:
+        c.heartbeat()
+    assert "cascade nodes enable rack-7" in (info.value.hint or "")
+
+
+@pytest.mark.parametrize("status,exc", [(501, WrongEndpoint), (502, ParentServerError)])
+def test_html_5xx_is_not_a_cascade_parent(status: int, exc: type) -> None:
+    page = "<html><body>Error</body></html>"
+    with ScriptedServer({"*": lambda h: reply(h, status, page, ctype="text/html")}) as srv, \
+            client(srv.url, retries=0) as c, pytest.raises(exc) as info:
+        c.heartbeat()
+    assert f"HTTP {status}" in str(info.value) and "not a Cascade parent" in str(info.value)
+    assert "cascade.parent_api_url" in (info.value.hint or "")

@@ -91,7 +91,7 @@ def test_disabled_node_is_403_with_enable_fix(tmp_path: Path, live_parent: LiveP
     c = r["child.credentials"]
     assert c.status == "failed"
     assert "403 node_disabled" in c.summary
-    assert "cascade nodes enable NAME" in (c.fix or "")
+    assert "cascade nodes enable n1" in (c.fix or "")  # the name the parent told
 
 
 def test_skewed_child_clock_is_refused_by_real_parent(tmp_path: Path,
@@ -148,7 +148,8 @@ def test_node_at_capacity(tmp_path: Path, live_parent: LiveParent) -> None:
     r, _ = diagnose(tmp_path, cfg, ["child.work"])
     assert r["child.work"].status == "warning"
     assert "capacity" in r["child.work"].summary
-    assert "max_capacity" in (r["child.work"].fix or "")
+    # a command that exists, with the node's own name filled in
+    assert "cascade nodes set n1 --capacity 2" in (r["child.work"].fix or "")
 
 
 def test_allocations_targeted_at_another_online_node(tmp_path: Path,

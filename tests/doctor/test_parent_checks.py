@@ -201,7 +201,7 @@ def test_pending_with_no_online_node(p: P) -> None:
     assert pend.status == "failed"
     assert "no child node is online" in pend.summary
     assert "gone: offline" in pend.details
-    assert "cascade run-child" in (pend.fix or "")
+    assert "'cascade run-child' on the host of gone" in (pend.fix or "")  # named, not NAME
     assert report.exit_code == 1
 
 
@@ -276,11 +276,42 @@ def test_failure_rate_per_node_and_feed(p: P) -> None:
     f = r["parent.failures"]
     assert f.status == "warning"
     text = "\n".join(f.details)
-    assert "node 'flaky': 4/5 feed fetches failed" in text
-    assert "feed 'MP_WXS_9': 4/4 fetches failed" in text and "处理公众号失败 MP_WXS_9" in text
-    assert "4× HTTP 503 from bridge" in text
+    # The source answered (HTTP 503): the feed is blamed, not the node's network.
+    assert "node 'flaky': 4/5 fetches failed, mostly because sources answered" in text
+    assert "feed 'MP_WXS_9': 4/4 fetches failed" in f.summary
+    assert "处理公众号失败 MP_WXS_9" in f.summary and "the source answers HTTP 503" in f.summary
+    assert "4× HTTP 503 from bridge" in f.summary
     assert "MP_WXS_7" not in f.data["feeds"]
-    assert "cascade doctor' on flaky's host" in (f.fix or "")
+    assert "cascade feeds update MP_WXS_9 --url" in (f.fix or "")
+    assert "flaky's host" not in (f.fix or "")
+
+
+def test_network_failures_blame_the_node(p: P) -> None:
+    n = p.node("cut-off")
+    now = p.clock.now()
+    with p.store.session() as s:
+        for i in range(4):
+            s.add(FeedResult(allocation_id=f"a{i}", feed_id=f"MP_WXS_{i}", node_id=n.id,
+                             status="failed", error="[Errno -3] Temporary failure in name "
+                             "resolution", created_at=now - timedelta(hours=1)))
+    f = p.run("parent.failures")[0]["parent.failures"]
+    assert f.status == "warning"
+    assert "node 'cut-off': 4/4 feed fetches failed" in f.summary
+    assert "cascade doctor' on cut-off's host" in (f.fix or "")
+
+
+def test_source_rate_limit_blames_the_feed(p: P) -> None:
+    n = p.node("busy")
+    now = p.clock.now()
+    with p.store.session() as s:
+        for i in range(3):
+            s.add(FeedResult(allocation_id=f"a{i}", feed_id="MP_WXS_RL", node_id=n.id,
+                             status="failed", error="HTTP 429 Too Many Requests from "
+                             "https://rsshub.example/x", created_at=now - timedelta(hours=1)))
+    f = p.run("parent.failures")[0]["parent.failures"]
+    assert "feed 'MP_WXS_RL'" in f.summary and "429 Too Many Requests (rate limited)" in f.summary
+    assert "rate-limits the children" in (f.fix or "") and "--jitter" in (f.fix or "")
+    assert "network" not in (f.fix or "")
 
 
 def test_dead_and_stale_deliveries(p: P) -> None:

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from cascade_cli.clock import isoformat_z
 from cascade_cli.config import Settings
+from cascade_cli.store.allocations import orphaned_targets, running_count
 from cascade_cli.store.models import ACTIVE_STATES, PENDING, Allocation, Node
 from cascade_cli.store.nodes import NodeRow
 
@@ -50,8 +51,6 @@ def claimable_report(s: Session, now: datetime, node: Node | NodeRow,
     is disabled, revoked, never seen or offline past ``offline_after + affinity_grace``; and the
     node is enabled and below its capacity.
     """
-    from cascade_cli.store.allocations import orphaned_targets, running_count
-
     orphans = orphaned_targets(s, now, settings, node.id)
     pending = Allocation.status == PENDING
     total = _count(s, pending)
