@@ -26,6 +26,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from cascade_cli.durations import MAX_SECONDS
 from cascade_cli.errors import ConfigError
 
 DEFAULT_PORT = 8001
@@ -95,12 +96,12 @@ class DatabaseSection(_Section):
 class AuthSection(_Section):
     allow_plain_secret: bool = True
     clock_skew: float = Field(default=300, gt=0, le=3600)
-    nonce_ttl: float = Field(default=900, gt=0)
+    nonce_ttl: float = Field(default=900, gt=0, le=MAX_SECONDS)
     failed_attempts_limit: int = Field(default=20, ge=1)
-    failed_attempts_window: float = Field(default=60, gt=0)
-    admin_token_ttl: float = Field(default=86400, gt=0)
+    failed_attempts_window: float = Field(default=60, gt=0, le=MAX_SECONDS)
+    admin_token_ttl: float = Field(default=86400, gt=0, le=MAX_SECONDS)
     admin_token_secret_file: str | None = None  # default: <data_dir>/admin-token.key
-    rotation_overlap: float = Field(default=86400, ge=0)
+    rotation_overlap: float = Field(default=86400, ge=0, le=MAX_SECONDS)
 
 
 class LimitsSection(_Section):
@@ -115,7 +116,7 @@ class LimitsSection(_Section):
 class SchedulerSection(_Section):
     enabled: bool = True
     tick_interval: float = Field(default=1.0, gt=0)
-    misfire_grace: float = Field(default=60, ge=0)
+    misfire_grace: float = Field(default=60, ge=0, le=MAX_SECONDS)
     timezone: str = "UTC"  # cron expressions are read in this zone ("0 9 * * *" = 9 am here)
 
     @field_validator("timezone", mode="before")
@@ -142,7 +143,7 @@ class NotifySection(_Section):
     max_attempts: int = Field(default=8, ge=1)
     timeout: float = Field(default=10, gt=0)
     backoff_base: float = Field(default=5, gt=0)
-    backoff_max: float = Field(default=3600, gt=0)
+    backoff_max: float = Field(default=3600, gt=0, le=MAX_SECONDS)
     poll_interval: float = Field(default=2, gt=0)
 
 
@@ -150,12 +151,12 @@ class ParentSection(_Section):
     host: str = "0.0.0.0"  # noqa: S104 - a parent serves remote children by design
     port: int = Field(default=DEFAULT_PORT, ge=1, le=65535)
     public_url: str | None = None  # what children should use; printed by init --child
-    lease_ttl: float = Field(default=300, gt=0)
+    lease_ttl: float = Field(default=300, gt=0, le=MAX_SECONDS)
     max_attempts: int = Field(default=3, ge=1)
     reaper_interval: float = Field(default=15, gt=0)
     batch_size: int = Field(default=10, ge=1)
-    offline_after: float = Field(default=180, gt=0)
-    affinity_grace: float = Field(default=300, ge=0)
+    offline_after: float = Field(default=180, gt=0, le=MAX_SECONDS)
+    affinity_grace: float = Field(default=300, ge=0, le=MAX_SECONDS)
     share_webhook_secrets: bool = False
     heartbeat_interval: float | None = Field(default=None, gt=0)
     auth: AuthSection = AuthSection()
