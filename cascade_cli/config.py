@@ -91,6 +91,11 @@ class DatabaseSection(_Section):
     url: str | None = None  # default: sqlite under data_dir
     echo: bool = False
     pool_size: int = Field(default=10, ge=1, le=200)
+    # PostgreSQL/MySQL only (see store.timeouts): a server that accepts TCP and never answers
+    # costs a request at most these, then 503 database_unavailable.
+    connect_timeout: float = Field(default=5, gt=0, le=300)
+    statement_timeout: float = Field(default=15, gt=0, le=3600)
+    pool_timeout: float = Field(default=10, gt=0, le=300)
 
 
 class AuthSection(_Section):
@@ -416,6 +421,7 @@ _SECONDS_FIELDS = frozenset({
     "drain_timeout", "reaper_interval", "clock_skew", "nonce_ttl", "failed_attempts_window",
     "admin_token_ttl", "rotation_overlap", "tick_interval", "misfire_grace", "backoff_base",
     "backoff_max", "poll_interval", "offline_after", "affinity_grace", "claim_wait",
+    "connect_timeout", "statement_timeout", "pool_timeout",
 })
 
 
