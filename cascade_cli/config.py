@@ -16,6 +16,7 @@ wrong value is a ``ConfigError`` naming the key path, the value and what is expe
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -102,7 +103,8 @@ class AuthSection(_Section):
     allow_plain_secret: bool = True
     clock_skew: float = Field(default=300, gt=0, le=3600)
     nonce_ttl: float = Field(default=900, gt=0, le=MAX_SECONDS)
-    failed_attempts_limit: int = Field(default=20, ge=1)
+    failed_attempts_limit: int = Field(default=20, ge=1)  # per (address, key)
+    failed_attempts_address_limit: int = Field(default=200, ge=1)  # per address, all keys
     failed_attempts_window: float = Field(default=60, gt=0, le=MAX_SECONDS)
     admin_token_ttl: float = Field(default=86400, gt=0, le=MAX_SECONDS)
     admin_token_secret_file: str | None = None  # default: <data_dir>/admin-token.key
@@ -163,6 +165,8 @@ class ParentSection(_Section):
     offline_after: float = Field(default=180, gt=0, le=MAX_SECONDS)
     affinity_grace: float = Field(default=300, ge=0, le=MAX_SECONDS)
     share_webhook_secrets: bool = False
+    # Reverse proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (IPs or CIDRs).
+    trusted_proxies: list[str] = []
     heartbeat_interval: float | None = Field(default=None, gt=0)
     auth: AuthSection = AuthSection()
     limits: LimitsSection = LimitsSection()
@@ -173,6 +177,25 @@ class ParentSection(_Section):
     @classmethod
     def _url(cls, v: Any) -> Any:
         return normalise_url(v) or None
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxies(cls, v: Any) -> Any:
+        if v is None:
+            return []
+        if isinstance(v, str):  # CASCADE_PARENT__TRUSTED_PROXIES=10.0.0.5,10.1.0.0/16
+            v = [part for part in (p.strip() for p in v.split(",")) if part]
+        if not isinstance(v, list):
+            return v
+        for item in v:
+            if item == "*":
+                continue  # documented: only when nothing but the proxy can reach the port
+            try:
+                ipaddress.ip_network(str(item).strip(), strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or network (CIDR) such as "
+                                 "127.0.0.1 or 10.0.0.0/8; host names are not resolved") from None
+        return [str(item).strip() for item in v]
 
 
 class CommandSpec(_Section):

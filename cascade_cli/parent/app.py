@@ -218,7 +218,8 @@ def create_app(store: Store, clock: Clock, settings: Settings, *,
     db = BatchingDb(store, clock, workers=1 if sqlite else 2,
                     pool_threads=None if sqlite else pool, prelude=nodes.read_ahead)
     state = AppState(store=store, clock=clock, settings=settings, db=db, metrics=metrics,
-                     throttle=Throttle(a.failed_attempts_limit, a.failed_attempts_window),
+                     throttle=Throttle(a.failed_attempts_limit, a.failed_attempts_window,
+                                       a.failed_attempts_address_limit),
                      waiters=Waiters(), admin_secret=admin_secret)
 
     app = CascadeApp(max_body_bytes=settings.parent.limits.max_body_bytes, metrics=metrics,

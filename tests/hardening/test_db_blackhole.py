@@ -13,19 +13,10 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
-from cascade_cli.clock import SystemClock
-from cascade_cli.config import load_settings
-from cascade_cli.parent import tokens
-from cascade_cli.store import migrate, nodes
-from cascade_cli.store.engine import Store
 from tests.dbservers import fresh_database
 from tests.hardening.blackhole import SwitchProxy
-from tests.parent_http.procs import (
-    ParentProc,
-    admin_headers,
-    plain_headers,
-    write_config,
-)
+from tests.hardening.helpers import setup_parent
+from tests.parent_http.procs import ParentProc, write_config
 
 pytestmark = pytest.mark.slow
 P = "/api/v1/cascade"
@@ -37,24 +28,6 @@ BOUND = 6.0  # seconds: connect/statement timeouts of 2 s, plus a retry and slac
 def server_url(request: pytest.FixtureRequest) -> Iterator[str]:
     with fresh_database(request.param) as url:
         yield url
-
-
-def _setup(config: Path, direct_url: str) -> tuple[dict[str, str], dict[str, str]]:
-    """Schema, one node and an admin token, written through the real address (in-process:
-    three CLI processes would cost seconds)."""
-    settings = load_settings(config, environ={})
-    store = Store.from_url(direct_url)
-    try:
-        migrate.upgrade(store)
-        now = SystemClock().now()
-        secret = tokens.ensure_secret(settings.admin_token_secret_file)
-        with store.session() as s:
-            _node, creds = nodes.create_node(s, now, "c1")
-            token, _row = tokens.issue(s, now, secret, ttl=3600)
-    finally:
-        store.dispose()
-    return (admin_headers(token), plain_headers({"api_key": creds.api_key,
-                                                 "api_secret": creds.api_secret}))
 
 
 def _timed(c: httpx.Client, method: str, path: str, **kw: object) -> tuple[httpx.Response, float]:
@@ -74,7 +47,8 @@ def test_black_holed_database_answers_503_fast_then_recovers(tmp_path: Path,
     text = config.read_text().replace("  pool_size: 20\n", "  pool_size: 4\n  connect_timeout: 2\n"
                                       "  statement_timeout: 2\n  pool_timeout: 2\n")
     config.write_text(text)
-    admin, node = _setup(config, server_url)
+    admin, heads = setup_parent(config, server_url)
+    node = heads["c1"]
     try:
         with ParentProc(config) as parent, httpx.Client(base_url=parent.url, timeout=60) as c:
             assert c.get("/readyz").status_code == 200
