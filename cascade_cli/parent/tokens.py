@@ -108,6 +108,10 @@ def verify(s: Session, now: datetime, secret: bytes, token: str) -> dict[str, An
         raise AuthError("admin token unknown to this parent", code="invalid_token")
     if row.revoked_at is not None:
         raise AuthError("admin token revoked", code="token_revoked")
+    # The stored expiry is the authority: the claim is only what the token says of itself.
+    if row.expires_at is not None and row.expires_at <= now:
+        raise AuthError("admin token expired", code="token_expired",
+                        hint="issue a new one with 'cascade token create'")
     return claims
 
 

@@ -8,8 +8,8 @@ subclass that names the cause (the HTTP layer answers each with its own code), a
 
 from __future__ import annotations
 
-import getpass
 import os
+import pwd
 from pathlib import Path
 from typing import Any
 
@@ -94,7 +94,8 @@ def _sqlite_access(url: URL, text: str) -> str:
 
 
 def _user() -> str:
+    # The effective user, not $USER: the one the kernel checks permissions for.
     try:
-        return getpass.getuser()
+        return f"{pwd.getpwuid(os.geteuid()).pw_name} (uid {os.geteuid()})"
     except (KeyError, OSError):
-        return f"uid {os.getuid()}"
+        return f"uid {os.geteuid()}"
