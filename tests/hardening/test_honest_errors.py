@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import event, text, update
+from sqlalchemy import create_engine, event, text, update
 
 from cascade_cli.clock import FakeClock, SystemClock
 from cascade_cli.config import load_settings
@@ -27,6 +27,7 @@ from cascade_cli.parent.app import create_app
 from cascade_cli.store import migrate
 from cascade_cli.store.engine import Store
 from cascade_cli.store.models import AdminToken
+from tests.dbservers import PG_ADMIN_URL
 from tests.hardening.helpers import setup_parent
 from tests.parent_http.conftest import ADMIN_SECRET, make_settings
 from tests.parent_http.procs import ParentProc, env_for, write_config
@@ -188,3 +189,29 @@ def test_serve_parent_content_length_token_expiry_node_case_and_schema(tmp_path:
             assert r.status_code == 503 and r.json()["error"] == "schema_out_of_date", r.text
         finally:
             store.dispose()
+
+
+@pytest.mark.postgres
+@pytest.mark.anyio
+async def test_read_only_postgres_is_named(tmp_path: Path, pg_url: str) -> None:
+    """A standby, or a database set read-only: 503 database_read_only, not "busy"."""
+    store = Store.from_url(pg_url)
+    migrate.upgrade(store)
+    gen = _client(store, make_settings(tmp_path))
+    client, token = await gen.__anext__()
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    name = store.engine.url.database
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on'))
+        store.engine.dispose()  # new sessions see the setting
+        r = await client.post(P + "/feeds", headers={"Authorization": f"Bearer {token}"},
+                              json={"id": "F1", "url": "https://example.com/f.xml"})
+        assert r.status_code == 503, r.text
+        assert r.json()["error"] == "database_read_only", r.text
+    finally:
+        await gen.aclose()
+        store.dispose()
+        with admin.connect() as conn:
+            conn.execute(text(f'ALTER DATABASE "{name}" RESET default_transaction_read_only'))
+        admin.dispose()
