@@ -166,6 +166,9 @@ def build_engine(url: str, *, echo: bool = False, pool_size: int = 10,
             return connection_class.connect(*cargs, **cparams)
 
         event.listen(engine, "do_connect", connect)
+        event.listen(engine, "connect",
+                     lambda dbapi_conn, _record: timeouts.set_server_statement_timeout(
+                         dbapi_conn, limits))
     return engine
 
 

@@ -21,6 +21,7 @@ from cascade_cli.errors import DatabaseFull, DatabaseReadOnly, SchemaOutOfDate, 
 _PG_FULL = {"53100"}  # disk_full
 _PG_READ_ONLY = {"25006"}  # read_only_sql_transaction (a standby, default_transaction_read_only)
 _PG_NO_TABLE = {"42P01"}  # undefined_table
+_PG_CANCELED = {"57014"}  # query_canceled: the server-side statement_timeout
 _MY_FULL = {1114, 1021}  # table is full, disk full
 _MY_READ_ONLY = {1290, 1792}  # --read-only server, read-only transaction
 _MY_NO_TABLE = {1146}
@@ -65,6 +66,11 @@ def translate(exc: DBAPIError, url: URL, masked_url: str) -> StoreError | None:
     if sqlstate in _PG_NO_TABLE or errno in _MY_NO_TABLE or "no such table" in lowered:
         return SchemaOutOfDate(f"database {masked_url} has no Cascade schema (or an old one): "
                                f"{text}", hint="run 'cascade init' on the parent first")
+    if sqlstate in _PG_CANCELED:
+        return StoreError(f"a statement ran longer than database.statement_timeout and was "
+                          f"cancelled ({masked_url}): {text}",
+                          hint="the database server is overloaded or the statement is slow; "
+                               "raise database.statement_timeout if it is legitimate")
     if exc.connection_invalidated or any(s in lowered for s in _UNREACHABLE):
         return StoreError(f"database unreachable ({masked_url}): {text}",
                           hint="check database.url, that the server is running and that it "

@@ -7,8 +7,9 @@ Three limits, from ``database.*`` (see docs/configuration.md):
 * ``connect_timeout``: opening a connection, handshake included; also how long the ping of
   a connection that sat idle, and ``/readyz``'s ping, may take.
 * ``statement_timeout``: any one round trip (a statement, a fetch, a commit). PostgreSQL also
-  gets it as its server-side ``statement_timeout``, so that a merely slow statement is
-  cancelled by the server (and the connection kept) a little before the client gives up.
+  gets it as its server-side ``statement_timeout`` (``set_server_statement_timeout``), so
+  that a merely slow statement is cancelled by the server (and the connection kept) a little
+  before the client gives up.
 * ``pool_timeout``: waiting for a free pooled connection.
 
 PostgreSQL (psycopg 3): every blocking operation of a connection goes through
@@ -45,8 +46,19 @@ class DbTimeouts:
 
 def postgres_connect_args(t: DbTimeouts) -> dict[str, Any]:
     # libpq reads connect_timeout in whole seconds (at least 2 s are used by libpq anyway).
-    return {"connect_timeout": max(1, math.ceil(t.connect)),
-            "options": f"-c statement_timeout={int(t.statement * 1000)}"}
+    return {"connect_timeout": max(1, math.ceil(t.connect))}
+
+
+def set_server_statement_timeout(dbapi_conn: Any, t: DbTimeouts) -> None:
+    """The server-side ``statement_timeout`` of a new PostgreSQL connection. A ``SET`` rather
+    than the ``options`` startup parameter, which PgBouncer refuses by default; committed, or
+    the pool's reset-on-return rollback would undo it."""
+    cur = dbapi_conn.cursor()
+    try:
+        cur.execute(f"SET statement_timeout = {int(t.statement * 1000)}")
+    finally:
+        cur.close()
+    dbapi_conn.commit()
 
 
 def mysql_connect_args(t: DbTimeouts) -> dict[str, Any]:

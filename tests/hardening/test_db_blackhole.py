@@ -11,8 +11,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
+from cascade_cli.errors import StoreError
+from cascade_cli.store.engine import Store
+from cascade_cli.store.timeouts import DbTimeouts
 from tests.dbservers import fresh_database
 from tests.hardening.blackhole import SwitchProxy
 from tests.hardening.helpers import setup_parent
@@ -23,10 +27,9 @@ P = "/api/v1/cascade"
 BOUND = 6.0  # seconds: connect/statement timeouts of 2 s, plus a retry and slack
 
 
-@pytest.fixture(params=[pytest.param("postgres", marks=pytest.mark.postgres),
-                        pytest.param("mysql", marks=pytest.mark.mysql)])
-def server_url(request: pytest.FixtureRequest) -> Iterator[str]:
-    with fresh_database(request.param) as url:
+@pytest.fixture
+def mysql_url() -> Iterator[str]:
+    with fresh_database("mysql") as url:
         yield url
 
 
@@ -36,8 +39,10 @@ def _timed(c: httpx.Client, method: str, path: str, **kw: object) -> tuple[httpx
     return r, time.monotonic() - started
 
 
+@pytest.mark.postgres
 def test_black_holed_database_answers_503_fast_then_recovers(tmp_path: Path,
-                                                             server_url: str) -> None:
+                                                             pg_url: str) -> None:
+    server_url = pg_url
     real = make_url(server_url)
     proxy = SwitchProxy(real.host or "127.0.0.1", real.port or 5432)
     proxied = real.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
@@ -62,8 +67,6 @@ def test_black_holed_database_answers_503_fast_then_recovers(tmp_path: Path,
                 ("POST", P + "/heartbeat", {"headers": node, "json": {}}),
                 ("POST", P + "/claim-task?wait=3", {"headers": node}),
             ]
-            if "mysql" in server_url:  # the same code paths; PostgreSQL runs them all
-                routes = routes[::2]
             for method, path, kw in routes:
                 r, took = _timed(c, method, path, **kw)
                 assert r.status_code == 503, (path, r.status_code, r.text)
@@ -82,3 +85,52 @@ def test_black_holed_database_answers_503_fast_then_recovers(tmp_path: Path,
             assert r.status_code == 200, r.text
     finally:
         proxy.close()
+
+
+@pytest.mark.mysql
+def test_black_holed_mysql_is_unavailable_fast_then_recovers(mysql_url: str) -> None:
+    """The same limits on MySQL/MariaDB (PyMySQL's own timeouts), at the store: the parent's
+    routes reach the database only through it (the PostgreSQL test runs them all)."""
+    real = make_url(mysql_url)
+    proxy = SwitchProxy(real.host or "127.0.0.1", real.port or 3306)
+    proxied = real.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    store = Store.from_url(proxied, pool_size=2,
+                           limits=DbTimeouts(connect=2, statement=1, pool=2))
+    try:
+        store.ping()
+        with store.session() as s:
+            assert s.execute(text("SELECT 1")).scalar() == 1
+        def select_one() -> None:
+            with store.session() as s:
+                s.execute(text("SELECT 1"))
+
+        proxy.set_blackhole(True)
+        for attempt in (store.ping, select_one):
+            started = time.monotonic()
+            with pytest.raises(StoreError, match="unreachable"):
+                attempt()
+            assert time.monotonic() - started < BOUND
+        proxy.set_blackhole(False)
+        store.ping()
+        with store.session() as s:
+            assert s.execute(text("SELECT 1")).scalar() == 1
+    finally:
+        store.dispose()
+        proxy.close()
+
+
+@pytest.mark.postgres
+def test_slow_statement_is_cancelled_by_the_server_and_named(pg_url: str) -> None:
+    """A merely slow statement: the server's own statement_timeout cancels it (before the
+    client's deadline), the error names the setting, and the pooled connection stays usable."""
+    store = Store.from_url(pg_url, pool_size=1, limits=DbTimeouts(statement=1))
+    try:
+        started = time.monotonic()
+        with pytest.raises(StoreError, match="database.statement_timeout"), \
+                store.session() as s:
+            s.execute(text("SELECT pg_sleep(5)"))
+        assert time.monotonic() - started < 1.9  # the server's cancel, not the client's
+        with store.session() as s:
+            assert s.execute(text("SHOW statement_timeout")).scalar() == "1s"
+    finally:
+        store.dispose()
