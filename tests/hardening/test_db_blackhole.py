@@ -49,8 +49,8 @@ def test_black_holed_database_answers_503_fast_then_recovers(tmp_path: Path,
     # init through the real address; the parent only through the proxy
     config = write_config(tmp_path, proxied, scheduler={"enabled": False},
                           notify={"enabled": False}, reaper_interval=3600)
-    text = config.read_text().replace("  pool_size: 20\n", "  pool_size: 4\n  connect_timeout: 2\n"
-                                      "  statement_timeout: 2\n  pool_timeout: 2\n")
+    text = config.read_text().replace("  pool_size: 20\n", "  pool_size: 4\n  connect_timeout: 1\n"
+                                      "  statement_timeout: 0.5\n  pool_timeout: 2\n")
     config.write_text(text)
     admin, heads = setup_parent(config, server_url)
     node = heads["c1"]
