@@ -16,6 +16,7 @@ wrong value is a ``ConfigError`` naming the key path, the value and what is expe
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -26,6 +27,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from cascade_cli.durations import MAX_SECONDS
 from cascade_cli.errors import ConfigError
 
 DEFAULT_PORT = 8001
@@ -90,17 +92,23 @@ class DatabaseSection(_Section):
     url: str | None = None  # default: sqlite under data_dir
     echo: bool = False
     pool_size: int = Field(default=10, ge=1, le=200)
+    # PostgreSQL/MySQL only (see store.timeouts): a server that accepts TCP and never answers
+    # costs a request at most these, then 503 database_unavailable.
+    connect_timeout: float = Field(default=5, gt=0, le=300)
+    statement_timeout: float = Field(default=15, gt=0, le=3600)
+    pool_timeout: float = Field(default=10, gt=0, le=300)
 
 
 class AuthSection(_Section):
     allow_plain_secret: bool = True
     clock_skew: float = Field(default=300, gt=0, le=3600)
-    nonce_ttl: float = Field(default=900, gt=0)
-    failed_attempts_limit: int = Field(default=20, ge=1)
-    failed_attempts_window: float = Field(default=60, gt=0)
-    admin_token_ttl: float = Field(default=86400, gt=0)
+    nonce_ttl: float = Field(default=900, gt=0, le=MAX_SECONDS)
+    failed_attempts_limit: int = Field(default=20, ge=1)  # per (address, key)
+    failed_attempts_address_limit: int = Field(default=200, ge=1)  # per address, all keys
+    failed_attempts_window: float = Field(default=60, gt=0, le=MAX_SECONDS)
+    admin_token_ttl: float = Field(default=86400, gt=0, le=MAX_SECONDS)
     admin_token_secret_file: str | None = None  # default: <data_dir>/admin-token.key
-    rotation_overlap: float = Field(default=86400, ge=0)
+    rotation_overlap: float = Field(default=86400, ge=0, le=MAX_SECONDS)
 
 
 class LimitsSection(_Section):
@@ -115,7 +123,7 @@ class LimitsSection(_Section):
 class SchedulerSection(_Section):
     enabled: bool = True
     tick_interval: float = Field(default=1.0, gt=0)
-    misfire_grace: float = Field(default=60, ge=0)
+    misfire_grace: float = Field(default=60, ge=0, le=MAX_SECONDS)
     timezone: str = "UTC"  # cron expressions are read in this zone ("0 9 * * *" = 9 am here)
 
     @field_validator("timezone", mode="before")
@@ -142,7 +150,7 @@ class NotifySection(_Section):
     max_attempts: int = Field(default=8, ge=1)
     timeout: float = Field(default=10, gt=0)
     backoff_base: float = Field(default=5, gt=0)
-    backoff_max: float = Field(default=3600, gt=0)
+    backoff_max: float = Field(default=3600, gt=0, le=MAX_SECONDS)
     poll_interval: float = Field(default=2, gt=0)
 
 
@@ -150,17 +158,19 @@ class ParentSection(_Section):
     host: str = "0.0.0.0"  # noqa: S104 - a parent serves remote children by design
     port: int = Field(default=DEFAULT_PORT, ge=1, le=65535)
     public_url: str | None = None  # what children should use; printed by init --child
-    lease_ttl: float = Field(default=300, gt=0)
+    lease_ttl: float = Field(default=300, gt=0, le=MAX_SECONDS)
     max_attempts: int = Field(default=3, ge=1)
     reaper_interval: float = Field(default=15, gt=0)
     batch_size: int = Field(default=10, ge=1)
-    offline_after: float = Field(default=180, gt=0)
-    affinity_grace: float = Field(default=300, ge=0)
+    offline_after: float = Field(default=180, gt=0, le=MAX_SECONDS)
+    affinity_grace: float = Field(default=300, ge=0, le=MAX_SECONDS)
     share_webhook_secrets: bool = False
     # A legacy (we-mp-rss) node's heartbeat renews every lease it holds, but only for this
     # long after the claim: its sync service can drop a claimed allocation without a word,
     # and its heartbeats must not keep that one held for ever.
-    legacy_max_hold: float = Field(default=3600, gt=0)
+    legacy_max_hold: float = Field(default=3600, gt=0, le=MAX_SECONDS)
+    # Reverse proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (IPs or CIDRs).
+    trusted_proxies: list[str] = []
     heartbeat_interval: float | None = Field(default=None, gt=0)
     # The sub-path a reverse proxy serves the parent under ("/cascade"): the dashboard's links
     # and cookies carry it. Empty: served at the root.
@@ -187,6 +197,24 @@ class ParentSection(_Section):
             raise ValueError("must be a URL path such as '/cascade' (letters, digits, '.', "
                              "'_', '~', '-' between slashes), or empty for the root")
         return path
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxies(cls, v: Any) -> Any:
+        if v is None:
+            return []
+        if isinstance(v, str):  # CASCADE_PARENT__TRUSTED_PROXIES=10.0.0.5,10.1.0.0/16
+            v = [part for part in (p.strip() for p in v.split(",")) if part]
+        if not isinstance(v, list):
+            return v
+        for item in v:
+            if item == "*":
+                continue  # documented: only when nothing but the proxy can reach the port
+            try:
+                ipaddress.ip_network(str(item).strip(), strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or network (CIDR) such as "
+                                 "127.0.0.1 or 10.0.0.0/8; host names are not resolved") from None
+        return [str(item).strip() for item in v]
 
 
 class CommandSpec(_Section):
@@ -447,6 +475,7 @@ _SECONDS_FIELDS = frozenset({
     "admin_token_ttl", "rotation_overlap", "tick_interval", "misfire_grace", "backoff_base",
     "backoff_max", "poll_interval", "offline_after", "affinity_grace", "claim_wait",
     "legacy_max_hold",
+    "connect_timeout", "statement_timeout", "pool_timeout",
 })
 
 

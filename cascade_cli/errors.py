@@ -52,11 +52,37 @@ class NotBuiltError(CascadeError):
 
 
 class StoreError(CascadeError):
-    """The database could not be reached or used."""
+    """The database could not be reached or used. ``code`` and ``public`` are what an HTTP
+    client is told (503); the message, with host or file names, goes to the log and the CLI."""
+
+    code = "database_unavailable"
+    public = "database unavailable"
+    retry_after = 5
 
 
 class SchemaOutOfDate(StoreError):
-    pass
+    code = "schema_out_of_date"
+    public = ("the parent's database has no Cascade schema or an old one; run 'cascade init' "
+              "on the parent host")
+    retry_after = 60
+
+
+class DatabaseFull(StoreError):
+    """The database's storage is full (SQLITE_FULL, PostgreSQL 53100, MySQL 1114/1021)."""
+
+    code = "database_full"
+    public = ("the parent's database storage is full: nothing can be written until disk space "
+              "is freed (see the parent's log)")
+    retry_after = 60
+
+
+class DatabaseReadOnly(StoreError):
+    """The database refuses writes (file permissions, a read-only mount, a standby server)."""
+
+    code = "database_read_only"
+    public = ("the parent's database is read-only (file permissions, a read-only mount or a "
+              "standby server; see the parent's log)")
+    retry_after = 60
 
 
 class NotFound(CascadeError):

@@ -40,10 +40,14 @@ class AppContext:
         """The parent database, built on first use (commands that need none never connect)."""
         if self._store is None:
             from cascade_cli.store.engine import Store
+            from cascade_cli.store.timeouts import DbTimeouts
 
             s = self.settings
-            self._store = Store.from_url(s.database_url, echo=s.model.database.echo,
-                                         pool_size=s.model.database.pool_size)
+            d = s.model.database
+            self._store = Store.from_url(s.database_url, echo=d.echo, pool_size=d.pool_size,
+                                         limits=DbTimeouts(connect=d.connect_timeout,
+                                                           statement=d.statement_timeout,
+                                                           pool=d.pool_timeout))
         return self._store
 
     def ready_store(self) -> Store:

@@ -158,6 +158,7 @@ class DoctorContext:
 
     def _open_store(self) -> Store:
         from cascade_cli.store.engine import Store, normalise_db_url
+        from cascade_cli.store.timeouts import DbTimeouts
 
         settings = self.settings
         if settings is None:
@@ -171,7 +172,11 @@ class DoctorContext:
                 raise CascadeError(f"database file does not exist: {db}",
                                    hint="run 'cascade init' on the parent (or fix database.url "
                                         "/ data_dir in the configuration)")
-        return Store.from_url(url, echo=False, pool_size=2)
+        d = settings.model.database
+        return Store.from_url(url, echo=False, pool_size=2,
+                              limits=DbTimeouts(connect=d.connect_timeout,
+                                                statement=d.statement_timeout,
+                                                pool=d.pool_timeout))
 
     def close(self) -> None:
         store = self._memo.get("store")

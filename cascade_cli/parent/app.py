@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from cascade_cli import PROTOCOL_VERSION, __version__
 from cascade_cli.clock import Clock
 from cascade_cli.config import Settings
+from cascade_cli.errors import StoreError
 from cascade_cli.parent import tokens, ui
 from cascade_cli.parent.db import BatchingDb, ThreadedDb
 from cascade_cli.parent.envelope import error_response, install_handlers, ok
@@ -33,7 +34,7 @@ from cascade_cli.parent.longpoll import Waiters
 from cascade_cli.parent.metrics import Metrics
 from cascade_cli.parent.routes_doctor import doctor_router
 from cascade_cli.protocol import CANONICAL_PREFIX, LEGACY_PREFIX
-from cascade_cli.store import nodes
+from cascade_cli.store import migrate, nodes
 from cascade_cli.store.engine import Store
 
 log = logging.getLogger("cascade.parent.http")
@@ -225,7 +226,8 @@ def create_app(store: Store, clock: Clock, settings: Settings, *,
     db = BatchingDb(store, clock, workers=1 if sqlite else 2,
                     pool_threads=None if sqlite else pool, prelude=nodes.read_ahead)
     state = AppState(store=store, clock=clock, settings=settings, db=db, metrics=metrics,
-                     throttle=Throttle(a.failed_attempts_limit, a.failed_attempts_window),
+                     throttle=Throttle(a.failed_attempts_limit, a.failed_attempts_window,
+                                       a.failed_attempts_address_limit),
                      waiters=Waiters(), admin_secret=admin_secret)
 
     app = CascadeApp(max_body_bytes=settings.parent.limits.max_body_bytes, metrics=metrics,
@@ -248,14 +250,25 @@ def create_app(store: Store, clock: Clock, settings: Settings, *,
     async def healthz() -> Response:
         return ok({"status": "ok", "protocol": PROTOCOL_VERSION, "version": __version__})
 
+    head = migrate.head_revision()
+
+    def ready() -> None:
+        # Reachable is not enough: an empty or old database answers every route 503.
+        store.ping()
+        migrate.require_current(store, head)
+
     @app.get("/readyz", tags=["health"])
     async def readyz() -> Response:
         try:
-            await anyio.to_thread.run_sync(store.ping)
+            await anyio.to_thread.run_sync(ready)
+        except StoreError as exc:
+            log.warning("not ready: %s", exc)
+            return error_response(503, exc.code, exc.public,
+                                  headers={"Retry-After": str(exc.retry_after)})
         except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
             return error_response(503, "database_unavailable",
                                   f"database not reachable: {type(exc).__name__}")
-        return ok({"status": "ready", "database": store.dialect})
+        return ok({"status": "ready", "database": store.dialect, "schema": head})
 
     @app.get("/metrics", tags=["health"])
     async def metrics_route() -> Response:

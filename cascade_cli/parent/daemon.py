@@ -21,6 +21,7 @@ import uvicorn
 from cascade_cli import PROTOCOL_VERSION, __version__, eventloop
 from cascade_cli.clock import Clock
 from cascade_cli.config import Settings
+from cascade_cli.parent import http_protocol
 from cascade_cli.parent.app import AppState, create_app
 from cascade_cli.parent.notify import Notifier
 from cascade_cli.parent.presence import Presence, log_transitions
@@ -91,7 +92,13 @@ async def serve(store: Store, clock: Clock, settings: Settings, opts: DaemonOpti
     config = uvicorn.Config(app, host=opts.host, port=opts.port, log_config=None,
                             access_log=False, lifespan="off", server_header=False,
                             timeout_graceful_shutdown=max(1, round(opts.graceful_timeout)),
-                            limit_concurrency=None, backlog=2048)
+                            limit_concurrency=None, backlog=2048,
+                            http=http_protocol.protocol_class(),
+                            # X-Forwarded-For/-Proto only from the configured reverse proxies
+                            # (uvicorn's default trusts 127.0.0.1: any local client could then
+                            # pick the address the auth-failure throttle counts).
+                            proxy_headers=bool(settings.parent.trusted_proxies),
+                            forwarded_allow_ips=list(settings.parent.trusted_proxies))
     server = _Server(config)
     loop = asyncio.get_running_loop()
     def on_exit() -> None:

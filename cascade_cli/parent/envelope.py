@@ -141,9 +141,11 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StoreError)
     async def _store(request: Request, exc: StoreError) -> Response:
+        # The log names the cause in full (host, file, permissions); the client gets the
+        # cause's code and a message without them.
         log.error("database error on %s %s: %s", request.method, request.url.path, exc)
-        return error_response(503, "database_unavailable", "database unavailable",
-                              headers={"Retry-After": "5"})
+        return error_response(503, exc.code, exc.public,
+                              headers={"Retry-After": str(exc.retry_after)})
 
     @app.exception_handler(OperationalError)
     async def _busy(request: Request, exc: OperationalError) -> Response:

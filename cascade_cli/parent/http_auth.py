@@ -3,7 +3,8 @@
 Used as FastAPI dependencies (``require_node``, ``require_admin``, ``require_any``). The two
 roles never mix: a valid node credential on an admin route is 403 ``admin_required``, a valid
 admin token on a node route is 403 ``node_required``. An unknown key and a wrong secret get the
-same 401 ``invalid_credentials``. Failed attempts are throttled per client address.
+same 401 ``invalid_credentials``. Failed attempts are throttled per client address and key
+(``Throttle``).
 
 Nothing here logs a header, a secret or a token.
 """
@@ -45,44 +46,80 @@ class Principal:
 
 
 class Throttle:
-    """In-process sliding window of failed attempts per client address."""
+    """Failed authentications in a sliding window, per (client address, key), in-process.
 
-    def __init__(self, limit: int, window: float, max_addresses: int = 10_000) -> None:
+    Per key as well as per address: many children behind one NAT or proxy share an address,
+    and one of them retrying a wrong secret must not lock out the others. An address is also
+    refused after ``address_limit`` failures over all its keys (a client trying many keys).
+    The address is the peer's, or the one a trusted proxy forwarded
+    (``parent.trusted_proxies``).
+
+    In-process, not shared between parent processes: with N processes behind a balancer a
+    client gets up to N times the limit. That is a deliberate trade (docs/operations.md): a
+    shared counter would cost a database write per failed attempt and a read on every
+    request, and the throttle only slows noise down; the secrets (256 bits, verified in
+    constant time) are what keeps guessing out.
+    """
+
+    def __init__(self, limit: int, window: float, address_limit: int | None = None,
+                 max_entries: int = 10_000) -> None:
         self.limit = limit
         self.window = window
-        self.max_addresses = max_addresses
-        self._fails: OrderedDict[str, deque[float]] = OrderedDict()
+        self.address_limit = address_limit if address_limit is not None else 10 * limit
+        self.max_entries = max_entries
+        self._fails: OrderedDict[tuple[str, str], deque[float]] = OrderedDict()
 
-    def _prune(self, addr: str, now: float) -> deque[float] | None:
-        q = self._fails.get(addr)
+    def _prune(self, entry: tuple[str, str], now: float) -> deque[float] | None:
+        q = self._fails.get(entry)
         if q is None:
             return None
         while q and q[0] <= now - self.window:
             q.popleft()
         if not q:
-            del self._fails[addr]
+            del self._fails[entry]
             return None
         return q
 
-    def check(self, addr: str, now: float | None = None) -> None:
+    def check(self, addr: str, key: str = "", now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
-        q = self._prune(addr, now)
+        q = self._prune((addr, key), now)
         if q is not None and len(q) >= self.limit:
-            retry = q[0] + self.window - now
-            raise RateLimited("too many failed authentication attempts from this address",
-                              retry_after=max(1.0, retry))
+            self._refuse(q[0] + self.window - now, "for this key from this address",
+                         f"parent.auth.failed_attempts_limit = {self.limit}")
+        q = self._prune((addr, "*"), now)
+        if q is not None and len(q) >= self.address_limit:
+            self._refuse(q[0] + self.window - now, "from this address (all keys)",
+                         f"parent.auth.failed_attempts_address_limit = {self.address_limit}")
 
-    def fail(self, addr: str, now: float | None = None) -> None:
+    def _refuse(self, retry: float, which: str, setting: str) -> None:
+        retry = max(1.0, retry)
+        raise RateLimited(f"auth-failure throttle: too many failed authentications {which} "
+                          f"({setting} per {self.window:g} s); retry after {retry:.0f} s with "
+                          "correct credentials", retry_after=retry)
+
+    def fail(self, addr: str, key: str = "", now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
-        q = self._prune(addr, now)
-        if q is None:
-            q = deque()
-            self._fails[addr] = q
-            while len(self._fails) > self.max_addresses:
-                self._fails.popitem(last=False)
-        else:
-            self._fails.move_to_end(addr)
-        q.append(now)
+        for entry in ((addr, key), (addr, "*")):
+            q = self._prune(entry, now)
+            if q is None:
+                q = deque()
+                self._fails[entry] = q
+                while len(self._fails) > self.max_entries:
+                    self._fails.popitem(last=False)
+            else:
+                self._fails.move_to_end(entry)
+            q.append(now)
+
+
+def throttle_key(parsed: auth.PlainAuth | auth.SignedAuth | auth.BearerAuth | None) -> str:
+    """What the throttle counts failures of besides the address: the node's key; one bucket
+    for all admin tokens; one for a missing or malformed header. Bounded in length: the key
+    comes from the client."""
+    if isinstance(parsed, auth.PlainAuth | auth.SignedAuth):
+        return "key:" + parsed.api_key[:64]
+    if isinstance(parsed, auth.BearerAuth):
+        return "bearer"
+    return "malformed"
 
 
 def path_with_query(request: Request) -> str:
@@ -174,6 +211,7 @@ class NodeAuth:
     def __init__(self, state: AppState, parsed: auth.PlainAuth | auth.SignedAuth, method: str,
                  pwq: str, body: bytes, addr: str) -> None:
         self.state = state
+        self.key = throttle_key(parsed)
         self.parsed = parsed
         self.method = method
         self.pwq = pwq
@@ -207,7 +245,7 @@ class NodeAuth:
         state = self.state
         state.metrics.auth_failures.labels(exc.code).inc()
         if isinstance(exc, AuthError):
-            state.throttle.fail(self.addr)
+            state.throttle.fail(self.addr, self.key)
             log.info("authentication refused from %s: %s", self.addr, exc.code)
 
 
@@ -220,8 +258,9 @@ async def authenticate(request: Request) -> Principal:
         state.metrics.auth_failures.labels("missing_credentials").inc()
         raise AuthError("missing Authorization header (AK-SK key:secret, the signed form, or "
                         "Bearer token)", code="missing_credentials")
-    state.throttle.check(addr)
     parsed = auth.parse_authorization(header)
+    key = throttle_key(parsed)
+    state.throttle.check(addr, key)
     try:
         if parsed is None:
             raise AuthError("malformed Authorization header", code="invalid_credentials")
@@ -238,7 +277,7 @@ async def authenticate(request: Request) -> Principal:
         return await state.db.run(
             lambda s, now: verify_node(s, now, state.settings, parsed, method, pwq, body))
     except AuthError as exc:
-        state.throttle.fail(addr)
+        state.throttle.fail(addr, key)
         state.metrics.auth_failures.labels(exc.code).inc()
         log.info("authentication refused from %s: %s", addr, exc.code)
         raise
@@ -255,7 +294,7 @@ async def require_node(request: Request) -> NodeAuth:
     parsed = auth.parse_authorization(header) if header else None
     if isinstance(parsed, auth.PlainAuth | auth.SignedAuth):
         addr = _client_addr(request)
-        state.throttle.check(addr)
+        state.throttle.check(addr, throttle_key(parsed))
         body = await request.body() if isinstance(parsed, auth.SignedAuth) else b""
         return NodeAuth(state, parsed, request.method, path_with_query(request), body, addr)
     await authenticate(request)  # missing, malformed or a bearer token: 401/429, or ...

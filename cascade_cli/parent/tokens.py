@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import secrets
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -20,30 +19,20 @@ import jwt
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from cascade_cli import durations
 from cascade_cli.clock import isoformat_z
-from cascade_cli.errors import AuthError, ConfigError, InvalidInput, NotFound
+from cascade_cli.errors import AuthError, ConfigError, NotFound
 from cascade_cli.store.models import AdminToken
 
 ALGORITHM = "HS256"
 ISSUER = "cascade-parent"
 ROLE = "admin"
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
-def parse_duration(text: str | float | int) -> float:
-    """``3600``, ``30m``, ``24h``, ``7d`` -> seconds."""
-    if isinstance(text, int | float) and not isinstance(text, bool):
-        seconds = float(text)
-    else:
-        m = _DURATION.match(str(text))
-        if not m:
-            raise InvalidInput(f"not a duration: {text!r} (use e.g. 3600, 30m, 24h, 7d)",
-                               field="ttl")
-        seconds = float(m.group(1)) * _UNITS[m.group(2).lower()]
-    if seconds <= 0:
-        raise InvalidInput("a duration must be positive", field="ttl")
-    return seconds
+def parse_duration(text: str) -> float:
+    """A token lifetime: ``3600``, ``30m``, ``24h``, ``7d``, ``1d12h`` -> seconds (see
+    ``durations``: one parser for every duration the CLI reads)."""
+    return durations.parse_seconds(text, field="ttl")
 
 
 def ensure_secret(path: Path) -> bytes:
@@ -119,6 +108,10 @@ def verify(s: Session, now: datetime, secret: bytes, token: str) -> dict[str, An
         raise AuthError("admin token unknown to this parent", code="invalid_token")
     if row.revoked_at is not None:
         raise AuthError("admin token revoked", code="token_revoked")
+    # The stored expiry is the authority: the claim is only what the token says of itself.
+    if row.expires_at is not None and row.expires_at <= now:
+        raise AuthError("admin token expired", code="token_expired",
+                        hint="issue a new one with 'cascade token create'")
     return claims
 
 

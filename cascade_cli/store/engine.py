@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,9 +24,12 @@ from sqlalchemy.exc import (
     NoSuchModuleError,
     SQLAlchemyError,
 )
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
 from cascade_cli.errors import ConfigError, StoreError
+from cascade_cli.store import faults, timeouts
+from cascade_cli.store.timeouts import DbTimeouts
 
 
 def mask_url(url: str | URL) -> str:
@@ -86,7 +89,7 @@ PING_AFTER_IDLE = 2.0  # seconds
 _IDLE_SINCE = "cascade_idle_since"
 
 
-def _ping_on_checkout_after_idle(engine: Engine) -> None:
+def _ping_on_checkout_after_idle(engine: Engine, ping_timeout: float) -> None:
     dialect = engine.dialect
 
     def checkin(dbapi_conn: Any, record: Any) -> None:
@@ -97,7 +100,8 @@ def _ping_on_checkout_after_idle(engine: Engine) -> None:
         if idle_since is None or time.monotonic() - idle_since < PING_AFTER_IDLE:
             return  # new, or just returned by its last user
         try:
-            dialect.do_ping(dbapi_conn)
+            with timeouts.quick(dbapi_conn, ping_timeout):
+                dialect.do_ping(dbapi_conn)
         except Exception as exc:  # noqa: BLE001 - any failure: the connection is unusable
             # The pool discards this connection and checks out a fresh one.
             raise DisconnectionError(f"pooled connection failed its ping: {exc}") from exc
@@ -116,8 +120,10 @@ def _json_for_postgres(value: Any) -> bytes:
     return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)  # as json.dumps: {1: x} -> {"1": x}
 
 
-def build_engine(url: str, *, echo: bool = False, pool_size: int = 10) -> Engine:
+def build_engine(url: str, *, echo: bool = False, pool_size: int = 10,
+                 limits: DbTimeouts | None = None) -> Engine:
     parsed = normalise_db_url(url)
+    limits = limits or DbTimeouts()
     kwargs: dict[str, Any] = {"echo": echo, "future": True}
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
@@ -134,10 +140,13 @@ def build_engine(url: str, *, echo: bool = False, pool_size: int = 10) -> Engine
     else:
         kwargs["pool_size"] = pool_size
         kwargs["max_overflow"] = pool_size
+        kwargs["pool_timeout"] = limits.pool
         if parsed.get_backend_name() == "mysql":
             kwargs["isolation_level"] = "READ COMMITTED"
+            kwargs["connect_args"] = timeouts.mysql_connect_args(limits)
         if parsed.get_backend_name() == "postgresql":
             kwargs["json_serializer"] = _json_for_postgres
+            kwargs["connect_args"] = timeouts.postgres_connect_args(limits)
     try:
         engine = create_engine(parsed, **kwargs)
     except (NoSuchModuleError, ImportError) as exc:
@@ -149,7 +158,18 @@ def build_engine(url: str, *, echo: bool = False, pool_size: int = 10) -> Engine
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin_immediate)
     else:
-        _ping_on_checkout_after_idle(engine)
+        _ping_on_checkout_after_idle(engine, limits.connect)
+    if parsed.get_backend_name() == "postgresql":
+        connection_class = timeouts.postgres_connection_class(limits)
+
+        def connect(dialect: Any, record: Any, cargs: Any, cparams: Any) -> Any:
+            # psycopg.connect() itself, with the connection class whose waits have deadlines.
+            return connection_class.connect(*cargs, **cparams)
+
+        event.listen(engine, "do_connect", connect)
+        event.listen(engine, "connect",
+                     lambda dbapi_conn, _record: timeouts.set_server_statement_timeout(
+                         dbapi_conn, limits))
     return engine
 
 
@@ -242,16 +262,18 @@ def _forget_transaction(session: Session, transaction: SessionTransaction) -> No
 class Store:
     """An engine plus a session factory. ``session()`` is one unit of work."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, limits: DbTimeouts | None = None) -> None:
         self.engine = engine
+        self.limits = limits or DbTimeouts()
         self._factory = sessionmaker(bind=engine, expire_on_commit=False, future=True)
         event.listen(self._factory, "before_commit", _refuse_commit_with_hooks)
         event.listen(self._factory, "after_soft_rollback", _note_savepoint_rollback)
         event.listen(self._factory, "after_transaction_end", _forget_transaction)
 
     @classmethod
-    def from_url(cls, url: str, *, echo: bool = False, pool_size: int = 10) -> Store:
-        return cls(build_engine(url, echo=echo, pool_size=pool_size))
+    def from_url(cls, url: str, *, echo: bool = False, pool_size: int = 10,
+                 limits: DbTimeouts | None = None) -> Store:
+        return cls(build_engine(url, echo=echo, pool_size=pool_size, limits=limits), limits)
 
     @property
     def dialect(self) -> str:
@@ -276,12 +298,17 @@ class Store:
             s.commit()
             _run_after_commit(hooks)
         except DBAPIError as exc:
-            s.rollback()
-            if exc.connection_invalidated or _is_connect_error(exc):
-                raise StoreError(f"database unreachable ({self.masked_url}): {_short(exc)}",
-                                 hint="check database.url and that the server is running"
-                                 ) from exc
+            _quiet_rollback(s)
+            translated = faults.translate(exc, self.engine.url, self.masked_url)
+            if translated is not None:
+                raise translated from exc
             raise
+        except PoolTimeout as exc:
+            _quiet_rollback(s)
+            raise StoreError(f"no free database connection within {self.limits.pool:g} s "
+                             f"({self.masked_url})",
+                             hint="the server is slow or not answering; see "
+                                  "database.pool_size and database.pool_timeout") from exc
         except BaseException:
             s.rollback()
             raise
@@ -289,9 +316,15 @@ class Store:
             s.close()
 
     def ping(self) -> None:
+        """``SELECT 1`` within ``database.connect_timeout``; ``StoreError`` otherwise."""
         try:
-            with self.engine.connect() as conn:
+            with self.engine.connect() as conn, \
+                    timeouts.quick(conn.connection.dbapi_connection, self.limits.connect):
                 conn.execute(text("SELECT 1"))
+        except DBAPIError as exc:
+            raise faults.translate(exc, self.engine.url, self.masked_url) or StoreError(
+                f"database unreachable ({self.masked_url}): {_short(exc)}",
+                hint="check database.url and that the server is running") from exc
         except SQLAlchemyError as exc:
             raise StoreError(f"database unreachable ({self.masked_url}): {_short(exc)}",
                              hint="check database.url and that the server is running") from exc
@@ -300,12 +333,11 @@ class Store:
         self.engine.dispose()
 
 
-def _is_connect_error(exc: DBAPIError) -> bool:
-    text_ = str(exc.orig).lower()
-    return any(s in text_ for s in ("connection refused", "could not connect", "can't connect",
-                                    "unable to open database", "name or service not known",
-                                    "connection timed out", "unknown database",
-                                    "does not exist", "access denied"))
+def _quiet_rollback(s: Session) -> None:
+    # The rollback of a unit whose connection broke may fail too; the first error is the one
+    # to report.
+    with suppress(DBAPIError):
+        s.rollback()
 
 
 def _short(exc: BaseException) -> str:

@@ -9,9 +9,10 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from cascade_cli.errors import SchemaOutOfDate, StoreError
+from cascade_cli.store import faults
 from cascade_cli.store.engine import Store
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
@@ -33,6 +34,11 @@ def current_revision(store: Store) -> str | None:
     try:
         with store.engine.connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()
+    except DBAPIError as exc:
+        raise faults.translate(exc, store.engine.url, store.masked_url) or StoreError(
+            f"database unreachable ({store.masked_url}): "
+            f"{str(getattr(exc, 'orig', exc)).splitlines()[0]}",
+            hint="check database.url and that the server is running") from exc
     except SQLAlchemyError as exc:
         raise StoreError(f"database unreachable ({store.masked_url}): "
                          f"{str(getattr(exc, 'orig', exc)).splitlines()[0]}",
@@ -59,12 +65,14 @@ def upgrade(store: Store, revision: str = "head") -> tuple[str | None, str]:
     return before, head_revision() if revision == "head" else revision
 
 
-def require_current(store: Store) -> None:
-    """Refuse to run daemons against a missing or old schema, with the fix."""
+def require_current(store: Store, head: str | None = None) -> None:
+    """Refuse to run daemons against a missing or old schema, with the fix. ``head``: the
+    head revision, if the caller already knows it (reading it lists the migration files)."""
     current = current_revision(store)
     if current is None:
         raise SchemaOutOfDate(f"database {store.masked_url} has no Cascade schema",
                               hint="run 'cascade init' on the parent first")
-    if current != head_revision():
+    head = head or head_revision()
+    if current != head:
         raise SchemaOutOfDate(f"database schema is at {current}, this version needs "
-                              f"{head_revision()}", hint="run 'cascade init' to upgrade it")
+                              f"{head}", hint="run 'cascade init' to upgrade it")

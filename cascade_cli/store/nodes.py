@@ -41,10 +41,16 @@ def create_node(session: Session, now: datetime, name: str, *, description: str 
     if not 1 <= max_capacity <= 256:
         raise InvalidInput(f"capacity must be between 1 and 256, got {max_capacity}",
                            field="max_capacity")
-    if session.scalar(select(Node.id).where(Node.name == name)) is not None:
-        raise Conflict(f"a node named '{name}' already exists", code="duplicate_name",
+    # Names differing only by case (n1, N1) are refused: they read as one node in logs and
+    # commands, and MySQL/MariaDB's collation already treats them as one.
+    existing = session.scalar(select(Node.name).where(func.lower(Node.name) == name.lower())
+                              .limit(1))
+    if existing is not None:
+        same = "" if existing == name else f" ('{existing}': names differing only by case " \
+                                           "are one name)"
+        raise Conflict(f"a node named '{name}' already exists{same}", code="duplicate_name",
                        hint=f"choose another name, or rotate its credentials with "
-                            f"'cascade nodes rotate {name}'")
+                            f"'cascade nodes rotate {existing}'")
     creds = auth.generate_credentials()
     stored = auth.stored_secret_for(creds.api_secret)
     node = Node(name=name, description=description, api_key=creds.api_key,

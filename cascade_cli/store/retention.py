@@ -17,7 +17,6 @@ deliveries, live nonces) matches.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -26,6 +25,7 @@ from typing import Any
 from sqlalchemy import and_, delete, func, or_, select, tuple_
 from sqlalchemy.orm import Session
 
+from cascade_cli import durations
 from cascade_cli.errors import InvalidInput
 from cascade_cli.store.engine import Store
 from cascade_cli.store.models import (
@@ -43,25 +43,10 @@ from cascade_cli.store.models import (
     ScheduleRun,
 )
 
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])", re.I)
-
 
 def parse_duration(text: str) -> timedelta:
-    """``30d``, ``12h``, ``90m``, ``45s``, ``2w`` or combinations like ``1d12h``."""
-    raw = (text or "").strip().lower()
-    pos, total = 0, 0.0
-    for m in _DURATION_RE.finditer(raw):
-        if raw[pos:m.start()].strip():
-            break
-        total += float(m.group(1)) * _UNITS[m.group(2)]
-        pos = m.end()
-    if not raw or pos == 0 or raw[pos:].strip():
-        raise InvalidInput(f"invalid duration {text!r}: use a number and a unit, e.g. 30d, "
-                           "12h, 90m, 45s or 2w", field="older_than")
-    if total <= 0:
-        raise InvalidInput(f"duration must be positive, got {text!r}", field="older_than")
-    return timedelta(seconds=total)
+    """An age cut: ``30d``, ``12h``, ``3600``, ``1d12h`` (see ``durations``)."""
+    return durations.parse_timedelta(text, field="older_than")
 
 
 @dataclass

@@ -109,12 +109,12 @@ def test_articles_only_when_asked(store, clock, history):
 
 @pytest.mark.parametrize("text,seconds", [("30d", 30 * 86400), ("12h", 43200), ("90m", 5400),
                                           ("45s", 45), ("2w", 14 * 86400), ("1d12h", 129600),
-                                          (" 1.5h ", 5400)])
+                                          (" 1.5h ", 5400), ("30", 30)])
 def test_parse_duration(text, seconds):
     assert parse_duration(text).total_seconds() == seconds
 
 
-@pytest.mark.parametrize("text", ["", "30", "d", "30x", "-1d", "0d", "3d garbage"])
+@pytest.mark.parametrize("text", ["", "d", "30x", "-1d", "0d", "3d garbage"])
 def test_parse_duration_rejects(text):
     with pytest.raises(InvalidInput):
         parse_duration(text)
