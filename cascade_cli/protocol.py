@@ -6,18 +6,22 @@ stable; add fields, never rename them.
 
 from __future__ import annotations
 
+import functools
 import json
+import re
 from datetime import UTC, datetime
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar, get_args
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from cascade_cli import PROTOCOL_VERSION
 from cascade_cli.errors import InvalidInput
@@ -34,8 +38,88 @@ INT32_MAX = 2**31 - 1
 __all__ = ["PROTOCOL_VERSION", "NO_TASK_MESSAGE", "CANONICAL_PREFIX", "LEGACY_PREFIX"]
 
 
+# --- control characters (docs/protocol.md, "Control characters") ------------------------------
+# One rule on every database. PostgreSQL cannot store U+0000 in text at all (SQLite and MariaDB
+# can), and no other control character means anything in a feed id or a hostname:
+# * free text (article title/description/content/author, error messages, descriptions, names
+#   of feeds and tasks, templates) has NUL and the C0 controls other than TAB, LF and CR, and
+#   DEL, removed - a feed that puts one in a title must not make its articles unstorable;
+# * every other string (ids, node names, URLs, hostnames, versions, etags, dates, query and
+#   path parameters) holding any control character (U+0000-U+001F, U+007F) is refused: 422.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_TEXT_NOISE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def clean_text(text: str) -> str:
+    """Free text without NUL and the control characters other than TAB, LF and CR."""
+    return _TEXT_NOISE.sub("", text) if _TEXT_NOISE.search(text) else text
+
+
+def clean_deep(value: Any) -> Any:
+    """``clean_text`` applied to every string (and dict key) of a JSON-like value."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, list | tuple):
+        return [clean_deep(v) for v in value]
+    if isinstance(value, dict):
+        return {clean_deep(k): clean_deep(v) for k, v in value.items()}
+    return value
+
+
+def control_char(value: Any) -> str | None:
+    """The first control character in a string, or in the strings of a JSON-like value."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            hit = _CONTROL.search(item)
+            if hit:
+                return hit.group(0)
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+    return None
+
+
+def control_char_message(char: str) -> str:
+    return (f"must not contain control characters (found U+{ord(char):04X}); ids, names, "
+            "URLs and other identifiers are refused with them, free text has them removed")
+
+
 class WireModel(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    # Fields of free text: control characters removed. RAW_FIELDS check their own characters.
+    # Every other field is an identifier: a control character in it is refused.
+    TEXT_FIELDS: ClassVar[frozenset[str]] = frozenset()
+    RAW_FIELDS: ClassVar[frozenset[str]] = frozenset()
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _control_characters(cls, value: Any, info: ValidationInfo) -> Any:
+        name = info.field_name or ""
+        if name in cls.RAW_FIELDS or _holds_model(cls, name):
+            return value  # a nested model checks its own fields
+        if name in cls.TEXT_FIELDS:
+            return clean_deep(value)
+        char = control_char(value)
+        if char is not None:
+            raise PydanticCustomError("control_character", control_char_message(char))
+        return value
+
+
+@functools.lru_cache(maxsize=512)
+def _holds_model(cls: type[BaseModel], name: str) -> bool:
+    field = cls.model_fields.get(name)
+    pending = [field.annotation] if field is not None else []
+    while pending:
+        tp = pending.pop()
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            return True
+        pending.extend(get_args(tp))
+    return False
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -97,12 +181,14 @@ class _Fenced(WireModel):
 
 
 class TaskStatusIn(_Fenced):
+    TEXT_FIELDS = frozenset({"error_message"})
     allocation_id: str = Field(min_length=1, max_length=64)
     status: AllocationWriteStatus
     error_message: str | None = Field(default=None, max_length=10_000)
 
 
 class ArticleIn(WireModel):
+    TEXT_FIELDS = frozenset({"title", "description", "content", "author"})
     id: str | None = Field(default=None, max_length=255)
     guid: str | None = Field(default=None, max_length=2048)
     feed_id: str | None = Field(default=None, max_length=128)
@@ -138,6 +224,7 @@ FeedResultStatus = Literal["success", "failed", "not_modified"]
 
 
 class FeedResultIn(WireModel):
+    TEXT_FIELDS = frozenset({"error"})
     feed_id: str | None = Field(default=None, max_length=128)
     mp_id: str | None = Field(default=None, max_length=128)
     status: FeedResultStatus
@@ -169,6 +256,8 @@ class ReportCompletionIn(_Fenced):
 class ReportResultIn(WireModel):
     """Legacy: recorded as an event only."""
 
+    TEXT_FIELDS = frozenset({"results"})
+
     task_id: str | None = Field(default=None, max_length=64)
     results: list[Any] = Field(default_factory=list, max_length=10_000)
     timestamp: Any = None
@@ -180,6 +269,7 @@ FEED_ID_PATTERN = r"^[A-Za-z0-9_.:@\-]{1,128}$"
 
 
 class FeedIn(WireModel):
+    TEXT_FIELDS = frozenset({"mp_name", "mp_intro"})
     id: str | None = Field(default=None, pattern=FEED_ID_PATTERN)
     mp_name: str = Field(default="", max_length=255)
     url: str = Field(min_length=1, max_length=4096)
@@ -192,6 +282,7 @@ class FeedIn(WireModel):
 
 
 class FeedUpdate(WireModel):
+    TEXT_FIELDS = frozenset({"mp_name", "mp_intro"})
     mp_name: str | None = Field(default=None, max_length=255)
     url: str | None = Field(default=None, min_length=1, max_length=4096)
     kind: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_\-]{0,63}$")
@@ -228,6 +319,8 @@ def normalise_mps_id(value: Any) -> list[str]:
 
 
 class MessageTaskIn(WireModel):
+    TEXT_FIELDS = frozenset({"name", "message_template"})
+    RAW_FIELDS = frozenset({"cookies"})
     id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:\-]{1,64}$")
     name: str = Field(min_length=1, max_length=255)
     mps_id: list[str] = Field(default_factory=list)
@@ -305,12 +398,14 @@ class MessageTaskUpdate(MessageTaskIn):
 
 
 class NodeIn(WireModel):
+    TEXT_FIELDS = frozenset({"description"})
     name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
     description: str = Field(default="", max_length=500)
     max_capacity: int = Field(default=2, ge=1, le=256)
 
 
 class NodeUpdate(WireModel):
+    TEXT_FIELDS = frozenset({"description"})
     description: str | None = Field(default=None, max_length=500)
     max_capacity: int | None = Field(default=None, ge=1, le=256)
     enabled: bool | None = None
