@@ -55,6 +55,12 @@ def clean_text(text: str) -> str:
     return _TEXT_NOISE.sub("", text) if _TEXT_NOISE.search(text) else text
 
 
+def strip_controls(text: str) -> str:
+    """An identifier from outside (a feed's guid, URL, ETag) without any control character:
+    what the parent would refuse, the child removes before sending."""
+    return _CONTROL.sub("", text) if _CONTROL.search(text) else text
+
+
 def clean_deep(value: Any) -> Any:
     """``clean_text`` applied to every string (and dict key) of a JSON-like value."""
     if isinstance(value, str):
