@@ -60,9 +60,14 @@ def register(app: typer.Typer) -> None:
             "message_type": message_type, "message_template": _read_template(template_file, template),
             "headers": headers, "cookies": cookies, "status": 0 if disabled else 1,
             "overlap_policy": overlap, "misfire_policy": misfire})
+        from cascade_cli.parent import templates  # jinja2: loaded only when needed
+
+        # The test render runs before the transaction: it never holds the write lock.
+        checked = (data.message_template, data.message_type)
+        templates.validate_template(*checked)
         with app_ctx.ready_store().session() as s:
             # The store refuses a second task of the same name (409 duplicate_name).
-            task = task_repo.create_task(s, app_ctx.clock.now(), data)
+            task = task_repo.create_task(s, app_ctx.clock.now(), data, checked=checked)
             out = task_repo.task_dict(task, include_secrets=True)
             feed_state = {fid: st for fid, st in s.execute(select(Feed.id, Feed.status).where(
                 Feed.id.in_(out["mps_id"])))}
@@ -152,8 +157,15 @@ def register(app: typer.Typer) -> None:
         if template_file is not None:
             changes["message_template"] = _read_template(template_file, None)
         data = parse_model(MessageTaskUpdate, changes)
-        with app_ctx.ready_store().session() as s:
-            t = task_repo.update_task(s, app_ctx.clock.now(), task, data)  # type: ignore[arg-type]
+        from cascade_cli.parent import templates  # jinja2: loaded only when needed
+
+        store = app_ctx.ready_store()
+        with store.session() as s:
+            checked = task_repo.template_after(s, task, data)  # type: ignore[arg-type]
+        templates.validate_template(*checked)  # outside the transaction
+        with store.session() as s:
+            t = task_repo.update_task(s, app_ctx.clock.now(), task, data,  # type: ignore[arg-type]
+                                      checked=checked)
             out = task_repo.task_dict(t, include_secrets=True)
         if as_json:
             print_json(out)
