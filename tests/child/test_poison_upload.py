@@ -198,3 +198,33 @@ def test_500_on_a_batch_is_narrowed_to_the_feed_that_causes_it(tmp_path: Path) -
         [("F1", "success"), ("F2", "failed"), ("F3", "success")]
     assert "500" in reported[0][1]["error"] and spool.is_empty()
     spool.close()
+
+
+def test_500_on_the_completion_ends_the_allocation_failed(tmp_path: Path) -> None:
+    from cascade_cli.config import load_settings
+    from cascade_cli.errors import ParentServerError
+
+    calls: list[str] = []
+    statuses: list[tuple[str, str | None]] = []
+
+    class Client:
+        base_url = "http://parent"
+
+        async def report_completion(self, *a: Any, **kw: Any) -> None:
+            calls.append("completion")
+            raise ParentServerError("500 from the parent", status=500)
+
+        async def set_status(self, alloc_id: str, status: str, *, error_message: str | None = None,
+                             epoch: int | None = None) -> None:
+            statuses.append((status, error_message))
+
+    settings = load_settings(environ={}, cwd=tmp_path, overrides={
+        "child": {"spool_path": str(tmp_path / "s.db"), "upload_attempts": 2}})
+    spool = Spool(settings.spool_path)
+    spool.add_completion("a1", "t1", 1, [{"feed_id": "F1", "status": "success"}], 0)
+    worker = ChildWorker(settings, Client(), spool, install_signals=False)  # type: ignore[arg-type]
+    assert asyncio.run(worker._flush_allocation("a1")) == "failed"
+    assert calls == ["completion", "completion"]
+    assert len(statuses) == 1 and statuses[0][0] == "failed" and "500" in (statuses[0][1] or "")
+    assert spool.is_empty()
+    spool.close()
