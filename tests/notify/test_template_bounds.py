@@ -61,3 +61,32 @@ def test_ordinary_templates_still_render() -> None:
               "{% endfor %}")
     assert templates.render_template(nested, 0, ctx).startswith("123")
     assert len(templates.render_template("{{ 'x' * 100000 }}", 0, ctx)) == 100000
+
+
+def test_send_time_render_is_bounded_and_outside_the_queueing_transaction(
+        store, clock, fast_settings) -> None:  # type: ignore[no-untyped-def]
+    """A template saved around validation (an older database may hold one): queueing, in the
+    transaction that finishes the run, does not render it at all; the sender renders it
+    outside any transaction, within the bound, and the delivery is dead with the reason."""
+    from cascade_cli.parent.notify import UNRENDERED, Notifier, queue_run_notifications
+    from cascade_cli.store.models import Delivery
+    from tests.notify.conftest import add_run
+    from tests.schedule.helpers import add_feed, add_task
+
+    add_feed(store, clock.now(), "F1")
+    tid = add_task(store, clock.now(), feeds=["F1"], web_hook_url="https://h.example.org/x",
+                   message_template=ABUSE["nested range"])
+    run_id = add_run(store, clock.now(), tid, {"F1": 1})
+    with store.session() as s:
+        assert queue_run_notifications(s, clock.now(), run_id, fast_settings) == 1
+    with store.session() as s:  # queued, not rendered
+        [d] = s.query(Delivery).all()
+        assert (d.status, d.content_type) == ("pending", UNRENDERED)
+    started = time.monotonic()
+    with Notifier(store, clock, fast_settings) as n:
+        assert n.deliver_due() == 1
+    assert time.monotonic() - started < 3  # the 0.5 s bound, on a loaded machine
+    with store.session() as s:
+        [d] = s.query(Delivery).all()
+        assert d.status == "dead" and ("loop iterations" in d.last_error
+                                       or "took more than" in d.last_error), d.last_error
