@@ -191,13 +191,13 @@ def _feed_ids(value: Any) -> list[str]:
         return []
 
 
-def _template_problem(task: MessageTask) -> str | None:
-    if not task.message_template:
+def _template_problem(template: str | None, message_type: int) -> str | None:
+    if not template:
         return None
     from cascade_cli.parent import templates
 
     try:
-        templates.validate_template(task.message_template, task.message_type)
+        templates.validate_template(template, message_type)
     except CascadeError as exc:
         return exc.message
     return None
@@ -215,10 +215,20 @@ def _webhook_problem(url: str) -> str | None:
 
 def check_tasks(ctx: DoctorContext) -> CheckResult:
     name = "parent.tasks"
-    return _ready(ctx, name) or _read(ctx, lambda s, now, st: _tasks(s, name))
+    skipped = _ready(ctx, name)
+    if skipped is not None:
+        return skipped
+    # Test renders (up to templates.RENDER_SECONDS each) run between two reads, never inside
+    # a transaction: on SQLite every transaction holds the write lock.
+    with ctx.store().session() as s:
+        sources = [(t.id, t.message_template, t.message_type) for t in s.scalars(
+            select(MessageTask).where(MessageTask.status == 1))]
+        s.rollback()
+    problems = {tid: _template_problem(text, mtype) for tid, text, mtype in sources}
+    return _read(ctx, lambda s, now, st: _tasks(s, name, problems))
 
 
-def _tasks(s: Session, name: str) -> CheckResult:
+def _tasks(s: Session, name: str, template_problems: dict[str, str | None]) -> CheckResult:
     from cascade_cli.parent.cron import InvalidCron, parse_cron
 
     f = Findings()
@@ -259,7 +269,7 @@ def _tasks(s: Session, name: str) -> CheckResult:
             if problem:
                 f.add(FAILED, f"{label}: {problem}",
                       f"'cascade tasks update {t.name} --webhook https://...'")
-        problem = _template_problem(t)
+        problem = template_problems.get(t.id)  # None also for a task enabled since the read
         if problem:
             f.add(FAILED, f"{label}: message template does not render: {problem}",
                   f"fix it and 'cascade tasks update {t.name} --template-file FILE'")
