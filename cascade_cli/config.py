@@ -232,6 +232,9 @@ class ChildSection(_Section):
     drain_timeout: float = Field(default=30, gt=0)
     claim_wait: float = Field(default=30, ge=0, le=60)
     upload_batch_size: int = Field(default=200, ge=1)
+    # Sends of one upload the parent answers with 500 (a payload it cannot take, not an
+    # outage: 502/503/504 keep the results spooled for ever) before the feed is reported failed.
+    upload_attempts: int = Field(default=3, ge=1, le=100)
     user_agent: str = "Cascade/0.1 (+feed crawler)"
     commands: dict[str, CommandSpec] = {}
     # The child's own Prometheus /metrics (off when unset); on 127.0.0.1 unless metrics_host.

@@ -6,9 +6,11 @@ stable; add fields, never rename them.
 
 from __future__ import annotations
 
+import functools
 import json
+import re
 from datetime import UTC, datetime
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar, get_args
 
 from pydantic import (
     BaseModel,
@@ -18,6 +20,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from cascade_cli import PROTOCOL_VERSION
 from cascade_cli.errors import InvalidInput
@@ -34,8 +37,130 @@ INT32_MAX = 2**31 - 1
 __all__ = ["PROTOCOL_VERSION", "NO_TASK_MESSAGE", "CANONICAL_PREFIX", "LEGACY_PREFIX"]
 
 
+# --- control characters (docs/protocol.md, "Control characters") ------------------------------
+# One rule on every database. PostgreSQL cannot store U+0000 in text at all (SQLite and MariaDB
+# can), and no other control character means anything in a feed id or a hostname:
+# * free text (article title/description/content/author, error messages, descriptions, names
+#   of feeds and tasks, templates) has NUL and the C0 controls other than TAB, LF and CR, and
+#   DEL, removed - a feed that puts one in a title must not make its articles unstorable;
+# * every other string (ids, node names, URLs, hostnames, versions, etags, dates, query and
+#   path parameters) holding any control character (U+0000-U+001F, U+007F) is refused: 422.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_TEXT_NOISE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+# ``c in text`` for each of these runs at memory speed; the regex engine scans 5x slower, and
+# articles' content is most of what the parent validates.
+_NOISE_CHARS = tuple(chr(c) for c in (*range(0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F))
+
+
+def clean_text(text: str) -> str:
+    """Free text without NUL and the control characters other than TAB, LF and CR."""
+    for char in _NOISE_CHARS:
+        if char in text:
+            return _TEXT_NOISE.sub("", text)
+    return text
+
+
+def strip_controls(text: str) -> str:
+    """An identifier from outside (a feed's guid, URL, ETag) without any control character:
+    what the parent would refuse, the child removes before sending."""
+    return _CONTROL.sub("", text) if _CONTROL.search(text) else text
+
+
+def clean_deep(value: Any) -> Any:
+    """``clean_text`` applied to every string (and dict key) of a JSON-like value."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, list | tuple):
+        return [clean_deep(v) for v in value]
+    if isinstance(value, dict):
+        return {clean_deep(k): clean_deep(v) for k, v in value.items()}
+    return value
+
+
+def control_char(value: Any) -> str | None:
+    """The first control character in a string, or in the strings of a JSON-like value."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            hit = _CONTROL.search(item)
+            if hit:
+                return hit.group(0)
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+    return None
+
+
+def control_char_message(char: str) -> str:
+    return (f"must not contain control characters (found U+{ord(char):04X}); ids, names, "
+            "URLs and other identifiers are refused with them, free text has them removed")
+
+
 class WireModel(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    # Fields of free text: control characters removed. RAW_FIELDS check their own characters.
+    # Every other field is an identifier: a control character in it is refused.
+    TEXT_FIELDS: ClassVar[frozenset[str]] = frozenset()
+    RAW_FIELDS: ClassVar[frozenset[str]] = frozenset()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _control_characters(cls, data: Any) -> Any:
+        # One pass over the raw fields (not a validator per field: that tripled the cost of
+        # validating an upload of articles, the parent's hottest request).
+        if not isinstance(data, dict):
+            return data
+        text, skip = cls.TEXT_FIELDS, cls.RAW_FIELDS | _model_fields(cls)
+        cleaned: dict[str, Any] | None = None
+        for key, value in data.items():
+            if key in skip or value is None or isinstance(value, bool | int | float):
+                continue
+            if key in text:
+                new = clean_text(value) if isinstance(value, str) else clean_deep(value)
+                if new is not value and new != value:
+                    if cleaned is None:
+                        cleaned = dict(data)
+                    cleaned[key] = new
+                continue
+            if isinstance(value, str):
+                hit = _CONTROL.search(value)
+                char = hit.group(0) if hit else None
+            else:
+                char = control_char(value)
+            if char is not None:
+                raise PydanticCustomError("control_character", "{field} {reason}",
+                                          {"field": key, "reason": control_char_message(char)})
+        return data if cleaned is None else cleaned
+
+
+@functools.lru_cache(maxsize=256)
+def _model_fields(cls: type[BaseModel]) -> frozenset[str]:
+    """Fields holding nested models (names and aliases): those check their own fields."""
+    out = set()
+    for name, field in cls.model_fields.items():
+        if _holds_model(cls, name):
+            out.add(name)
+            if field.alias:
+                out.add(field.alias)
+    return frozenset(out)
+
+
+@functools.lru_cache(maxsize=512)
+def _holds_model(cls: type[BaseModel], name: str) -> bool:
+    field = cls.model_fields.get(name)
+    pending = [field.annotation] if field is not None else []
+    while pending:
+        tp = pending.pop()
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            return True
+        pending.extend(get_args(tp))
+    return False
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -99,12 +224,14 @@ class _Fenced(WireModel):
 
 
 class TaskStatusIn(_Fenced):
+    TEXT_FIELDS = frozenset({"error_message"})
     allocation_id: str = Field(min_length=1, max_length=64)
     status: AllocationWriteStatus
     error_message: str | None = Field(default=None, max_length=10_000)
 
 
 class ArticleIn(WireModel):
+    TEXT_FIELDS = frozenset({"title", "description", "content", "author"})
     id: str | None = Field(default=None, max_length=255)
     guid: str | None = Field(default=None, max_length=2048)
     feed_id: str | None = Field(default=None, max_length=128)
@@ -140,6 +267,7 @@ FeedResultStatus = Literal["success", "failed", "not_modified"]
 
 
 class FeedResultIn(WireModel):
+    TEXT_FIELDS = frozenset({"error"})
     feed_id: str | None = Field(default=None, max_length=128)
     mp_id: str | None = Field(default=None, max_length=128)
     status: FeedResultStatus
@@ -181,6 +309,8 @@ class ReportCompletionIn(_Fenced):
 class ReportResultIn(WireModel):
     """Legacy: recorded as an event only."""
 
+    TEXT_FIELDS = frozenset({"results"})
+
     task_id: str | None = Field(default=None, max_length=64)
     results: list[Any] = Field(default_factory=list, max_length=10_000)
     timestamp: Any = None
@@ -192,6 +322,7 @@ FEED_ID_PATTERN = r"^[A-Za-z0-9_.:@\-]{1,128}$"
 
 
 class FeedIn(WireModel):
+    TEXT_FIELDS = frozenset({"mp_name", "mp_intro"})
     id: str | None = Field(default=None, pattern=FEED_ID_PATTERN)
     mp_name: str = Field(default="", max_length=255)
     url: str = Field(min_length=1, max_length=4096)
@@ -204,6 +335,7 @@ class FeedIn(WireModel):
 
 
 class FeedUpdate(WireModel):
+    TEXT_FIELDS = frozenset({"mp_name", "mp_intro"})
     mp_name: str | None = Field(default=None, max_length=255)
     url: str | None = Field(default=None, min_length=1, max_length=4096)
     kind: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_\-]{0,63}$")
@@ -240,6 +372,8 @@ def normalise_mps_id(value: Any) -> list[str]:
 
 
 class MessageTaskIn(WireModel):
+    TEXT_FIELDS = frozenset({"name", "message_template"})
+    RAW_FIELDS = frozenset({"cookies"})
     id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:\-]{1,64}$")
     name: str = Field(min_length=1, max_length=255)
     mps_id: list[str] = Field(default_factory=list)
@@ -317,6 +451,7 @@ class MessageTaskUpdate(MessageTaskIn):
 
 
 class NodeIn(WireModel):
+    TEXT_FIELDS = frozenset({"description"})
     name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
     description: str = Field(default="", max_length=500)
     max_capacity: int = Field(default=2, ge=1, le=256)
@@ -335,6 +470,7 @@ class NodeIn(WireModel):
 
 
 class NodeUpdate(WireModel):
+    TEXT_FIELDS = frozenset({"description"})
     description: str | None = Field(default=None, max_length=500)
     max_capacity: int | None = Field(default=None, ge=1, le=256)
     enabled: bool | None = None

@@ -33,6 +33,7 @@ import httpx
 from cascade_cli.child import transport as feed_transport
 from cascade_cli.config import ChildSection, CommandSpec
 from cascade_cli.errors import FetchError
+from cascade_cli.protocol import clean_text, strip_controls
 
 log = logging.getLogger("cascade.child.fetch")
 
@@ -48,6 +49,7 @@ INLINE_PARSE_BYTES = 128 * 1024
 _LIMITS = {"title": 1000, "url": 4096, "pic_url": 4096, "author": 255, "guid": 2048,
            "id": 255}
 MAX_CONTENT_CHARS = 1024 * 1024
+_TEXT_KEYS = frozenset({"title", "description", "content", "author"})
 
 
 @dataclass(frozen=True)
@@ -106,9 +108,16 @@ class Fetcher(Protocol):
 
 
 def _clip(article: dict[str, Any]) -> dict[str, Any] | None:
-    """Trim fields to the protocol limits; drop an article with neither url nor guid."""
+    """Trim fields to the protocol limits; drop an article with neither url nor guid.
+
+    Control characters go first (docs/protocol.md, "Control characters"): free text keeps
+    TAB, LF and CR, identifiers (guid, url...) keep none. A feed with a NUL in a title would
+    otherwise send the parent a payload it must refuse (and PostgreSQL cannot store).
+    """
     out: dict[str, Any] = {}
     for key, value in article.items():
+        if isinstance(value, str):
+            value = clean_text(value) if key in _TEXT_KEYS else strip_controls(value)
         if value is None or value == "":
             continue
         if isinstance(value, str):

@@ -25,7 +25,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -39,7 +39,7 @@ from cascade_cli.child.fetchers import (
     make_http_client,
 )
 from cascade_cli.child.metrics import ChildMetrics
-from cascade_cli.child.spool import Encoded, Spool
+from cascade_cli.child.spool import Encoded, Spool, SpooledArticle
 from cascade_cli.client import AsyncParentClient
 from cascade_cli.config import Settings
 from cascade_cli.errors import (
@@ -120,6 +120,8 @@ class ChildWorker:
         # Why --burst stopped without doing its work (parent unreachable or refusing): the
         # process then exits 1, as the docs promise, so cron and scripts see the failure.
         self.gave_up: str | None = None
+        # allocation -> feed -> why its articles were dropped (reported failed on completion)
+        self._failed_feeds: dict[str, dict[str, str]] = {}
         # Created in run(): asyncio primitives belong to the running loop.
         self._stopping: asyncio.Event
         self._slot_free: asyncio.Event
@@ -450,7 +452,9 @@ class ChildWorker:
                  pkg.get("task_name") or pkg.get("task_id"), pkg.get("attempt"), len(feeds), ok,
                  nm, failed, total, comp_new, duration,
                  {"completed": "reported", "spooled": "kept in the spool (parent unavailable)",
-                  "lost": "lease lost, dropped"}.get(outcome, outcome),
+                  "lost": "lease lost, dropped",
+                  "failed": "the parent could not take the results (500), reported failed"
+                  }.get(outcome, outcome),
                  extra={"fields": fields})
 
     def _host_sem(self, key: str) -> asyncio.Semaphore:
@@ -523,10 +527,13 @@ class ChildWorker:
         try:
             async with lock:
                 outcome = await self._flush_allocation_locked(alloc_id)
+            if outcome != "empty":  # reported (or dropped): its failed feeds are told
+                self._failed_feeds.pop(alloc_id, None)
             if outcome == "completed":
                 self._parent_up()
             return outcome
         except LeaseLost as exc:
+            self._failed_feeds.pop(alloc_id, None)
             self._lost(alloc_id, exc)
             return "lost"
         except (ParentUnreachable, ParentServerError) as exc:
@@ -541,15 +548,61 @@ class ChildWorker:
             if not lock.locked():
                 self._alloc_locks.pop(alloc_id, None)
 
+    async def _send_500_retried(self, attempts: int, send: Callable[[], Awaitable[T]]) -> T:
+        """``send()``, again while the parent answers 500, at most ``attempts`` times in all.
+
+        A 500 is the parent failing on this payload (a bug, or data it cannot store), not an
+        outage (502/503/504 and unreachable stay spooled and retried without end): sent for
+        ever, the same payload would hold its allocation and its run open for ever."""
+        for attempt in range(1, attempts + 1):
+            try:
+                return await send()
+            except ParentServerError as exc:
+                if exc.status != 500 or attempt >= attempts:
+                    raise
+                await asyncio.sleep(min(5.0, 0.25 * 2 ** attempt))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _give_up_upload(self, alloc_id: str, batch: list[SpooledArticle],
+                        exc: ParentServerError, attempts: int) -> None:
+        """Drop articles the parent answered 500 to ``attempts`` times; their feeds are
+        reported failed with the reason in the completion."""
+        count = sum(a.count for a in batch)
+        reason = (f"upload of {count} article(s) failed {attempts} time(s) with {exc}; "
+                  "the articles were dropped (see the parent's log)")
+        feeds = {a.feed_id for a in batch if a.feed_id}
+        self._failed_feeds.setdefault(alloc_id, {}).update(dict.fromkeys(feeds, reason))
+        log.error("allocation %s: feeds %s: %s", alloc_id, ", ".join(sorted(feeds)) or "?",
+                  reason)
+        self.spool.ack_articles([a.seq for a in batch])
+
+    def _failed_results(self, alloc_id: str,
+                        results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        reasons = self._failed_feeds.get(alloc_id) or {}
+        return [{**r, "status": "failed", "error": reasons[str(r.get("feed_id"))]}
+                if str(r.get("feed_id")) in reasons else r for r in results]
+
     async def _flush_allocation_locked(self, alloc_id: str) -> str:
         batch_size = self.cfg.upload_batch_size
+        attempts = self.cfg.upload_attempts
+        singly = False  # after a batch failed with 500: one feed at a time, to find the bad one
         while True:
-            batch = self.spool.articles(alloc_id, batch_size)
+            batch = self.spool.articles(alloc_id, 1 if singly else batch_size)
             if not batch:
                 break
+            tries = 1 if singly else attempts
             try:
-                data = await self.client.upload_articles_json(
-                    alloc_id, [a.raw for a in batch], epoch=batch[0].epoch)
+                data = await self._send_500_retried(tries, functools.partial(
+                    self.client.upload_articles_json, alloc_id, [a.raw for a in batch],
+                    epoch=batch[0].epoch))
+            except ParentServerError as exc:
+                if exc.status != 500:
+                    raise
+                if len(batch) > 1 and not singly:
+                    singly = True
+                    continue
+                self._give_up_upload(alloc_id, batch, exc, tries)
+                continue
             except ParentRejected as exc:
                 count = sum(a.count for a in batch)
                 if exc.status == 413 and count > 1:
@@ -572,10 +625,11 @@ class ChildWorker:
         comp = self.spool.completion(alloc_id)
         if comp is None:
             return "empty"
-        results = list(comp.results)
+        results = self._failed_results(alloc_id, list(comp.results))
         try:
-            await self.client.report_completion(alloc_id, comp.task_id, results,
-                                                comp.article_count, epoch=comp.epoch)
+            await self._send_500_retried(attempts, functools.partial(
+                self.client.report_completion, alloc_id, comp.task_id, results,
+                comp.article_count, epoch=comp.epoch))
         except ParentRejected as exc:
             if exc.status in (400, 413, 422):
                 log.error("allocation %s: parent refused the completion (%s); dropping it",
@@ -583,6 +637,19 @@ class ChildWorker:
                 self.spool.ack_completion(alloc_id)
                 return "lost"
             raise
+        except ParentServerError as exc:
+            if exc.status != 500:
+                raise
+            # The parent cannot take this completion: finish the allocation as failed with
+            # the reason, rather than keep it (and its run) open for ever.
+            why = (f"the parent answered the completion {attempts} time(s) with {exc}; "
+                   "results dropped")
+            log.error("allocation %s: %s", alloc_id, why)
+            with contextlib.suppress(ClientError):
+                await self.client.set_status(alloc_id, "failed", error_message=why,
+                                             epoch=comp.epoch)
+            self.spool.drop_allocation(alloc_id)
+            return "failed"
         self.spool.ack_completion(alloc_id)
         return "completed"
 

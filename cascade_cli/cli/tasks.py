@@ -64,9 +64,14 @@ def register(app: typer.Typer) -> None:
             "headers": headers, "cookies": cookies, "status": 0 if disabled else 1,
             "overlap_policy": overlap, "misfire_policy": misfire, "misfire_grace": misfire_grace,
             "jitter": jitter})
+        from cascade_cli.parent import templates  # jinja2: loaded only when needed
+
+        # The test render runs before the transaction: it never holds the write lock.
+        checked = (data.message_template, data.message_type)
+        templates.validate_template(*checked)
         with app_ctx.ready_store().session() as s:
             # The store refuses a second task of the same name (409 duplicate_name).
-            task = task_repo.create_task(s, app_ctx.clock.now(), data)
+            task = task_repo.create_task(s, app_ctx.clock.now(), data, checked=checked)
             out = task_repo.task_dict(task, include_secrets=True)
             feed_state = feed_repo.feed_states(s, out["mps_id"])
         missing = [f for f in out["mps_id"] if f not in feed_state]
@@ -195,8 +200,14 @@ def register(app: typer.Typer) -> None:
             raise UsageError("nothing to change", hint="'cascade tasks update --help' lists "
                              "the fields")
         data = parse_model(MessageTaskUpdate, changes, where="task")
-        with app_ctx.ready_store().session() as s:
-            t = task_repo.update_task(s, app_ctx.clock.now(), task, data)
+        from cascade_cli.parent import templates  # jinja2: loaded only when needed
+
+        store = app_ctx.ready_store()
+        with store.session() as s:
+            checked = task_repo.template_after(s, task, data)
+        templates.validate_template(*checked)  # outside the transaction
+        with store.session() as s:
+            t = task_repo.update_task(s, app_ctx.clock.now(), task, data, checked=checked)
             out = task_repo.task_dict(t, include_secrets=True)
         if as_json:
             print_json(out)

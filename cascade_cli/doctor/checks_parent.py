@@ -28,7 +28,6 @@ from cascade_cli.store.models import (
     DELIVERY_DELIVERED,
     EXECUTING,
     Allocation,
-    MessageTask,
 )
 from cascade_cli.store.models import (
     FAILED as ALLOC_FAILED,
@@ -200,13 +199,13 @@ def _feed_ids(value: Any) -> list[str]:
         return []
 
 
-def _template_problem(task: MessageTask) -> str | None:
-    if not task.message_template:
+def _template_problem(template: str | None, message_type: int) -> str | None:
+    if not template:
         return None
     from cascade_cli.parent import templates
 
     try:
-        templates.validate_template(task.message_template, task.message_type)
+        templates.validate_template(template, message_type)
     except CascadeError as exc:
         return exc.message
     return None
@@ -224,10 +223,19 @@ def _webhook_problem(url: str) -> str | None:
 
 def check_tasks(ctx: DoctorContext) -> CheckResult:
     name = "parent.tasks"
-    return _ready(ctx, name) or _read(ctx, lambda s, now, st: _tasks(s, name))
+    skipped = _ready(ctx, name)
+    if skipped is not None:
+        return skipped
+    # Test renders (up to templates.RENDER_SECONDS each) run between two reads, never inside
+    # a transaction: on SQLite every transaction holds the write lock.
+    with ctx.store().session() as s:
+        sources = health.enabled_task_templates(s)
+        s.rollback()
+    problems = {tid: _template_problem(text, mtype) for tid, text, mtype in sources}
+    return _read(ctx, lambda s, now, st: _tasks(s, name, problems))
 
 
-def _tasks(s: Session, name: str) -> CheckResult:
+def _tasks(s: Session, name: str, template_problems: dict[str, str | None]) -> CheckResult:
     f = Findings()
     tasks = health.tasks_by_name(s)
     feeds = health.all_feeds(s)
@@ -266,7 +274,7 @@ def _tasks(s: Session, name: str) -> CheckResult:
             if problem:
                 f.add(FAILED, f"{label}: {problem}",
                       f"'cascade tasks update {t.name} --webhook https://...'")
-        problem = _template_problem(t)
+        problem = template_problems.get(t.id)  # None also for a task enabled since the read
         if problem:
             f.add(FAILED, f"{label}: message template does not render: {problem}",
                   f"fix it and 'cascade tasks update {t.name} --template-file FILE'")

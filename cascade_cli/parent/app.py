@@ -30,6 +30,7 @@ from cascade_cli.parent import tokens, ui
 from cascade_cli.parent.db import BatchingDb, ThreadedDb
 from cascade_cli.parent.envelope import error_response, install_handlers, ok
 from cascade_cli.parent.http_auth import Throttle
+from cascade_cli.parent.input_guard import ControlCharGuard
 from cascade_cli.parent.longpoll import Waiters
 from cascade_cli.parent.metrics import Metrics
 from cascade_cli.parent.routes_doctor import doctor_router
@@ -163,8 +164,9 @@ def _unique_id(prefix_tag: str) -> Callable[[APIRoute], str]:
 
 
 class CascadeApp(FastAPI):
-    """FastAPI, with two outer layers around its middleware stack: ``BodyLimitMiddleware``
-    (every request), then ``NodeFastPath`` (the hot node routes; see ``fastpath``)."""
+    """FastAPI, with three outer layers around its middleware stack: ``BodyLimitMiddleware``
+    (every request), ``ControlCharGuard`` (no control character in path or query), then
+    ``NodeFastPath`` (the hot node routes; see ``fastpath``)."""
 
     # How long the answer to "is FastAPI's native OpenTelemetry on?" is reused. FastAPI asks
     # on every request: three provider look-ups, each an ``os.environ`` probe, 3-4% of the
@@ -201,8 +203,9 @@ class CascadeApp(FastAPI):
     def build_middleware_stack(self) -> ASGIApp:
         from cascade_cli.parent.fastpath import NodeFastPath
 
-        return BodyLimitMiddleware(NodeFastPath(super().build_middleware_stack(), self),
-                                   max_bytes=self.max_body_bytes, metrics=self.metrics)
+        inner = NodeFastPath(super().build_middleware_stack(), self)
+        return BodyLimitMiddleware(ControlCharGuard(inner), max_bytes=self.max_body_bytes,
+                                   metrics=self.metrics)
 
 
 def create_app(store: Store, clock: Clock, settings: Settings, *,

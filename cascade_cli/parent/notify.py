@@ -2,11 +2,16 @@
 
 Queueing (``queue_run_notifications``), in the transaction that finishes a run
     One row per feed of the run with new articles (``Article.schedule_run_id == run``), with
-    ``idempotency_key = "<run>:<feed>"`` (unique: a run never queues a feed twice). The body is
-    rendered now, from the articles as they are now, and stored: a restart, a template edit or a
-    deleted article never changes a queued message. A template or URL that cannot be rendered
-    gives a row that is ``dead`` at once, with the error, so nothing crashes and the problem
-    shows in ``cascade deliveries list``.
+    ``idempotency_key = "<run>:<feed>"`` (unique: a run never queues a feed twice). What the
+    message is made of (the template, its type and the context built from the articles as they
+    are now) is stored with the row (``content_type = UNRENDERED``): a restart, a template edit
+    or a deleted article never changes a queued message. It is *rendered* by the sender, before
+    the first send and outside any transaction (a render may take up to
+    ``templates.RENDER_SECONDS``; inside the transaction that finishes a run it would hold the
+    database's write lock), and the rendered body replaces it. A webhook URL that is invalid
+    gives a row that is ``dead`` at once; a template that cannot be rendered makes the row
+    ``dead`` when the sender gets to it, with the error. Nothing crashes, and the problem shows
+    in ``cascade deliveries list``.
 
 Sending (``Notifier``)
     * Claim: a conditional UPDATE sets ``locked_until`` on a due ``pending`` row; only the
@@ -81,6 +86,30 @@ _RESERVED = {"host", "content-length", "transfer-encoding", "connection", "x-cas
 _RATE_LIMIT_CODES = {45009, 130101, 9499, 11232}
 
 
+# A queued row whose body is still the template, its type and the context (JSON).
+UNRENDERED = "application/x-cascade-unrendered+json"
+
+
+@dataclass(frozen=True)
+class _Template:
+    """What ``templates.build_message`` reads of a task."""
+
+    message_template: str | None
+    message_type: int
+
+
+def render_delivery(snapshot: str, url: str) -> templates.Rendered:
+    """The message of a queued row from its stored template and context (bounded render).
+    Raises ``templates.RenderError``."""
+    try:
+        data = json.loads(snapshot)
+        template = _Template(data.get("template"), int(data.get("message_type") or 0))
+        context = data["context"]
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise templates.RenderError(f"queued message is unreadable: {exc}") from None
+    return templates.build_message(template, context, url)
+
+
 def _affected(result: Any) -> int:
     """Rows changed by an UPDATE/DELETE (``CursorResult.rowcount``, loosely typed upstream)."""
     return int(getattr(result, "rowcount", 0) or 0)
@@ -145,10 +174,12 @@ def _build_delivery(s: Session, now: datetime, settings: Settings, task: Message
                                  a.publish_time or a.created_at, a.created_at), reverse=True)
         context = templates.build_context(task, s.get(Feed, feed_id), feed_id, arts, now,
                                           total=count)
-        rendered = templates.build_message(task, context, url)
-        row.channel, row.body, row.content_type = (rendered.channel, rendered.body,
-                                                   rendered.content_type)
-    except (InvalidInput, templates.RenderError) as exc:
+        # Rendered by the sender, outside this transaction (see the module's docstring).
+        row.body = json.dumps({"template": task.message_template,
+                               "message_type": task.message_type or 0, "context": context},
+                              ensure_ascii=False, default=str)
+        row.content_type = UNRENDERED
+    except InvalidInput as exc:
         row.status = DELIVERY_DEAD
         row.last_error = f"not sent: {exc}"[:4000]
         row.next_attempt_at = None
@@ -176,6 +207,7 @@ class _Job:
     # For the log line of the outcome: which task and feed the operator should look at.
     task_name: str = ""
     feed_id: str | None = None
+    rendered: bool = False  # rendered in this pass: the body is stored with the outcome
 
 
 @dataclass
@@ -335,6 +367,17 @@ class Notifier:
 
     def _send_safely(self, job: _Job) -> Outcome:
         try:
+            if job.content_type == UNRENDERED:
+                if not job.url:
+                    return Outcome("dead", "the message task was deleted")
+                # In the sender's thread, outside any transaction; bounded by templates.
+                try:
+                    message = render_delivery(job.body, job.url)
+                except templates.RenderError as exc:
+                    return Outcome("dead", f"not sent: {exc}")
+                job.body, job.content_type, job.channel = (message.body, message.content_type,
+                                                           message.channel)
+                job.rendered = True
             return self.send(job)
         except Exception as exc:  # a bug in one delivery must not lose the others' results
             log.exception("notify: delivery %s failed unexpectedly", job.id)
@@ -416,6 +459,8 @@ class Notifier:
         attempts = job.attempts + 1
         values: dict[str, Any] = {"attempts": attempts, "updated_at": now, "locked_until": None,
                                   "last_status_code": outcome.status_code}
+        if job.rendered:  # every later attempt sends (and signs) exactly this body
+            values.update(body=job.body, content_type=job.content_type, channel=job.channel)
         if outcome.kind == "delivered":
             values.update(status=DELIVERY_DELIVERED, delivered_at=now, last_error=None,
                           next_attempt_at=None)

@@ -5,12 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
+import anyio.to_thread
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cascade_cli.errors import ProtocolError
+from cascade_cli.parent import templates
 from cascade_cli.parent.envelope import ok
 from cascade_cli.parent.http_auth import Principal, require_admin, require_any
 from cascade_cli.protocol import (
@@ -255,6 +257,13 @@ async def feed_status(request: Request, p: AdminP, limit: Limit = 50,
 # --- message tasks ----------------------------------------------------------------------------
 
 
+async def _check_template(template: str | None, message_type: int) -> None:
+    """The test render of a template: bounded (templates.RENDER_SECONDS), in a worker thread
+    (the event loop keeps serving) and outside any transaction (no write lock held)."""
+    if template:
+        await anyio.to_thread.run_sync(templates.validate_template, template, message_type)
+
+
 @router.get("/message-tasks", tags=["node", "admin"],
             summary="Nodes: enabled tasks without webhook secrets; admins: every task")
 async def list_tasks(request: Request, p: AnyP) -> Response:
@@ -280,8 +289,10 @@ async def create_task(request: Request, p: AdminP, body: MessageTaskIn) -> Respo
     from cascade_cli.store import tasks
 
     state = _state(request)
+    checked = (body.message_template, body.message_type)
+    await _check_template(*checked)
     return ok(await state.db.run(lambda s, now: tasks.task_dict(
-        tasks.create_task(s, now, body), include_secrets=True)))
+        tasks.create_task(s, now, body, checked=checked), include_secrets=True)))
 
 
 @router.put("/message-tasks/{task_id}", tags=["admin"])
@@ -290,9 +301,11 @@ async def update_task(request: Request, p: AdminP, task_id: Ident,
     from cascade_cli.store import tasks
 
     state = _state(request)
+    checked = await state.db.run(lambda s, now: tasks.template_after(s, task_id, body))
+    await _check_template(*checked)
 
     def work(s: Session, now: datetime) -> dict[str, Any]:
-        result = tasks.update_task(s, now, task_id, body)
+        result = tasks.update_task(s, now, task_id, body, checked=checked)
         task = result if result is not None else tasks.get_task(s, task_id)
         return tasks.task_dict(task, include_secrets=True)
 

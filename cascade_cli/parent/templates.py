@@ -3,9 +3,15 @@
 Decisions (see docs/operations.md, "Notifications"):
 
 * Templates run in Jinja2's ``SandboxedEnvironment``: no access to ``__class__``, ``__globals__``
-  and friends, ranges capped. An escape attempt is refused when the task is saved (the template
-  is test-rendered on sample data) and, should one slip through, at render time with a clear
-  error; the delivery is then marked dead, nothing crashes.
+  and friends, ranges capped.
+* Every render is bounded (docs/operations.md, "Template limits"): at most ``MAX_STEPS`` loop
+  iterations, calls and attribute reads together, ``MAX_OUTPUT`` characters in any value or in
+  the output, and ``RENDER_SECONDS`` of wall time, checked at every step. A thread cannot be
+  killed, so the work itself stops: a loop, a call or a filter that would pass a bound raises.
+  The same bounds apply when a task is saved (test render on sample data) and when it is
+  sent. An escape attempt or a template over a bound is refused when the task is saved and,
+  should one slip through, at render time with a clear error; the delivery is then marked
+  dead, nothing crashes.
 * ``StrictUndefined``: a misspelt name (``{{ artcles }}``) is an error, reported at
   ``tasks add`` time with its line and column, instead of a silently empty message. ``None``
   values (an article without author) render as an empty string.
@@ -28,14 +34,17 @@ from __future__ import annotations
 import functools
 import json
 import re
+import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, meta
+from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, meta, nodes
 from jinja2.exceptions import SecurityError, UndefinedError
 from jinja2.sandbox import SandboxedEnvironment
+from jinja2.visitor import NodeTransformer
 
 from cascade_cli.clock import ensure_utc, isoformat_z
 from cascade_cli.errors import CascadeError, InvalidInput
@@ -44,6 +53,8 @@ MESSAGE_TEXT = 0
 MESSAGE_JSON = 1
 MAX_ARTICLES = 50
 MAX_OUTPUT = 1024 * 1024
+MAX_STEPS = 200_000  # loop iterations + calls + attribute reads of one render
+RENDER_SECONDS = 0.5
 CONTEXT_NAMES = frozenset({"feed", "articles", "task", "now", "article_count", "more"})
 
 # Bytes a channel accepts in one message; longer text is cut with a marker.
@@ -180,14 +191,129 @@ def _datetime_filter(value: Any, fmt: str = "%Y-%m-%d %H:%M UTC") -> str:
     return ensure_utc(when).strftime(fmt)
 
 
+# --- resource bounds -----------------------------------------------------------------------
+
+
+class _Budget(threading.local):
+    """The current render's remaining steps and deadline (one render per thread at a time)."""
+
+    steps = 0
+    deadline = 0.0
+    active = False
+
+
+_BUDGET = _Budget()
+
+
+def _step(n: int = 1) -> None:
+    b = _BUDGET
+    if not b.active:
+        return
+    b.steps -= n
+    if b.steps < 0:
+        raise SecurityError(f"template does more than {MAX_STEPS} loop iterations, calls and "
+                            "attribute reads")
+    if time.monotonic() > b.deadline:
+        raise SecurityError(f"template took more than {RENDER_SECONDS:g}s to render")
+
+
+def _sized(value: Any) -> Any:
+    """Refuse a value larger than ``MAX_OUTPUT`` characters (or items)."""
+    if isinstance(value, str | list | tuple | dict) and len(value) > MAX_OUTPUT:
+        raise SecurityError(f"a value of {len(value)} characters or items, more than "
+                            f"{MAX_OUTPUT}, refused")
+    return value
+
+
+def _counted(iterable: Any) -> Any:
+    """What a ``{% for %}`` iterates over: one step per item."""
+    for item in iterable:
+        _step()
+        yield item
+
+
+def _check_args(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, int | float) and not isinstance(value, bool) \
+                and abs(value) > MAX_OUTPUT:
+            raise SecurityError(f"argument {value} larger than {MAX_OUTPUT} refused")
+
+
+def _expected_size(name: str, value: Any, args: tuple[Any, ...]) -> int:
+    """The size a multiplying string operation would produce, before it runs."""
+    if name == "join" and isinstance(value, list | tuple):
+        sep = args[0] if args and isinstance(args[0], str) else ""
+        return sum(len(v) if isinstance(v, str) else 16 for v in value) + \
+            len(sep) * len(value)
+    if name == "replace" and isinstance(value, str) and len(args) >= 2 \
+            and isinstance(args[0], str) and isinstance(args[1], str):
+        hits = value.count(args[0]) if args[0] else len(value) + 1
+        return len(value) + hits * max(0, len(args[1]) - len(args[0]))
+    if name == "indent" and isinstance(value, str):
+        width = args[0] if args else 4
+        width = len(width) if isinstance(width, str) else width
+        return len(value) + (value.count("\n") + 1) * (width if isinstance(width, int) else 4)
+    if name == "expandtabs" and isinstance(value, str):
+        width = args[0] if args and isinstance(args[0], int) else 8
+        return len(value) + value.count("\t") * width
+    return 0
+
+
+def _bounded_filter(name: str, func: Any) -> Any:
+    """A built-in filter with the same bounds as calls: arguments, expected and real size."""
+
+    @functools.wraps(func)
+    def bounded(*args: Any, **kwargs: Any) -> Any:
+        _step()
+        _check_args(args, kwargs)
+        # Filters get (eval_ctx|context|environment)? then the value.
+        values = [a for a in args if not hasattr(a, "environment") and
+                  not isinstance(a, SandboxedEnvironment)]
+        if values and _expected_size(name, values[0], tuple(values[1:])) > MAX_OUTPUT:
+            raise SecurityError(f"filter {name} would produce more than {MAX_OUTPUT} "
+                                "characters, refused")
+        return _sized(func(*args, **kwargs))
+
+    return bounded
+
+
+class _BoundCode(NodeTransformer):
+    """Every ``{% for %}`` iterates through ``_counted``; every ``~`` result is size-checked."""
+
+    def visit_For(self, node: nodes.For) -> nodes.Node:  # noqa: N802 - Jinja's visitor names
+        self.generic_visit(node)
+        node.iter = nodes.Filter(node.iter, "cascade_counted", [], [], None, None,
+                                 lineno=node.lineno)
+        return node
+
+    def visit_Concat(self, node: nodes.Concat) -> nodes.Node:  # noqa: N802
+        self.generic_visit(node)
+        return nodes.Filter(node, "cascade_sized", [], [], None, None, lineno=node.lineno)
+
+
 class _Sandbox(SandboxedEnvironment):
     """Jinja's sandbox (no attribute escapes) plus guards against the cheapest ways to make
     one render eat the parent's memory: huge powers, huge repetitions, huge size arguments.
     Templates are written by admins; these guards are a seat belt, not a resource jail."""
 
-    intercepted_binops = frozenset({"**", "*"})
+    intercepted_binops = frozenset({"**", "*", "+", "%"})
+
+    def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
+        tree = super()._parse(source, name, filename)
+        return _BoundCode().visit(tree)  # type: ignore[no-any-return]
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        _step()
+        return super().getattr(obj, attribute)
+
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        _step()
+        return super().getitem(obj, argument)
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        _step()
+        if operator in ("+", "%"):
+            return _sized(super().call_binop(context, operator, left, right))
         if operator == "**":
             if isinstance(right, int | float) and abs(right) > 64:
                 raise SecurityError("exponent larger than 64 refused")
@@ -201,11 +327,17 @@ class _Sandbox(SandboxedEnvironment):
         return super().call_binop(context, operator, left, right)
 
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
-        for value in (*args, *kwargs.values()):
-            if isinstance(value, int | float) and not isinstance(value, bool) \
-                    and abs(value) > MAX_OUTPUT:
-                raise SecurityError(f"argument {value} larger than {MAX_OUTPUT} refused")
-        return super().call(__context, __obj, *args, **kwargs)
+        _step()
+        _check_args(args, kwargs)
+        owner = getattr(__obj, "__self__", None)
+        name = getattr(__obj, "__name__", "")
+        if isinstance(owner, str) and _expected_size(name, owner, args) > MAX_OUTPUT:
+            raise SecurityError(f"{name}() would produce more than {MAX_OUTPUT} characters, "
+                                "refused")
+        result = _sized(super().call(__context, __obj, *args, **kwargs))
+        if isinstance(owner, list | dict) and len(owner) > MAX_OUTPUT:  # l.extend(l), ...
+            raise SecurityError(f"a list or dict of more than {MAX_OUTPUT} items refused")
+        return result
 
 
 @functools.lru_cache(maxsize=2)
@@ -217,6 +349,10 @@ def _environment(message_type: int) -> SandboxedEnvironment:
     env.filters["tojson"] = _tojson
     env.filters["datetime"] = _datetime_filter
     env.filters["oneline"] = _oneline
+    for name, func in list(env.filters.items()):
+        env.filters[name] = _bounded_filter(name, func)
+    env.filters["cascade_counted"] = _counted
+    env.filters["cascade_sized"] = _sized
     env.globals.pop("lipsum", None)  # lipsum(n=10**9) would only waste memory
     return env
 
@@ -334,8 +470,11 @@ def validate_template(text: str | None, message_type: int = MESSAGE_TEXT) -> Non
 def render_template(text: str | None, message_type: int, context: dict[str, Any]) -> str:
     """Render (the default template when ``text`` is empty). Raises ``RenderError``."""
     source = text if text and text.strip() else default_template(message_type)
+    budget = _BUDGET
+    budget.steps, budget.deadline = MAX_STEPS, time.monotonic() + RENDER_SECONDS
+    budget.active = True
     try:
-        out = _compiled(source, message_type).render(**context)
+        out = _render_bounded(_compiled(source, message_type), context)
     except SecurityError as exc:
         why = (" (templates may only read the feed, articles, task and now values)"
                if "unsafe" in str(exc) else "")
@@ -350,11 +489,15 @@ def render_template(text: str | None, message_type: int, context: dict[str, Any]
         raise RenderError(syntax_error_text(source, exc)) from None
     except RecursionError:
         raise RenderError("template is nested too deeply") from None
+    except MemoryError:
+        raise RenderError("template needs too much memory to render") from None
     except (TemplateError, TypeError, ValueError, ArithmeticError, LookupError,
             AttributeError, OverflowError) as exc:
         line = _template_lineno(exc)
         where = f" at line {line}" if line else ""
         raise RenderError(f"template error{where}: {type(exc).__name__}: {exc}") from None
+    finally:
+        budget.active = False
     if len(out) > MAX_OUTPUT:
         raise RenderError(f"rendered message is {len(out)} characters, more than {MAX_OUTPUT}")
     if message_type == MESSAGE_JSON:
@@ -367,6 +510,19 @@ def render_template(text: str | None, message_type: int, context: dict[str, Any]
                               f"{getattr(exc, 'msg', exc)} (use {{{{ value | tojson }}}} "
                               "for values outside quotes)") from None
     return out
+
+
+def _render_bounded(template: Any, context: dict[str, Any]) -> str:
+    """Render piece by piece, stopping as soon as the output passes ``MAX_OUTPUT``."""
+    parts: list[str] = []
+    size = 0
+    for piece in template.generate(**context):
+        size += len(piece)
+        if size > MAX_OUTPUT:
+            raise SecurityError(f"rendered message is more than {MAX_OUTPUT} characters")
+        parts.append(piece)
+        _step(0)  # the deadline, also for output that needs no loop
+    return "".join(parts)
 
 
 def _iso(value: datetime | None) -> str | None:

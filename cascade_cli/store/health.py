@@ -167,6 +167,14 @@ def all_nodes(s: Session) -> list[Node]:
     return list(s.scalars(select(Node)))
 
 
+def enabled_task_templates(s: Session) -> list[tuple[str, str | None, int]]:
+    """(task id, template, message type) of every enabled task: doctor test-renders them
+    after this read, outside any transaction."""
+    rows = s.execute(select(MessageTask.id, MessageTask.message_template,
+                            MessageTask.message_type).where(MessageTask.status == 1))
+    return [(tid, text, mtype) for tid, text, mtype in rows]
+
+
 def tasks_by_name(s: Session) -> list[MessageTask]:
     return list(s.scalars(select(MessageTask).order_by(MessageTask.name)))
 

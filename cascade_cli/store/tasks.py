@@ -16,9 +16,13 @@ from cascade_cli.protocol import MessageTaskIn, MessageTaskUpdate
 from cascade_cli.store.models import Feed, MessageTask, new_id
 
 
-def validate_task_fields(cron_exp: str | None, web_hook_url: str | None,
-                         template: str | None, message_type: int) -> None:
-    """Reject what would only fail later: bad cron, non-http(s) webhook, broken template."""
+def validate_task_fields(cron_exp: str | None, web_hook_url: str | None) -> None:
+    """Reject what would only fail later: bad cron, non-http(s) webhook.
+
+    The template is not checked here: its test render may take up to
+    ``templates.RENDER_SECONDS`` and must never run inside a transaction (on SQLite it would
+    hold the only write lock). Callers check it first with ``templates.validate_template`` and
+    pass the checked ``(template, message_type)`` pair as ``checked``."""
     if cron_exp:
         from cascade_cli.parent import cron
 
@@ -27,10 +31,26 @@ def validate_task_fields(cron_exp: str | None, web_hook_url: str | None,
         from cascade_cli.parent import templates
 
         templates.validate_webhook_url(web_hook_url)
-    if template:
-        from cascade_cli.parent import templates
 
-        templates.validate_template(template, message_type)
+
+CheckedTemplate = tuple[str | None, int]  # (template, message_type) as validated
+
+
+def _require_checked(template: str | None, message_type: int,
+                     checked: CheckedTemplate | None) -> None:
+    if template and (template, message_type) != checked:
+        raise Conflict("the task's template or message type changed while its template was "
+                       "being checked; try again", code="template_changed")
+
+
+def template_after(session: Session, ident: str,
+                   data: MessageTaskUpdate) -> CheckedTemplate:
+    """The (template, message_type) a task will have after ``data`` (to check before the
+    writing transaction)."""
+    task = get_task(session, ident)
+    changes = data.model_dump(exclude_unset=True)
+    new_type = data.message_type if data.message_type is not None else task.message_type
+    return changes.get("message_template", task.message_template), new_type
 
 
 def _refuse_duplicate_name(session: Session, name: str, task_id: str | None = None) -> None:
@@ -46,13 +66,14 @@ def _refuse_duplicate_name(session: Session, name: str, task_id: str | None = No
                             "another name")
 
 
-def create_task(session: Session, now: datetime, data: MessageTaskIn) -> MessageTask:
+def create_task(session: Session, now: datetime, data: MessageTaskIn, *,
+                checked: CheckedTemplate | None = None) -> MessageTask:
     task_id = data.id or new_id()
     if session.get(MessageTask, task_id) is not None:
         raise Conflict(f"a message task with id '{task_id}' already exists", code="duplicate_id")
     _refuse_duplicate_name(session, data.name)
-    validate_task_fields(data.cron_exp, data.web_hook_url, data.message_template,
-                         data.message_type)
+    validate_task_fields(data.cron_exp, data.web_hook_url)
+    _require_checked(data.message_template, data.message_type, checked)
     task = MessageTask(
         id=task_id, name=data.name, mps_id=list(data.mps_id), cron_exp=data.cron_exp,
         web_hook_url=data.web_hook_url, message_type=data.message_type,
@@ -78,8 +99,8 @@ def get_task(session: Session, ident: str) -> MessageTask:
     return task
 
 
-def update_task(session: Session, now: datetime, ident: str,
-                data: MessageTaskUpdate) -> MessageTask:
+def update_task(session: Session, now: datetime, ident: str, data: MessageTaskUpdate, *,
+                checked: CheckedTemplate | None = None) -> MessageTask:
     task = get_task(session, ident)
     changes = data.model_dump(exclude_unset=True)
     changes.pop("id", None)
@@ -87,9 +108,11 @@ def update_task(session: Session, now: datetime, ident: str,
         _refuse_duplicate_name(session, changes["name"], task.id)
     # Validate the task as it will be after the change, not only the changed fields.
     new_type = data.message_type if data.message_type is not None else task.message_type
-    validate_task_fields(
-        changes.get("cron_exp", task.cron_exp), changes.get("web_hook_url", task.web_hook_url),
-        changes.get("message_template", task.message_template), new_type)
+    validate_task_fields(changes.get("cron_exp", task.cron_exp),
+                         changes.get("web_hook_url", task.web_hook_url))
+    if "message_template" in changes or data.message_type is not None:
+        _require_checked(changes.get("message_template", task.message_template), new_type,
+                         checked)
     for key, value in changes.items():
         if value is None and key in ("name", "mps_id", "message_type", "status",
                                      "overlap_policy", "misfire_policy", "jitter"):

@@ -42,14 +42,15 @@ def wait_for(cond: Callable[[], Any], timeout: float, what: str, step: float = 0
 
 
 class Deployment:
-    def __init__(self, tmp: Path, **parent: Any) -> None:
+    def __init__(self, tmp: Path, database_url: str = "sqlite:///cascade.db",
+                 **parent: Any) -> None:
         self.tmp = tmp
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("CASCADE_")}
         self.env["PYTHONUNBUFFERED"] = "1"
         self.parent_cfg = self._yaml("parent.yaml", {
-            "data_dir": "parent-data", "database": {"url": "sqlite:///cascade.db"},
+            "data_dir": "parent-data", "database": {"url": database_url},
             "parent": {"host": "127.0.0.1", "port": self.port, "batch_size": 2,
                        "lease_ttl": 60, "reaper_interval": 1, "heartbeat_interval": 1,
                        "scheduler": {"enabled": False}, "notify": {"enabled": False},

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from cascade_cli.parent.notify import Notifier, queue_run_notifications, retry_dead
+from cascade_cli.parent.notify import UNRENDERED, Notifier, queue_run_notifications, retry_dead
 from cascade_cli.store.models import Delivery, MessageTask
 from tests.notify.conftest import add_run
 from tests.notify.receivers import GarbageServer, Receiver
@@ -42,7 +42,9 @@ def test_one_delivery_per_feed_with_new_articles_and_idempotent(store, clock, fa
     assert queue(store, clock, fast_settings, run_id) == 0  # idempotent
     rows = deliveries(store)
     assert [d.idempotency_key for d in rows] == [f"{run_id}:F1", f"{run_id}:F3"]
-    body = json.loads(rows[0].body)
+    # Queued with its template and context; rendered by the sender, outside the transaction.
+    assert rows[0].content_type == UNRENDERED
+    body = json.loads(rows[0].body)["context"]
     assert body["feed"]["id"] == "F1" and len(body["articles"]) == 2
     assert body["articles"][0]["title"] == "F1 article 0"  # newest first
     assert rows[0].channel == "generic" and rows[0].status == "pending"
@@ -62,7 +64,9 @@ def test_render_error_gives_dead_delivery_not_a_crash(store, clock, fast_setting
     tid = add_task(store, clock.now(), feeds=["F1"], web_hook_url="https://h.example.org/x",
                    message_template="{{ feed.__class__.__mro__ }}")
     run_id = add_run(store, clock.now(), tid, {"F1": 1})
-    assert queue(store, clock, fast_settings, run_id) == 0
+    assert queue(store, clock, fast_settings, run_id) == 1
+    with Notifier(store, clock, fast_settings) as n:
+        assert n.deliver_due() == 1  # rendered by the sender: dead, nothing sent
     [d] = deliveries(store)
     assert d.status == "dead" and "sandbox" in d.last_error
 

@@ -1,0 +1,92 @@
+"""Template rendering is bounded by loop iterations, output size and time (issue 16, point 2).
+
+Each abusive template is refused at save time within a second with a clear message; the
+default templates and an ordinary template over the full 50 articles still render.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from cascade_cli.errors import InvalidInput
+from cascade_cli.parent import templates
+
+ABUSE = {
+    "nested range": "{% for i in range(99999) %}{% for j in range(99999) %}x{% endfor %}"
+                    "{% endfor %}",
+    "nested range, no output": "{% for i in range(99999) %}{% for j in range(99999) %}"
+                               "{% endfor %}{% endfor %}",
+    "nested loops over a long string": "{% set s = 'x' * 100000 %}{% for a in s %}"
+                                       "{% for b in s %}{% endfor %}{% endfor %}",
+    "doubling by concatenation": "{% set ns = namespace(s='xx') %}{% for i in range(64) %}"
+                                 "{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s|length }}",
+    "doubling by +": "{% set ns = namespace(s='xx') %}{% for i in range(64) %}"
+                     "{% set ns.s = ns.s + ns.s %}{% endfor %}{{ ns.s|length }}",
+    "doubling by join": "{% set ns = namespace(s='xx') %}{% for i in range(64) %}"
+                        "{% set ns.s = [ns.s, ns.s]|join %}{% endfor %}{{ ns.s|length }}",
+    "join of many references": "{% set s = 'x' * 100000 %}{{ ([s] * 100000)|join }}",
+    "replace blow-up": "{% set s = 'x' * 100000 %}{{ s|replace('x', s)|length }}",
+    "str.replace blow-up": "{% set s = 'x' * 100000 %}{{ s.replace('x', s)|length }}",
+    "list doubling": "{% set l = [1] %}{% for i in range(64) %}{{ l.extend(l) }}{% endfor %}",
+    "macro fan-out": "{% macro f(n) %}{% if n %}{{ f(n - 1) }}{{ f(n - 1) }}{% endif %}"
+                     "{% endmacro %}{{ f(60) }}",
+    "output flood": "{% for i in range(99999) %}{{ 'y' * 1000 }}{% endfor %}",
+    "indent blow-up": "{% set s = '\\n' * 100000 %}{{ s|indent(100000)|length }}",
+    "center blow-up": "{{ 'x'|center(10 ** 9) }}",
+}
+
+
+@pytest.mark.parametrize("name", sorted(ABUSE))
+@pytest.mark.parametrize("message_type", [0, 1])
+def test_abusive_template_refused_quickly(name: str, message_type: int) -> None:
+    started = time.monotonic()
+    with pytest.raises(InvalidInput) as info:
+        templates.validate_template(ABUSE[name], message_type)
+    took = time.monotonic() - started
+    assert took < 1.0, f"{name}: refused only after {took:.2f}s"
+    assert info.value.code == "invalid_template"
+    assert "template" in info.value.message
+
+
+def test_ordinary_templates_still_render() -> None:
+    ctx = templates.sample_context()
+    arts = ctx["articles"] * 25  # the most a message holds (MAX_ARTICLES)
+    ctx.update(articles=arts, article_count=len(arts))
+    for message_type in (0, 1):
+        text = templates.render_template(None, message_type, ctx)
+        assert len(text) > 1000
+    nested = ("{% for a in articles %}{% for b in articles %}{{ loop.index }}{% endfor %}"
+              "{% endfor %}")
+    assert templates.render_template(nested, 0, ctx).startswith("123")
+    assert len(templates.render_template("{{ 'x' * 100000 }}", 0, ctx)) == 100000
+
+
+def test_send_time_render_is_bounded_and_outside_the_queueing_transaction(
+        store, clock, fast_settings) -> None:  # type: ignore[no-untyped-def]
+    """A template saved around validation (an older database may hold one): queueing, in the
+    transaction that finishes the run, does not render it at all; the sender renders it
+    outside any transaction, within the bound, and the delivery is dead with the reason."""
+    from cascade_cli.parent.notify import UNRENDERED, Notifier, queue_run_notifications
+    from cascade_cli.store.models import Delivery
+    from tests.notify.conftest import add_run
+    from tests.schedule.helpers import add_feed, add_task
+
+    add_feed(store, clock.now(), "F1")
+    tid = add_task(store, clock.now(), feeds=["F1"], web_hook_url="https://h.example.org/x",
+                   message_template=ABUSE["nested range"])
+    run_id = add_run(store, clock.now(), tid, {"F1": 1})
+    with store.session() as s:
+        assert queue_run_notifications(s, clock.now(), run_id, fast_settings) == 1
+    with store.session() as s:  # queued, not rendered
+        [d] = s.query(Delivery).all()
+        assert (d.status, d.content_type) == ("pending", UNRENDERED)
+    started = time.monotonic()
+    with Notifier(store, clock, fast_settings) as n:
+        assert n.deliver_due() == 1
+    assert time.monotonic() - started < 3  # the 0.5 s bound, on a loaded machine
+    with store.session() as s:
+        [d] = s.query(Delivery).all()
+        assert d.status == "dead" and ("loop iterations" in d.last_error
+                                       or "took more than" in d.last_error), d.last_error
