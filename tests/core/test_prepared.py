@@ -20,7 +20,7 @@ T0 = datetime(2026, 5, 1, 8, 0, 0, 123456, tzinfo=UTC)
 
 def _node(i: int) -> dict[str, Any]:
     return {"id": f"n{i}", "name": f"node-{i}", "description": "", "api_key": f"CN{i:030d}",
-            "secret_hash": "h", "enabled": i % 2 == 0, "max_capacity": i,
+            "secret_hash": "h", "enabled": i % 2 == 0, "legacy": False, "max_capacity": i,
             "last_heartbeat_at": T0, "created_at": T0, "updated_at": T0}
 
 

@@ -79,6 +79,6 @@ def test_public_url_and_output_file_mode_0600(tmp_path: Path, cascade) -> None:
     # An existing file is never overwritten, and no node is created without its file.
     again = cascade(cfg, "init", "--child", "edge-3", "--output", str(out))
     assert again.returncode == 2 and "exists" in again.stderr, again.stderr
-    listed = json.loads(cascade(cfg, "list-credentials", "--json").stdout)
+    listed = json.loads(cascade(cfg, "list-credentials", "--json").stdout)["list"]
     assert [n["name"] for n in listed] == ["edge-2"]
     assert listed[0]["max_capacity"] == 3
