@@ -185,6 +185,9 @@ class ChildSection(_Section):
     claim_wait: float = Field(default=30, ge=0, le=60)
     upload_batch_size: int = Field(default=200, ge=1)
     user_agent: str = "Cascade/0.1 (+feed crawler)"
+    # RSS/Atom parser: fastfeedparser where it gives feedparser's articles (about 50 times
+    # less CPU), feedparser for the rest; "feedparser" for feedparser alone.
+    feed_parser: Literal["fastfeedparser", "feedparser"] = "fastfeedparser"
     commands: dict[str, CommandSpec] = {}
 
 
