@@ -164,5 +164,10 @@ def test_feed_parser_setting() -> None:
     assert ChildSection().feed_parser == "fastfeedparser"
     assert HttpFeedFetcher("rss", "fastfeedparser").fast
     assert not HttpFeedFetcher("rss", "feedparser").fast
+    for parser, fast in (("feedparser", False), ("fastfeedparser", True)):
+        reg = FetcherRegistry(ChildSection(feed_parser=parser), load_plugins=False)
+        for kind in ("rss", "atom", "jsonfeed"):
+            fetcher = reg.get(FeedSpec(id="F1", url="http://x/", kind=kind))
+            assert isinstance(fetcher, HttpFeedFetcher) and fetcher.fast is fast
     with pytest.raises(ValueError, match="feed_parser"):
         ChildSection(feed_parser="lxml")
