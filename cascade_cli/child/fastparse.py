@@ -15,17 +15,24 @@ that ground, and the caller then parses it with feedparser. The fallbacks, and w
   feedparser's sanitiser removes it; fastfeedparser passes HTML through as written;
 * RSS 1.0 (RDF), Atom ``xhtml`` content and ``xml:base``: fastfeedparser loses RDF
   ``content:encoded``, returns xhtml content wrapped in its element, and ignores xml:base;
+* both ``media:thumbnail`` and ``media:content``: fastfeedparser reports only the content
+  (a video, say), feedparser's image is the thumbnail;
 * an item with a guid but no link: feedparser takes the guid as the link unless
   ``isPermaLink="false"``, an attribute fastfeedparser does not report;
 * items that mix having and lacking description / content elements: fastfeedparser fills a
   missing one from the other in its own way (see ``_content_rule``);
+* an entry without a date in a document that has date elements (feedparser reads some dates
+  fastfeedparser does not, e.g. "2026年11月20日 08:00"), an entry without an author in a
+  document with ``<email>`` elements (feedparser takes an Atom author's email when there is
+  no name);
 * anything fastfeedparser refuses or finds no entry in: feedparser then gives the error.
 
 Documented differences that remain (tested in ``tests/child/test_parser_fidelity.py``): HTML in
 descriptions and content is passed through as the feed wrote it instead of being re-serialised
 by feedparser's sanitiser, so attribute order and ``<img>`` versus ``<img />`` differ, and
 attributes outside feedparser's allow-list (``referrerpolicy``, ``data-src`` of WeChat's lazy
-images) and ``style`` values are kept.
+images) and ``style`` values are kept; of several ``dc:creator`` the fast path takes the
+first, feedparser the last.
 """
 
 from __future__ import annotations
@@ -59,6 +66,10 @@ _HTML_ENTITY = re.compile(rb"&(?!(?:amp|lt|gt|quot|apos);)[A-Za-z]")
 _CDATA = re.compile(rb"<!\[CDATA\[.*?\]\]>", re.DOTALL)
 _XML_ENCODING = re.compile(rb"<\?xml[^>]*?encoding\s*=\s*[\"']([A-Za-z0-9._-]+)")
 _UTF8 = ("utf-8", "utf8")
+# A non-empty date element: when an entry comes back without a date, feedparser may still
+# read one (dates like "2026年11月20日 08:00").
+_DATE_ELEMENT = re.compile(
+    rb"<(?:pubDate|dc:date|published|updated|issued|modified|created)>\s*[^<\s]")
 
 
 def _declared_charset(content_type: str | None) -> str | None:
@@ -90,6 +101,8 @@ def eligible(body: bytes, content_type: str | None) -> bool:
             return False
     if b"<rdf:RDF" in body[:4096] or _active(body.lower()):
         return False
+    if b"media:thumbnail" in body and b"media:content" in body:
+        return False  # fastfeedparser keeps only media:content; feedparser prefers the thumbnail
     return not (_HTML_ENTITY.search(body) and _HTML_ENTITY.search(_CDATA.sub(b"", body)))
 
 
@@ -175,10 +188,15 @@ def parse(body: bytes, content_type: str | None, feed_id: str) -> list[dict[str,
             content = None
         elif rule == "no-description":
             description = content
+        published = _timestamp(get("published")) or _timestamp(get("updated"))
+        if published is None and _DATE_ELEMENT.search(body):
+            return None  # a date fastfeedparser could not read: feedparser's reading
+        author = get("author")
+        if not author and b"<email>" in body:
+            return None  # feedparser takes an Atom author's email when there is no name
         art = {"guid": guid or link, "title": get("title") or "", "url": link or "",
-               "description": description, "content": content, "author": get("author"),
-               "publish_time": _timestamp(get("published")) or _timestamp(get("updated")),
-               "pic_url": _image(e), "feed_id": feed_id}
+               "description": description, "content": content, "author": author,
+               "publish_time": published, "pic_url": _image(e), "feed_id": feed_id}
         clipped = clip(art)
         if clipped:
             out.append(clipped)

@@ -36,10 +36,11 @@ CORPUS = Path(__file__).parent / "feed_corpus"
 CONTENT_TYPES = {".xml": "application/rss+xml", ".rdf": "application/rdf+xml",
                  ".atom": "application/atom+xml", ".json": "application/feed+json"}
 # Documents the fast path parses itself; every other one must fall back to feedparser.
-FAST = {"atom.atom", "content-only.xml", "gbk.xml", "missing-dates.xml", "relative-links.xml",
-        "rss091.xml", "rss092.xml", "rss20-cdata.xml", "rsshub-wechat.xml", "we-mp-rss.xml"}
-FALLBACK = {"active-content.xml", "atom-xhtml.atom", "bad-encoding.xml",
-            "guid-without-link.xml", "html-entities.xml", "mixed-content.xml", "rss10.rdf"}
+FAST = {"atom.atom", "content-only.xml", "gbk.xml", "relative-links.xml", "rss091.xml",
+        "rss092.xml", "rss20-cdata.xml", "rsshub-wechat.xml", "we-mp-rss.xml"}
+FALLBACK = {"active-content.xml", "atom-xhtml.atom", "bad-encoding.xml", "media-group.xml",
+            "guid-without-link.xml", "html-entities.xml", "missing-dates.xml",
+            "mixed-content.xml", "rss10.rdf", "atom-author-email.atom"}
 EXACT = ("guid", "url", "title", "publish_time", "author", "pic_url", "feed_id")
 # The attributes that carry meaning for a reader of the article; the others (style,
 # referrerpolicy, data-*) feedparser's sanitiser may drop or rewrite.
