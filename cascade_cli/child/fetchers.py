@@ -30,10 +30,11 @@ import feedparser
 import httpcore
 import httpx
 
+from cascade_cli.child import fastparse
 from cascade_cli.child import transport as feed_transport
+from cascade_cli.child.articles import clip as _clip
 from cascade_cli.config import ChildSection, CommandSpec
 from cascade_cli.errors import FetchError
-from cascade_cli.protocol import clean_text, strip_controls
 
 log = logging.getLogger("cascade.child.fetch")
 
@@ -45,11 +46,6 @@ MAX_REDIRECTS = 5
 # go to ``FetchContext.parse_executor`` (or a worker thread) so the loop never stalls long.
 INLINE_PARSE_BYTES = 128 * 1024
 
-# Field limits of PROTOCOL.md / the parent's defaults: trim here rather than have a batch refused.
-_LIMITS = {"title": 1000, "url": 4096, "pic_url": 4096, "author": 255, "guid": 2048,
-           "id": 255}
-MAX_CONTENT_CHARS = 1024 * 1024
-_TEXT_KEYS = frozenset({"title", "description", "content", "author"})
 
 
 @dataclass(frozen=True)
@@ -105,35 +101,6 @@ class Fetcher(Protocol):
 
 
 # --- article normalisation -----------------------------------------------------------------
-
-
-def _clip(article: dict[str, Any]) -> dict[str, Any] | None:
-    """Trim fields to the protocol limits; drop an article with neither url nor guid.
-
-    Control characters go first (docs/protocol.md, "Control characters"): free text keeps
-    TAB, LF and CR, identifiers (guid, url...) keep none. A feed with a NUL in a title would
-    otherwise send the parent a payload it must refuse (and PostgreSQL cannot store).
-    """
-    out: dict[str, Any] = {}
-    for key, value in article.items():
-        if isinstance(value, str):
-            value = clean_text(value) if key in _TEXT_KEYS else strip_controls(value)
-        if value is None or value == "":
-            continue
-        if isinstance(value, str):
-            limit = _LIMITS.get(key)
-            if limit and len(value) > limit:
-                if key in ("url", "pic_url", "guid"):
-                    continue  # a cut URL is a wrong URL
-                value = value[:limit]
-            elif key in ("content", "description") and len(value) > MAX_CONTENT_CHARS:
-                value = value[:MAX_CONTENT_CHARS]
-        out[key] = value
-    if not out.get("url") and not out.get("guid"):
-        return None
-    out.setdefault("title", "")
-    out.setdefault("url", "")
-    return out
 
 
 def normalise_articles(items: Any, feed_id: str) -> list[dict[str, Any]]:
@@ -285,10 +252,15 @@ async def read_limited(response: httpx.Response, limit: int) -> bytes:
 
 
 class HttpFeedFetcher:
-    """RSS, Atom and JSON Feed over HTTP(S) with conditional GET."""
+    """RSS, Atom and JSON Feed over HTTP(S) with conditional GET.
 
-    def __init__(self, kind: str = "rss") -> None:
+    ``parser``: ``fastfeedparser`` tries the fast path first (``fastparse``: same articles, or
+    it declines and feedparser parses the document); ``feedparser`` uses feedparser only.
+    """
+
+    def __init__(self, kind: str = "rss", parser: str = "feedparser") -> None:
         self.kind = kind
+        self.fast = parser == "fastfeedparser" and fastparse.AVAILABLE
 
     async def fetch(self, feed: FeedSpec, ctx: FetchContext) -> FetchOutcome:
         scheme = urlsplit(feed.url).scheme.lower()
@@ -344,6 +316,10 @@ class HttpFeedFetcher:
         looks_json = body[:64].lstrip().startswith((b"{", b"\xef\xbb\xbf{"))
         if self.kind == "jsonfeed" or looks_json or "json" in (ctype or "").lower():
             return parse_json_feed(body, ctype, feed.id)
+        if self.fast:
+            articles = fastparse.parse(body, ctype, feed.id)
+            if articles is not None:
+                return articles
         return parse_xml_feed(body, ctype, feed.id, url)
 
 
@@ -498,9 +474,10 @@ class FetcherRegistry:
 
     def __init__(self, settings: ChildSection, *, load_plugins: bool = True) -> None:
         self.settings = settings
+        parser = settings.feed_parser
         self._fetchers: dict[str, Fetcher] = {
-            "rss": HttpFeedFetcher("rss"), "atom": HttpFeedFetcher("atom"),
-            "jsonfeed": HttpFeedFetcher("jsonfeed"), "command": CommandFetcher(),
+            "rss": HttpFeedFetcher("rss", parser), "atom": HttpFeedFetcher("atom", parser),
+            "jsonfeed": HttpFeedFetcher("jsonfeed", parser), "command": CommandFetcher(),
         }
         self.plugin_errors: dict[str, str] = {}
         if load_plugins:

@@ -31,6 +31,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
+
+
+def _dumps(value: Any) -> str:
+    """Compact JSON text, non-ASCII kept as is.
+
+    orjson: a feed's 20 articles (~17 KB) took ~0.1 ms in the json module, 7% of a child's CPU
+    per feed once parsing got fast; orjson does it in a tenth. A string orjson refuses (a lone
+    surrogate) goes through the json module as before."""
+    try:
+        return orjson.dumps(value, default=str).decode()
+    except TypeError:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS spool_articles (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -154,12 +169,12 @@ class Spool:
     @staticmethod
     def encode_article(article: dict[str, Any]) -> str:
         """The JSON text stored and later uploaded verbatim (encoded once)."""
-        return json.dumps(article, ensure_ascii=False, default=str)
+        return _dumps(article)
 
     @staticmethod
     def encode_articles(articles: list[dict[str, Any]]) -> str:
         """Several articles as one fragment (``a,b,c``): one encoder call for a whole feed."""
-        return json.dumps(articles, ensure_ascii=False, default=str)[1:-1]
+        return _dumps(articles)[1:-1]
 
     def add_articles(self, allocation_id: str, epoch: int | None, feed_id: str | None,
                      articles: Iterable[dict[str, Any]]) -> int:

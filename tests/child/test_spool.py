@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -102,3 +103,15 @@ def test_spool_of_an_earlier_version_is_read(tmp_path: Path) -> None:
     (row,) = sp.articles("a1", 10)
     assert row.count == 1 and row.article == {"title": "old", "url": "u"}
     sp.close()
+
+
+def test_article_fragments_are_json_with_non_ascii_kept() -> None:
+    """orjson encodes the fragments; what it refuses (a lone surrogate) the json module does."""
+    arts = [{"title": "公众号 \u2028 \"q\"", "publish_time": 1795161600, "url": "http://x/1"},
+            {"title": "x", "url": "http://x/2", "extra": object()}]
+    fragment = Spool.encode_articles(arts)
+    assert "公众号" in fragment  # not \\u-escaped
+    back = json.loads(f"[{fragment}]")
+    assert back[0] == arts[0] and back[1]["extra"].startswith("<object")
+    odd = Spool.encode_article({"title": "\ud800", "url": "http://x/3"})
+    assert json.loads(odd) == {"title": "\ud800", "url": "http://x/3"}
