@@ -16,10 +16,12 @@ from cascade_cli.errors import UsageError
 
 HELP = """Diagnose this parent or child and print the fix for every problem found.
 
-\b
 The role comes from --role, else cascade.node_type, else the keys present (parent_api_url /
 api_key: a child; database: / parent: or an existing parent database: the parent); when
-nothing tells, doctor says the role is unknown and how to set it. Checks:
+nothing tells, doctor says the role is unknown and how to set it.
+
+\b
+Checks:
   child:   config, parent address (DNS, TCP, HTTP path), credentials, clock skew, protocol,
            work waiting (without claiming), spool
   parent:  database and schema, nodes, tasks and feeds, pending/expired/stuck allocations,

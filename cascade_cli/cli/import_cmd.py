@@ -10,6 +10,8 @@ from rich.markup import escape
 
 from cascade_cli.cli.context import get_ctx
 from cascade_cli.console import print_json
+from cascade_cli.errors import CascadeError
+from cascade_cli.parent import templates
 from cascade_cli.store import wemprss
 
 
@@ -39,10 +41,20 @@ def register(app: typer.Typer) -> None:
         a = get_ctx(ctx)
         pattern = wemprss.check_pattern(feed_url_pattern)
         source = wemprss.read_source(database)
+        # Test renders run before the importing transaction (they may take a while and must
+        # never hold SQLite's write lock).
+        problems: dict[str, str | None] = {}
+        for tid, text, message_type in wemprss.task_templates(source):
+            try:
+                templates.validate_template(text, message_type)
+                problems[tid] = None
+            except CascadeError as exc:
+                problems[tid] = exc.message
         store = a.ready_store()
         now = a.clock.now()
         with store.session() as s:
-            summary = wemprss.apply(s, now, source, feed_url_pattern=pattern, dry_run=dry_run)
+            summary = wemprss.apply(s, now, source, feed_url_pattern=pattern,
+                                    template_problems=problems, dry_run=dry_run)
             if dry_run:
                 s.rollback()
         if as_json:

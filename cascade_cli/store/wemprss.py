@@ -194,7 +194,7 @@ def _import_feeds(session: Session, now: datetime, rows: list[dict[str, Any]],
 
 
 def _import_tasks(session: Session, now: datetime, rows: list[dict[str, Any]],
-                  out: ImportSummary) -> None:
+                  template_problems: dict[str, str | None], out: ImportSummary) -> None:
     for row in rows:
         tid, name = str(row["id"]), str(row.get("name") or row["id"])
         if session.get(MessageTask, tid) is not None:
@@ -213,24 +213,20 @@ def _import_tasks(session: Session, now: datetime, rows: list[dict[str, Any]],
                 "status": 1 if row.get("status") == 1 else 0}
         if session.scalar(select(MessageTask.id).where(MessageTask.name == name)) is not None:
             data["name"] = f"{name} ({tid[:8]})"
+        problem = template_problems.get(
+            tid, "its template was not test-rendered before the import")
+        if problem is not None and data["message_template"]:
+            # A template Cascade cannot render: keep the task, with the default template.
+            data["message_template"] = None
+            out.skipped.append({"kind": "task_template", "id": tid, "name": name,
+                                "reason": f"{problem}; imported with Cascade's default "
+                                          "template (set one with 'cascade tasks update')"})
         try:
             _create_task(session, now, data)
         except CascadeError as exc:
-            if not data["message_template"] or "template" not in exc.message:
-                out.skipped.append({"kind": "task", "id": tid, "name": name,
-                                    "reason": exc.message})
-                continue
-            # A template Cascade cannot render: keep the task, with the default template.
-            data["message_template"] = None
-            try:
-                _create_task(session, now, data)
-            except CascadeError as again:
-                out.skipped.append({"kind": "task", "id": tid, "name": name,
-                                    "reason": again.message})
-                continue
-            out.skipped.append({"kind": "task_template", "id": tid, "name": name,
-                                "reason": f"{exc.message}; imported with Cascade's default "
-                                          "template (set one with 'cascade tasks update')"})
+            out.skipped.append({"kind": "task", "id": tid, "name": name,
+                                "reason": exc.message})
+            continue
         out.tasks_created.append(str(data["name"]))
         if len(known) < len(feed_ids):
             out.skipped.append({"kind": "task_feeds", "id": tid, "name": name,
@@ -239,17 +235,31 @@ def _import_tasks(session: Session, now: datetime, rows: list[dict[str, Any]],
 
 
 def _create_task(session: Session, now: datetime, data: dict[str, Any]) -> None:
+    task = parse_model(MessageTaskIn, data, where=f"task {data['name']!r}")
     with session.begin_nested():
-        tasks.create_task(session, now, parse_model(MessageTaskIn, data,
-                                                    where=f"task {data['name']!r}"))
+        # The caller test-rendered the template before this transaction (template_problems).
+        tasks.create_task(session, now, task,
+                          checked=(task.message_template, task.message_type))
+
+
+def task_templates(source: Source) -> list[tuple[str, str | None, int]]:
+    """(task id, template, message type) of the source's tasks: the caller test-renders them
+    before the importing transaction and passes what it found to ``apply``."""
+    return [(str(row["id"]), row.get("message_template") or None,
+             1 if row.get("message_type") == 1 else 0) for row in source.tasks]
 
 
 def apply(session: Session, now: datetime, source: Source, *, feed_url_pattern: str,
+          template_problems: dict[str, str | None] | None = None,
           dry_run: bool = False) -> ImportSummary:
-    """Import into the caller's unit of work (rolled back by the caller for a dry run)."""
+    """Import into the caller's unit of work (rolled back by the caller for a dry run).
+
+    ``template_problems`` maps a task id to why its template cannot be rendered (None: fine);
+    templates are checked outside the transaction, so a task missing from it is imported with
+    its template only if that is empty."""
     out = ImportSummary(dry_run=dry_run, feed_url_pattern=check_pattern(feed_url_pattern))
     _import_nodes(session, now, source.nodes, out)
     _import_feeds(session, now, source.feeds, feed_url_pattern, out)
-    _import_tasks(session, now, source.tasks, out)
+    _import_tasks(session, now, source.tasks, template_problems or {}, out)
     session.flush()
     return out

@@ -109,4 +109,4 @@ def test_deliveries_list_retry_and_purge(cfg):
     r = cli("purge", "--older-than", "1s")
     assert r.exit_code == 0 and "articles kept" in r.output
     r = cli("purge", "--older-than", "soon")
-    assert r.exit_code == 2 and "invalid duration" in r.output
+    assert r.exit_code == 2 and "not a duration" in r.output
