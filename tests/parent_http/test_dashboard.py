@@ -277,9 +277,14 @@ async def test_sub_path_behind_a_proxy(tmp_path, store: Store, clock) -> None:
         page = await client.get("/cascade/ui/nodes")
         assert 'href="/cascade/ui/static/app.css"' in page.text
         assert 'href="/cascade/ui/runs"' in page.text and 'href="/ui/' not in page.text
-        # ... and one that strips it: same page, links still under the prefix
-        stripped = await client.get("/ui/nodes", cookies={"cascade_ui": tok})
+        assert 'data-live="/cascade/ui/nodes?live=1"' in page.text
+        # ... and one that strips it: same page, links and the live address still under the
+        # prefix (the browser only reaches the parent through it)
+        # (a browser sends the /cascade/ui cookie; the proxy forwards it to /ui)
+        cookie = {"cascade_ui": client.cookies.get("cascade_ui", path="/cascade/ui")}
+        stripped = await client.get("/ui/nodes", cookies=cookie)
         assert 'href="/cascade/ui/runs"' in stripped.text
+        assert 'data-live="/cascade/ui/nodes?live=1"' in stripped.text
         for prefix in ("", "/cascade"):  # the proxy strips the sub-path, or passes it on
             docs = await client.get(prefix + "/docs")
             assert "/cascade/openapi.json" in docs.text

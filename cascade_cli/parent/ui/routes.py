@@ -93,6 +93,19 @@ def base_url(request: Request) -> str:
     return _state(request).settings.parent.base_path + "/ui"
 
 
+def browser_path(request: Request) -> str:
+    """This request's path as the browser sees it: the sub-path plus the path without it.
+
+    A proxy may strip ``parent.base_path`` or pass it on; either way the browser only reaches
+    the parent through the sub-path, so whatever it fetches again (the live fragment) must
+    carry it exactly once."""
+    base_path = _state(request).settings.parent.base_path
+    path = request.url.path
+    if base_path and (path == base_path or path.startswith(base_path + "/")):
+        path = path[len(base_path):]
+    return base_path + path
+
+
 class Pages:
     """Renders one request's pages (language, session and clock fixed for the request)."""
 
@@ -110,7 +123,7 @@ class Pages:
         context = {"t": self.t, "lang": self.lang, "base": self.base, "c": self.clocks,
                    "tz_name": getattr(self.tz, "key", str(self.tz)),
                    "csrf": self.ui.csrf if self.ui else "", "interval": LIVE_INTERVAL_MS,
-                   "path": self.request.url.path, **values}
+                   "path": browser_path(self.request), **values}
         html = _ENV.get_template(template).render(context)
         response = HTMLResponse(html, status_code=status)
         # Pages hold a CSRF token and live data: never cached, never framed.
