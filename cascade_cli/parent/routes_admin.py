@@ -122,7 +122,9 @@ async def create_node(request: Request, p: AdminP, body: NodeIn) -> Response:
                      "node_id": node.id, "node_type": 1, "is_active": node.enabled})
         return data
 
-    return ok(await state.db.run(work), "node created; the api_secret is shown only once")
+    response = ok(await state.db.run(work), "node created; the api_secret is shown only once")
+    response.headers["Cache-Control"] = "no-store"  # a secret: no cache may keep it
+    return response
 
 
 @router.post("/nodes/{node_id}/test-connection", tags=["admin"],
@@ -180,7 +182,10 @@ async def rotate_credentials(request: Request, p: AdminP, node_id: Ident,
         data.update({"api_key": creds.api_key, "api_secret": creds.api_secret})
         return data
 
-    return ok(await state.db.run(work), "credentials rotated; the api_secret is shown only once")
+    response = ok(await state.db.run(work),
+                  "credentials rotated; the api_secret is shown only once")
+    response.headers["Cache-Control"] = "no-store"  # a secret: no cache may keep it
+    return response
 
 
 @router.delete("/nodes/{node_id}/credentials", tags=["admin"],

@@ -14,8 +14,9 @@ pytestmark = pytest.mark.anyio
 
 async def test_node_management_never_leaks_hashes(api):
     tok = api.token()
-    created = envelope_ok(await api.admin("POST", "/nodes", tok, json={
-        "name": "n1", "max_capacity": 3}))
+    r = await api.admin("POST", "/nodes", tok, json={"name": "n1", "max_capacity": 3})
+    created = envelope_ok(r)
+    assert r.headers["cache-control"] == "no-store"  # it carries a secret
     assert created["api_secret"].startswith("CS") and created["api_key"].startswith("CN")
     listing = envelope_ok(await api.admin("GET", "/nodes", tok))
     text = json.dumps(listing)
@@ -29,8 +30,9 @@ async def test_node_management_never_leaks_hashes(api):
     r = await api.client.get("/api/v1/cascade/heartbeat", headers=creds)
     envelope_err(r, 403, "node_disabled")
     envelope_ok(await api.admin("PUT", "/nodes/n1", tok, json={"enabled": True}))
-    rotated = envelope_ok(await api.admin("POST", "/nodes/n1/credentials", tok,
-                                          params={"overlap": 0}))
+    r = await api.admin("POST", "/nodes/n1/credentials", tok, params={"overlap": 0})
+    rotated = envelope_ok(r)
+    assert r.headers["cache-control"] == "no-store"  # it carries a secret
     assert rotated["api_secret"] != created["api_secret"]
     envelope_err(await api.client.get("/api/v1/cascade/heartbeat", headers=creds), 401)
     envelope_ok(await api.admin("DELETE", "/nodes/n1/credentials", tok))

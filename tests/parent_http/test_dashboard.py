@@ -172,6 +172,7 @@ async def test_node_actions_enable_disable_rotate_revoke(api: Api) -> None:
     envelope_ok(await api.as_node(creds, "POST", "/heartbeat", json={}))
     rotated = await client.post("/ui/nodes/c1/rotate", headers=h)
     new = envelope_ok(rotated)
+    assert rotated.headers["cache-control"] == "no-store"  # it carries a secret
     assert new["api_key"] == creds.api_key and new["api_secret"] != creds.api_secret
     assert "shown only once" in rotated.json()["message"]
     fresh = type(creds)(new["api_key"], new["api_secret"])

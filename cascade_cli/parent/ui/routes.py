@@ -329,7 +329,10 @@ def build_router() -> APIRouter:
         message = {"enable": "node enabled", "disable": "node disabled",
                    "rotate": "credentials rotated; the api_secret is shown only once",
                    "revoke": "credentials revoked"}[action]
-        return ok(data, f"{data['name']}: {message}")
+        response = ok(data, f"{data['name']}: {message}")
+        # A rotation carries the new secret; no action's answer is worth caching anyway.
+        response.headers["Cache-Control"] = "no-store"
+        return response
 
     @router.post("/ui/tasks/{task_id}/dispatch")
     async def dispatch_now(request: Request, task_id: Ident) -> Response:
