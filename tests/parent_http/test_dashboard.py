@@ -51,7 +51,8 @@ def ui_routes() -> list[tuple[str, str]]:
             continue
         sample = (path.replace("{name}", "app.js").replace("{code}", "zh")
                   .replace("{node_id}", "n1").replace("{action}", "disable")
-                  .replace("{task_id}", "t1").replace("{run_id}", "r1"))
+                  .replace("{task_id}", "t1").replace("{run_id}", "r1")
+                  .replace("{rest:path}", "no/such/page"))
         for method in sorted(route.methods - {"HEAD"}):
             out.append((method, sample))
     return out
@@ -124,6 +125,21 @@ async def test_node_credentials_get_403_on_every_dashboard_path(api: Api) -> Non
     client, _tok, csrf = await login(api)
     r = await client.get("/ui/nodes", headers=api.plain(creds))
     envelope_err(r, 403, "admin_required")
+
+
+async def test_node_credentials_get_403_on_made_up_dashboard_paths(api: Api) -> None:
+    creds = api.node("c1")
+    made_up = [("GET", "/ui/nope"), ("GET", "/ui/runs/x/y"), ("POST", "/ui/nodes/c1"),
+               ("DELETE", "/ui/nodes/c1/disable/again"), ("GET", "/ui/static/a/b.js"),
+               ("PUT", "/ui/tasks")]
+    for method, path in made_up:
+        for headers in (api.plain(creds), api.signed(creds, method, path)):
+            r = await api.client.request(method, path, headers=headers)
+            envelope_err(r, 403, "admin_required")
+        # anyone else: a plain 404, whether logged in or not
+        envelope_err(await api.client.request(method, path), 404, "not_found")
+    client, _tok, _csrf = await login(api)
+    envelope_err(await client.get("/ui/nope"), 404, "not_found")
 
 
 async def test_actions_need_the_csrf_token(api: Api) -> None:

@@ -346,5 +346,16 @@ def build_router() -> APIRouter:
                  result.message)
         return ok(result.to_dict(), result.message)
 
+    # --- everything else under /ui ------------------------------------------------------
+
+    # Last, so it matches only what no route above does. Without it a made-up path never
+    # reaches the router's dependency and a node credential would get 404 there instead of
+    # the 403 it gets everywhere else under /ui (the dependency answers 403 before this runs).
+    @router.api_route("/ui/{rest:path}",
+                      methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
+    async def not_a_page(request: Request, rest: str) -> Response:
+        return error_response(404, "not_found",
+                              f"no such path: {request.method} {request.url.path}")
+
     return router
 
