@@ -175,6 +175,9 @@ class ParentSection(_Section):
     # The sub-path a reverse proxy serves the parent under ("/cascade"): the dashboard's links
     # and cookies carry it. Empty: served at the root.
     base_path: str = ""
+    # How long a dashboard login lasts (seconds); never beyond the admin token's own expiry.
+    # Shorter than a token's usual lifetime: a session cookie cannot be revoked on its own.
+    ui_session_ttl: float = Field(default=43200, gt=0, le=MAX_SECONDS)
     auth: AuthSection = AuthSection()
     limits: LimitsSection = LimitsSection()
     scheduler: SchedulerSection = SchedulerSection()
@@ -480,7 +483,7 @@ _SECONDS_FIELDS = frozenset({
     "drain_timeout", "reaper_interval", "clock_skew", "nonce_ttl", "failed_attempts_window",
     "admin_token_ttl", "rotation_overlap", "tick_interval", "misfire_grace", "backoff_base",
     "backoff_max", "poll_interval", "offline_after", "affinity_grace", "claim_wait",
-    "legacy_max_hold",
+    "legacy_max_hold", "ui_session_ttl",
     "connect_timeout", "statement_timeout", "pool_timeout",
 })
 

@@ -103,7 +103,14 @@ def decode(secret: bytes, token: str, now: datetime) -> dict[str, Any]:
 def verify(s: Session, now: datetime, secret: bytes, token: str) -> dict[str, Any]:
     """``decode`` plus the revocation check against ``admin_tokens``."""
     claims = decode(secret, token, now)
-    row = s.get(AdminToken, claims["jti"])
+    check_recorded(s, now, claims["jti"])
+    return claims
+
+
+def check_recorded(s: Session, now: datetime, jti: str) -> AdminToken:
+    """The stored record of token ``jti``: known, not revoked, not expired; ``AuthError``
+    otherwise. What a dashboard session checks on every request (it holds no token)."""
+    row = s.get(AdminToken, jti)
     if row is None:
         raise AuthError("admin token unknown to this parent", code="invalid_token")
     if row.revoked_at is not None:
@@ -112,7 +119,7 @@ def verify(s: Session, now: datetime, secret: bytes, token: str) -> dict[str, An
     if row.expires_at is not None and row.expires_at <= now:
         raise AuthError("admin token expired", code="token_expired",
                         hint="issue a new one with 'cascade token create'")
-    return claims
+    return row
 
 
 def revoke(s: Session, now: datetime, jti: str) -> AdminToken:

@@ -162,12 +162,15 @@ async def test_actions_need_the_csrf_token(api: Api) -> None:
         assert other_csrf != csrf
         envelope_err(await client.post("/ui/nodes/c1/disable",
                                        headers={"X-CSRF-Token": other_csrf}), 403, "csrf_failed")
-    # without any session: 401, never the action
+    # without any session: 401, never the action (logging out without a session just goes
+    # to the login form)
     anon = httpx.AsyncClient(transport=api.client._transport, base_url="http://parent")
     async with anon:
-        for path in actions:
+        for path in actions[:-1]:
             envelope_err(await anon.post(path, headers={"X-CSRF-Token": csrf}), 401,
                          "login_required")
+        r = await anon.post("/ui/logout", headers={"X-CSRF-Token": csrf})
+        assert r.status_code == 303 and r.headers["location"] == "/ui/login"
         # a node credential instead of a session: 403, whatever the CSRF token
         for path in actions:
             envelope_err(await anon.post(path, headers={"X-CSRF-Token": csrf,
@@ -238,13 +241,101 @@ async def test_dispatch_from_the_tasks_view_and_the_run_page(api: Api) -> None:
                                     headers={"X-CSRF-Token": csrf}), 404)
 
 
-async def test_revoking_the_token_ends_the_session(api: Api) -> None:
-    client, tok, _csrf = await login(api)
+def cleared(r: httpx.Response) -> bool:
+    """The response deletes the session cookie."""
+    cookie = r.headers.get("set-cookie", "")
+    return cookie.startswith("cascade_ui=") and ("Max-Age=0" in cookie
+                                                 or 'cascade_ui=""' in cookie)
+
+
+async def fresh_client(api: Api) -> httpx.AsyncClient:
+    """A client without a cookie jar of its own use (cookies go in explicit headers)."""
+    return httpx.AsyncClient(transport=api.client._transport, base_url="http://parent")
+
+
+async def test_the_session_cookie_is_not_the_token(api: Api) -> None:
+    tok = api.token(ttl=30 * 86400)
+    r = await api.client.post("/ui/login", data={"token": tok})
+    assert r.status_code == 303
+    assert "Max-Age=43200" in r.headers["set-cookie"]  # parent.ui_session_ttl, not 30 days
+    value = api.client.cookies.get("cascade_ui")
+    assert value and tok not in value and value.count(".") == 4
     jti = tokens.decode(ADMIN_SECRET, tok, api.clock.now())["jti"]
+    # useless as a credential anywhere but the dashboard's cookie
+    envelope_err(await api.admin("GET", "/nodes", value), 401, "invalid_token")
+    async with await fresh_client(api) as other:
+        envelope_err(await other.get("/ui/nodes", params={"live": "1"},
+                                     headers={"Authorization": f"Bearer {value}"}), 401)
+        # a forged one (a later expiry, the same signature) opens nothing
+        v, _jti, exp, nonce, mac = value.split(".")
+        forged = ".".join((v, jti, str(int(exp) + 86400), nonce, mac))
+        r = await other.get("/ui/", headers={"Cookie": f"cascade_ui={forged}"})
+        assert r.status_code == 303 and r.headers["location"] == "/ui/login" and cleared(r)
+        # the token itself in the cookie (the old format) opens nothing either
+        r = await other.get("/ui/", headers={"Cookie": f"cascade_ui={tok}"})
+        assert r.status_code == 303 and cleared(r)
+    # another parent process with the same database and secret accepts the session
+    app2 = create_app(api.store, api.clock, api.settings, admin_secret=ADMIN_SECRET)
+    transport = httpx.ASGITransport(app=app2, client=("10.0.0.9", 1))
+    async with httpx.AsyncClient(transport=transport, base_url="http://parent2") as second:
+        page = await second.get("/ui/nodes", headers={"Cookie": f"cascade_ui={value}"})
+        assert page.status_code == 200 and CSRF_RE.search(page.text)
+    # the session never outlives its token
+    short = api.token(ttl=600)
+    async with await fresh_client(api) as other:
+        r = await other.post("/ui/login", data={"token": short})
+        max_age = int(re.search(r"Max-Age=(\d+)", r.headers["set-cookie"]).group(1))
+        assert 0 < max_age <= 600
+
+
+async def test_an_expired_session_goes_to_login_clears_the_cookie_and_is_no_failure(
+        api: Api) -> None:
+    tok = api.token(ttl=7 * 86400)
+    r = await api.client.post("/ui/login", data={"token": tok})
+    assert r.status_code == 303
+    value = api.client.cookies.get("cascade_ui")
+    csrf = CSRF_RE.search((await api.client.get("/ui/")).text).group(1)
+    api.clock.advance(api.settings.parent.ui_session_ttl + 1)
+    envelope_ok(await api.admin("GET", "/nodes", tok))  # the token is still valid
+    limit = api.settings.parent.auth.failed_attempts_limit
+    async with await fresh_client(api) as other:
+        stale = {"Cookie": f"cascade_ui={value}"}
+        for _ in range(limit + 2):
+            r = await other.get("/ui/", headers=stale)
+            assert r.status_code == 303 and r.headers["location"] == "/ui/login"
+            assert cleared(r)
+        r = await other.get("/ui/nodes", params={"live": "1"}, headers=stale)
+        envelope_err(r, 401, "session_expired")
+        assert cleared(r)
+        r = await other.post("/ui/nodes/c1/disable", headers={**stale, "X-CSRF-Token": csrf})
+        envelope_err(r, 401, "session_expired")
+        assert cleared(r)
+        # none of that counted as a failed login: the operator logs in again at once
+        r = await other.post("/ui/login", data={"token": tok})
+        assert r.status_code == 303 and r.headers["location"] == "/ui/"
+
+
+async def test_revoking_the_token_ends_the_session(api: Api) -> None:
+    client, tok, csrf = await login(api)
+    jti = tokens.decode(ADMIN_SECRET, tok, api.clock.now())["jti"]
+    value = client.cookies.get("cascade_ui")
     with api.store.session() as s:
         tokens.revoke(s, api.clock.now(), jti)
     r = await client.get("/ui/")
     assert r.status_code == 303 and r.headers["location"] == "/ui/login"
+    assert cleared(r)
+    limit = api.settings.parent.auth.failed_attempts_limit
+    async with await fresh_client(api) as other:
+        stale = {"Cookie": f"cascade_ui={value}"}
+        for _ in range(limit + 1):
+            envelope_err(await other.get("/ui/", params={"live": "1"}, headers=stale), 401,
+                         "token_revoked")
+        # logging out with the revoked token's session still drops the cookie
+        r = await other.post("/ui/logout", data={"csrf": csrf}, headers=stale)
+        assert r.status_code == 303 and r.headers["location"] == "/ui/login" and cleared(r)
+        # and the revoked session was no failed login: another admin logs in from here
+        r = await other.post("/ui/login", data={"token": api.token()})
+        assert r.status_code == 303
 
 
 async def test_language_by_accept_language_and_switch(api: Api) -> None:

@@ -140,20 +140,38 @@ class Pages:
         return self.render(f"_{name}.html" if live else f"{name}.html", view=name, **values)
 
 
+def _to_login(request: Request) -> Response:
+    """A redirect to the login form that also drops the session cookie (if any)."""
+    response = RedirectResponse(base_url(request) + "/login", status_code=303)
+    session.clear_session_cookie(response, request, base_url(request))
+    return response
+
+
+def _login_required(request: Request, exc: session.LoginRequired) -> Response:
+    """401 for a fragment or an action, dropping the ended session's cookie: otherwise the
+    browser would send it again on every request."""
+    response = error_response(401, exc.code, exc.message)
+    session.clear_session_cookie(response, request, base_url(request))
+    return response
+
+
 async def _page(request: Request) -> Pages | Response:
     """The request's ``Pages``, or a redirect to the login form (401 for a live fragment)."""
     try:
         ui = await session.current(_state(request), request)
     except session.LoginRequired as exc:
         if request.query_params.get("live"):
-            return error_response(401, exc.code, exc.message)
-        return RedirectResponse(base_url(request) + "/login", status_code=303)
+            return _login_required(request, exc)
+        return _to_login(request)
     return Pages(request, ui)
 
 
-async def _action(request: Request) -> session.UiSession:
-    """The session of an action, CSRF checked; 401/403 otherwise."""
-    ui = await session.current(_state(request), request)
+async def _action(request: Request) -> session.UiSession | Response:
+    """The session of an action, CSRF checked; 401 (cookie dropped) or 403 otherwise."""
+    try:
+        ui = await session.current(_state(request), request)
+    except session.LoginRequired as exc:
+        return _login_required(request, exc)
     session.check_csrf(request, ui)
     return ui
 
@@ -213,19 +231,22 @@ def build_router() -> APIRouter:
             return pages.render("login.html", status=401, view="login",
                                 error=f"{pages.t('login_failed')}: {exc.message}")
         response = RedirectResponse(base_url(request) + "/", status_code=303)
-        session.set_session_cookie(response, request, token, ui, state.clock.now(),
-                                   base_url(request))
-        log.info("dashboard login (admin token %s) from %s", ui.jti[:8],
-                 session.client_addr(request))
+        session.set_session_cookie(response, request, session.admin_secret(state), ui,
+                                   state.clock.now(), base_url(request))
+        log.info("dashboard login (admin token %s) from %s until %s", ui.jti[:8],
+                 session.client_addr(request), ui.expires_at.isoformat())
         return response
 
     @router.post("/ui/logout")
     async def logout(request: Request) -> Response:
-        ui = await session.current(_state(request), request)
+        # A live session needs the CSRF token (no other site may log the operator out); an
+        # ended one (expired, revoked token) is simply dropped: logging out must never fail.
+        try:
+            ui = await session.current(_state(request), request)
+        except AuthError:
+            return _to_login(request)
         session.check_csrf(request, ui, (await _form(request)).get("csrf"))
-        response = RedirectResponse(base_url(request) + "/login", status_code=303)
-        session.clear_session_cookie(response, request, base_url(request))
-        return response
+        return _to_login(request)
 
     # --- views --------------------------------------------------------------------------
 
@@ -308,6 +329,8 @@ def build_router() -> APIRouter:
     @router.post("/ui/nodes/{node_id}/{action}")
     async def node_action(request: Request, node_id: Ident, action: str) -> Response:
         ui = await _action(request)
+        if isinstance(ui, Response):
+            return ui
         state = _state(request)
         overlap = state.settings.parent.auth.rotation_overlap
 
@@ -337,6 +360,8 @@ def build_router() -> APIRouter:
     @router.post("/ui/tasks/{task_id}/dispatch")
     async def dispatch_now(request: Request, task_id: Ident) -> Response:
         ui = await _action(request)
+        if isinstance(ui, Response):
+            return ui
         state = _state(request)
         result = await state.db.run(lambda s, now: dispatch(
             s, now, state.settings, task_id=task_id, trigger="manual"))

@@ -1,10 +1,21 @@
-"""Who is looking at the dashboard: an admin token kept in a cookie, and the CSRF check.
+"""Who is looking at the dashboard: a signed session cookie bound to an admin token, and CSRF.
 
 * Login: the operator pastes an admin token once; it is checked like a ``Bearer`` header
-  (signature, expiry, revocation) and kept in an HttpOnly, SameSite=Strict cookie whose path
-  is the dashboard's. Every request checks it again, so revoking the token with
-  ``cascade token revoke`` ends the session at once. Logout only drops the cookie: the token
-  itself stays valid for the CLI or scripts that also use it.
+  (signature, expiry, revocation, throttled per address). The cookie does NOT hold the token:
+  it holds ``s1.<jti>.<expires>.<nonce>.<mac>``, a random 256-bit nonce and the token's id and
+  the session's end, signed with an HMAC under the parent's admin-token secret. Why not the
+  token: a copied token is a Bearer credential for the whole admin API until it expires; a
+  copied cookie is nothing outside ``/ui`` (it is no JWT, so the API refuses it) and ends
+  after ``parent.ui_session_ttl`` (never after the token).
+* Why signed and not a random id in a table: several parent processes may serve one
+  dashboard behind one proxy, and a session table would need a migration. The cost is that
+  logout cannot end a copied cookie server-side (there is no revocation for sessions): it
+  drops the cookie, and the short lifetime bounds the rest (docs/dashboard.md says so).
+* Every request checks the token's record again, so revoking the token with
+  ``cascade token revoke`` ends every session opened with it at once. An expired, revoked or
+  unreadable cookie sends the browser to the login form and is cleared; it is not counted as
+  a failed authentication (a browser left open overnight is no attack). A cookie whose
+  signature is wrong is a forgery and is counted.
 * Node credentials never log in: a pasted ``key:secret`` is refused, and a request carrying a
   node credential (``AK-SK`` or the signed form) gets 403 on every dashboard path.
 * CSRF: actions need ``X-CSRF-Token`` (or the form field ``csrf``) equal to an HMAC of the
@@ -17,8 +28,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
+import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from starlette.requests import Request
@@ -35,6 +48,9 @@ if TYPE_CHECKING:
 SESSION_COOKIE = "cascade_ui"
 CSRF_HEADER = "x-csrf-token"
 MAX_TOKEN_CHARS = 4096
+COOKIE_VERSION = "s1"
+# version . jti (the token's hex id) . expiry (unix seconds) . nonce (32 random bytes) . mac
+COOKIE_RE = re.compile(r"s1\.([0-9a-f]{1,64})\.([0-9]{1,12})\.([A-Za-z0-9_-]{43})\.([0-9a-f]{64})")
 
 
 class LoginRequired(AuthError):
@@ -51,6 +67,25 @@ class UiSession:
 
 def csrf_for(secret: bytes, jti: str) -> str:
     return hmac.new(secret, b"cascade-ui-csrf|" + jti.encode(), hashlib.sha256).hexdigest()
+
+
+def _cookie_mac(secret: bytes, jti: str, expires: int, nonce: str) -> str:
+    # Its own prefix: a session MAC can never pass for a CSRF token or the reverse.
+    message = f"cascade-ui-session|{jti}|{expires}|{nonce}".encode()
+    return hmac.new(secret, message, hashlib.sha256).hexdigest()
+
+
+def cookie_value(secret: bytes, jti: str, expires_at: datetime) -> str:
+    """A new session's cookie value (see the module's docstring for its shape and why)."""
+    expires = int(expires_at.timestamp())
+    nonce = secrets.token_urlsafe(32)
+    mac = _cookie_mac(secret, jti, expires, nonce)
+    return f"{COOKIE_VERSION}.{jti}.{expires}.{nonce}.{mac}"
+
+
+def session_end(now: datetime, ttl: float, token_expires: datetime) -> datetime:
+    """When a session opened now ends: after ``ttl``, but never after its token."""
+    return min(ensure_utc(now) + timedelta(seconds=ttl), token_expires)
 
 
 def client_addr(request: Request) -> str:
@@ -77,11 +112,9 @@ def looks_like_node_credential(text: str) -> bool:
 
 
 async def verify_token(state: AppState, request: Request, token: str) -> UiSession:
-    """Check an admin token (throttled per address like the API's); the session it opens."""
-    secret = state.admin_secret
-    if secret is None:
-        raise ProtocolError("admin tokens are not configured on this parent",
-                            code="admin_not_configured", status=503)
+    """Check an admin token (throttled per address like the API's); the session it opens,
+    ending after ``parent.ui_session_ttl`` or with the token, whichever comes first."""
+    secret = admin_secret(state)
     addr = client_addr(request)
     state.throttle.check(addr)
     if not token or len(token) > MAX_TOKEN_CHARS:
@@ -94,8 +127,48 @@ async def verify_token(state: AppState, request: Request, token: str) -> UiSessi
         state.metrics.auth_failures.labels("ui_invalid_token").inc()
         raise
     jti = str(claims["jti"])
-    expires = datetime.fromtimestamp(float(claims["exp"]), tz=UTC)
+    token_expires = datetime.fromtimestamp(float(claims["exp"]), tz=UTC)
+    expires = session_end(state.clock.now(), state.settings.parent.ui_session_ttl,
+                          token_expires)
     return UiSession(jti=jti, csrf=csrf_for(secret, jti), via_header=False, expires_at=expires)
+
+
+def admin_secret(state: AppState) -> bytes:
+    """The parent's admin-token secret: it signs tokens, session cookies and CSRF tokens."""
+    secret = state.admin_secret
+    if secret is None:
+        raise ProtocolError("admin tokens are not configured on this parent",
+                            code="admin_not_configured", status=503)
+    return secret
+
+
+async def verify_cookie(state: AppState, request: Request, value: str) -> UiSession:
+    """The session a cookie value stands for; ``LoginRequired`` when it has ended.
+
+    Only a wrong signature counts against the address's throttle: an expired or revoked
+    session, or a cookie of an older format, is an operator who must log in again."""
+    secret = admin_secret(state)
+    m = COOKIE_RE.fullmatch(value)
+    if m is None:
+        raise LoginRequired("log in again (the dashboard session is not readable)",
+                            code="login_required")
+    jti, expires_text, nonce, mac = m.groups()
+    expires = int(expires_text)
+    if not hmac.compare_digest(mac, _cookie_mac(secret, jti, expires, nonce)):
+        addr = client_addr(request)
+        state.throttle.check(addr)
+        state.throttle.fail(addr)
+        state.metrics.auth_failures.labels("ui_invalid_session").inc()
+        raise LoginRequired("invalid dashboard session: log in again", code="invalid_session")
+    if expires <= ensure_utc(state.clock.now()).timestamp():
+        raise LoginRequired("the dashboard session has expired: log in again",
+                            code="session_expired")
+    try:
+        await state.db.run(lambda s, now: tokens.check_recorded(s, now, jti))
+    except AuthError as exc:
+        raise LoginRequired(exc.message, code=exc.code) from exc
+    return UiSession(jti=jti, csrf=csrf_for(secret, jti), via_header=False,
+                     expires_at=datetime.fromtimestamp(expires, tz=UTC))
 
 
 async def current(state: AppState, request: Request) -> UiSession:
@@ -108,13 +181,10 @@ async def current(state: AppState, request: Request) -> UiSession:
             session = await verify_token(state, request, parsed.token)
             return UiSession(session.jti, session.csrf, True, session.expires_at)
         raise AuthError("malformed Authorization header", code="invalid_credentials")
-    token = request.cookies.get(SESSION_COOKIE)
-    if not token:
+    value = request.cookies.get(SESSION_COOKIE)
+    if not value:
         raise LoginRequired("log in with an admin token first", code="login_required")
-    try:
-        return await verify_token(state, request, token)
-    except AuthError as exc:
-        raise LoginRequired(exc.message, code=exc.code) from exc
+    return await verify_cookie(state, request, value)
 
 
 def refuse_cross_site(request: Request) -> None:
@@ -135,10 +205,11 @@ def check_csrf(request: Request, session: UiSession, form_value: str | None = No
                              code="csrf_failed")
 
 
-def set_session_cookie(response: Response, request: Request, token: str, session: UiSession,
-                       now: datetime, path: str) -> None:
+def set_session_cookie(response: Response, request: Request, secret: bytes,
+                       session: UiSession, now: datetime, path: str) -> None:
     max_age = max(1, int((session.expires_at - ensure_utc(now)).total_seconds()))
-    response.set_cookie(SESSION_COOKIE, token, max_age=max_age, path=path, httponly=True,
+    value = cookie_value(secret, session.jti, session.expires_at)
+    response.set_cookie(SESSION_COOKIE, value, max_age=max_age, path=path, httponly=True,
                         samesite="strict", secure=request.url.scheme == "https")
 
 
