@@ -65,6 +65,27 @@ def upgrade(store: Store, revision: str = "head") -> tuple[str | None, str]:
     return before, head_revision() if revision == "head" else revision
 
 
+def downgrade(store: Store, revision: str) -> tuple[str | None, str]:
+    """Take the schema back to ``revision``, for an operator going back to an older Cascade
+    release on the same database (docs/migration.md, Rollback): run it with the newer release
+    still installed, which has the migration files that undo its changes. Data of dropped
+    columns is lost. Returns (before, after) revisions."""
+    before = current_revision(store)
+    cfg = _config()
+    try:
+        with store.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, revision)
+    except SQLAlchemyError as exc:
+        raise StoreError(f"schema downgrade failed on {store.masked_url}: "
+                         f"{str(getattr(exc, 'orig', exc)).splitlines()[0]}") from exc
+    except CommandError as exc:
+        raise StoreError(f"schema downgrade to {revision!r} failed on {store.masked_url}: "
+                         f"{exc}", hint=f"the schema is at {before}; give an older revision "
+                                        "this release knows (docs/migration.md)") from exc
+    return before, current_revision(store)
+
+
 def require_current(store: Store, head: str | None = None) -> None:
     """Refuse to run daemons against a missing or old schema, with the fix. ``head``: the
     head revision, if the caller already knows it (reading it lists the migration files)."""
