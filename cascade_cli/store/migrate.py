@@ -65,7 +65,7 @@ def upgrade(store: Store, revision: str = "head") -> tuple[str | None, str]:
     return before, head_revision() if revision == "head" else revision
 
 
-def downgrade(store: Store, revision: str) -> tuple[str | None, str]:
+def downgrade(store: Store, revision: str) -> tuple[str | None, str | None]:
     """Take the schema back to ``revision``, for an operator going back to an older Cascade
     release on the same database (docs/migration.md, Rollback): run it with the newer release
     still installed, which has the migration files that undo its changes. Data of dropped
