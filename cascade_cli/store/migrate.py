@@ -8,6 +8,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.script.revision import RevisionError
 from alembic.util import CommandError
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
@@ -45,24 +46,66 @@ def current_revision(store: Store) -> str | None:
                          hint="check database.url and that the server is running") from exc
 
 
+def _steps(cfg: Config, store: Store, before: str | None, revision: str) -> list[str]:
+    """The revisions to upgrade to, each in its own transaction. One on SQLite and PostgreSQL:
+    the whole upgrade commits or changes nothing. One per migration on MySQL/MariaDB, which
+    commit every schema change at once whatever the transaction: there the recorded revision
+    must follow each migration, or a later one that stops (0006 on names differing only by
+    case) would leave an earlier one's change applied but unrecorded, and 'cascade init'
+    could not resume."""
+    if store.dialect not in ("mysql", "mariadb"):
+        return [revision]
+    script = ScriptDirectory.from_config(cfg)
+    pending = [s.revision for s in script.iterate_revisions(revision, before or "base")]
+    return list(reversed(pending))
+
+
 def upgrade(store: Store, revision: str = "head") -> tuple[str | None, str]:
     """Bring the schema to ``revision`` (head unless a test asks for an older one). Safe to
     run again. Returns (before, after) revisions."""
     before = current_revision(store)
     cfg = _config()
     try:
-        with store.engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, revision)
+        for step in _steps(cfg, store, before, revision):
+            with store.engine.begin() as conn:
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, step)
     except SQLAlchemyError as exc:
         raise StoreError(f"schema upgrade failed on {store.masked_url}: "
                          f"{str(getattr(exc, 'orig', exc)).splitlines()[0]}") from exc
-    except CommandError as exc:
+    except (CommandError, RevisionError) as exc:
         # e.g. the database was migrated by a newer Cascade: its revision is unknown here.
         raise StoreError(f"schema upgrade failed on {store.masked_url}: {exc}",
                          hint="upgrade Cascade to the version that created this database"
                          ) from exc
     return before, head_revision() if revision == "head" else revision
+
+
+def downgrade(store: Store, revision: str) -> tuple[str | None, str | None]:
+    """Take the schema back to ``revision``, for an operator going back to an older Cascade
+    release on the same database (docs/migration.md, Rollback): run it with the newer release
+    still installed, which has the migration files that undo its changes. Data of dropped
+    columns is lost. Returns (before, after) revisions."""
+    before = current_revision(store)
+    cfg = _config()
+    try:
+        steps = [revision]
+        if store.dialect in ("mysql", "mariadb"):  # one migration at a time, as in _steps
+            script = ScriptDirectory.from_config(cfg)
+            steps = [str(s.down_revision or "base")
+                     for s in script.iterate_revisions(before or "base", revision)] or steps
+        for step in steps:
+            with store.engine.begin() as conn:
+                cfg.attributes["connection"] = conn
+                command.downgrade(cfg, step)
+    except SQLAlchemyError as exc:
+        raise StoreError(f"schema downgrade failed on {store.masked_url}: "
+                         f"{str(getattr(exc, 'orig', exc)).splitlines()[0]}") from exc
+    except (CommandError, RevisionError) as exc:
+        raise StoreError(f"schema downgrade to {revision!r} failed on {store.masked_url}: "
+                         f"{exc}", hint=f"the schema is at {before}; give an older revision "
+                                        "this release knows (docs/migration.md)") from exc
+    return before, current_revision(store)
 
 
 def require_current(store: Store, head: str | None = None) -> None:

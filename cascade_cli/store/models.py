@@ -24,6 +24,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    func,
     literal_column,
     text,
 )
@@ -126,6 +127,16 @@ class Node(Base):
     last_heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+# Names differing only by case (n1, N1) are one name: they read as one node in logs and
+# commands. The database holds the rule too (migration 0006), so two parent processes cannot
+# both create one. MySQL/MariaDB need no index for it: their unique index on ``name`` already
+# compares by the column's case-insensitive collation (the migration checks it), and MariaDB
+# has no expression indexes.
+NAME_CASE_INDEX_DIALECTS = ("sqlite", "postgresql")
+Index("uq_nodes_name_lower", func.lower(Node.name), unique=True).ddl_if(
+    dialect=NAME_CASE_INDEX_DIALECTS)  # type: ignore[arg-type]  # a tuple works (DDLIf)
 
 
 class Feed(Base):

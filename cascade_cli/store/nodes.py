@@ -31,20 +31,24 @@ from cascade_cli.store.prepared import PaddedIn, Prepared
 NODE_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$"
 
 
+def name_taken(session: Session, name: str) -> str | None:
+    """The stored node name that ``name`` would clash with, if any. Names differing only by
+    case (n1, N1) are one name: they read as one node in logs and commands. The database
+    holds the same rule (index ``uq_nodes_name_lower``, migration 0006; MySQL/MariaDB by
+    their case-insensitive collation), so a race past this check fails there."""
+    return session.scalar(select(Node.name).where(func.lower(Node.name) == name.lower())
+                          .limit(1))
+
+
 def create_node(session: Session, now: datetime, name: str, *, description: str = "",
                 max_capacity: int = 2) -> tuple[Node, NodeCredentials]:
-    import re
-
     if not re.fullmatch(NODE_NAME_RE, name or ""):
         raise InvalidInput(f"invalid node name {name!r}: use letters, digits, '.', '_' or '-' "
                            "(up to 100, starting with a letter or digit)", field="name")
     if not 1 <= max_capacity <= 256:
         raise InvalidInput(f"capacity must be between 1 and 256, got {max_capacity}",
                            field="max_capacity")
-    # Names differing only by case (n1, N1) are refused: they read as one node in logs and
-    # commands, and MySQL/MariaDB's collation already treats them as one.
-    existing = session.scalar(select(Node.name).where(func.lower(Node.name) == name.lower())
-                              .limit(1))
+    existing = name_taken(session, name)
     if existing is not None:
         same = "" if existing == name else f" ('{existing}': names differing only by case " \
                                            "are one name)"
@@ -235,15 +239,25 @@ def import_legacy_node(session: Session, now: datetime, *, name: str, api_key: s
         return existing, False
     if not re.fullmatch(NODE_NAME_RE, name or ""):
         raise InvalidInput(f"invalid node name {name!r}", field="name")
-    if session.scalar(select(Node.id).where(Node.name == name)) is not None:
-        raise Conflict(f"a node named '{name}' already exists with another key",
+    taken = name_taken(session, name)
+    if taken is not None:
+        same = "" if taken == name else f" ('{taken}': names differing only by case are one " \
+                                        "name)"
+        raise Conflict(f"a node named '{name}' already exists with another key{same}",
                        code="duplicate_name")
     node = Node(name=name, description=description, api_key=api_key, secret_hash=stored,
                 public_key=None, max_capacity=2, enabled=enabled, legacy=True,
                 callback_url=callback_url or None, credentials_rotated_at=None,
                 created_at=now, updated_at=now)
-    session.add(node)
-    session.flush()
+    # A savepoint: a node created meanwhile by another process fails only this one, and the
+    # importer goes on with the next.
+    try:
+        with session.begin_nested():
+            session.add(node)
+            session.flush()
+    except IntegrityError as exc:
+        raise Conflict(f"a node named '{name}' (or with key {api_key!r}) already exists",
+                       code="duplicate_name") from exc
     return node, True
 
 

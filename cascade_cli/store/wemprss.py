@@ -131,7 +131,7 @@ def _slug(name: str, fallback: str) -> str:
 def _node_name(session: Session, row: dict[str, Any]) -> str:
     base = _slug(str(row.get("name") or ""), f"wemp-{str(row['id'])[:8]}")
     name = base
-    if session.scalar(select(Node.id).where(Node.name == name)) is not None:
+    if nodes.name_taken(session, name) is not None:  # n1 and N1 are one name
         name = f"{base}-{re.sub(r'[^A-Za-z0-9]', '', str(row['id']))[:8]}"
     return name
 

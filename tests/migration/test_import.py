@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import create_engine, select, text
 
 from cascade_cli.store import nodes
 from cascade_cli.store.engine import Store
@@ -129,3 +130,34 @@ def test_doctor_lists_legacy_nodes_until_they_are_gone(cli, parent_dir, tmp_path
         assert cli("nodes", "legacy", n, "off").exit_code == 0
     r = cli("doctor", "--check", "parent.legacy_nodes", "--json")
     assert json.loads(r.stdout)["checks"][0]["status"] == "ok", r.stdout
+
+
+def test_import_gives_case_duplicates_distinct_names(cli, parent_dir, tmp_path) -> None:
+    """we-mp-rss allowed 'edge-1' next to 'Edge-1', and Cascade already has 'EDGE-1': names
+    differing only by case are one name here, so each imported node gets its own."""
+    url = f"sqlite:///{tmp_path / 'wemprss.db'}"
+    wemprss_db.build(url)
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        for n, name in enumerate(("edge-1", "Edge-1"), 1):
+            conn.execute(text(
+                "INSERT INTO we_cascade_nodes (id, node_type, name, description, api_url, "
+                "api_key, api_secret_hash, status, sync_config, is_active) VALUES (:id, 1, "
+                ":name, '', 'http://10.0.0.9:8002', :k, :h, 1, '{}', 1)"),
+                {"id": f"{n}aaaaaaa-0000-4000-8000-00000000000{n}", "name": name,
+                 "k": f"edge-key-{n}", "h": hashlib.sha256(b"s").hexdigest()})
+    engine.dispose()
+    assert cli("init").exit_code == 0
+    assert cli("init", "--child", "EDGE-1", "--json").exit_code == 0
+
+    r = cli("import", "we-mp-rss", "--database", url, "--json")
+    assert r.exit_code == 0, r.output
+    created = json.loads(r.stdout)["nodes"]["created"]
+    assert "edge-1-1aaaaaaa" in created and "Edge-1-2aaaaaaa" in created, created
+    store = _store(parent_dir)
+    try:
+        with store.session() as s:
+            names = [n.lower() for n in s.scalars(select(Node.name))]
+        assert len(names) == len(set(names)) == 5, names  # 2 imported before, EDGE-1, 2 new
+    finally:
+        store.dispose()

@@ -3,7 +3,7 @@
 Off for every existing node: only ``cascade nodes legacy NAME on`` or
 ``cascade import we-mp-rss`` turn it on, so new children keep least privilege.
 
-Revision ID: 0006
+Revision ID: 0005
 Revises: 0004
 Create Date: 2026-12-06 20:30:00
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0006'
+revision = '0005'
 down_revision = '0004'
 branch_labels = None
 depends_on = None
