@@ -7,6 +7,7 @@ default templates and an ordinary template over the full 50 articles still rende
 from __future__ import annotations
 
 import time
+import tracemalloc
 
 import pytest
 
@@ -58,6 +59,10 @@ ABUSE = {
     "tojson of references": "{% set s = 'x' * 100000 %}{{ ([s] * 1000)|tojson|length }}",
     "pprint of references": "{% set s = 'x' * 100000 %}{{ ([s] * 1000)|pprint|length }}",
     "printing references": "{% set s = 'x' * 100000 %}{{ [s] * 1000 }}",
+    "upper of references": "{% set s = 'x' * 100000 %}{{ ([s] * 1000)|upper|length }}",
+    "join of nested references": "{% set s = 'x' * 100000 %}{{ ([[s]] * 1000)|join|length }}",
+    "printing dict values": "{% set s = 'x' * 100000 %}"
+                            "{{ {}.fromkeys(range(1000), s).values() }}",
 }
 
 
@@ -71,6 +76,20 @@ def test_abusive_template_refused_quickly(name: str, message_type: int) -> None:
     assert took < 1.0, f"{name}: refused only after {took:.2f}s"
     assert info.value.code == "invalid_template"
     assert "template" in info.value.message
+
+
+@pytest.mark.parametrize("name", sorted(ABUSE))
+def test_abusive_template_refused_without_big_allocation(name: str) -> None:
+    """Sizes are checked before the work: a refusal never first allocates what was asked
+    for ('%900000000s'|format(1) took 900 MB before it was refused)."""
+    tracemalloc.start()
+    try:
+        with pytest.raises(InvalidInput):
+            templates.validate_template(ABUSE[name], 0)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 40 * 1024 * 1024, f"{name}: {peak / 1e6:.0f} MB allocated before refusing"
 
 
 def test_ordinary_templates_still_render() -> None:
@@ -87,10 +106,11 @@ def test_ordinary_templates_still_render() -> None:
     ordinary = ("{{ '%5.1f|%-4s|'|format(2.25, 'ab') }}{{ '{:>6}|{:.2f}|{x}'.format('ab', 1.5, x=3) }} "
                 "{{ '{a}'.format_map({'a': 1}) }} {{ '%03d' % 7 }} "
                 "{{ (articles[0].description * 20)|wordwrap(20)|length > 0 }} "
+                "{{ ('x' * 150000)|wordwrap(80)|length > 0 }} "
                 "{{ articles|map(attribute='title')|sort|join(',')|length > 0 }} "
                 "{{ articles|tojson|length > 0 }}")
     assert templates.render_template(ordinary, 0, ctx) == \
-        "  2.2|ab  |    ab|1.50|3 1 007 True True True"
+        "  2.2|ab  |    ab|1.50|3 1 007 True True True True"
 
 
 def test_send_time_render_is_bounded_and_outside_the_queueing_transaction(
