@@ -306,6 +306,7 @@ _PRINTF = re.compile(r"%(?:\((?P<key>[^)]*)\))?[-#0 +]*(?P<width>\*|\d+)?"
 def _printf_size(fmt: str, values: Any) -> int:
     """An upper bound of ``len(fmt % values)``, from the widths, precisions and the values
     written, before formatting (``'%900000000s' % 1`` allocates 900 MB)."""
+    _step(len(fmt) // 8)  # the estimate itself walks the format string
     args = list(values) if isinstance(values, tuple) else [values]
     mapping = values if isinstance(values, dict) else {}
     size, i = len(fmt), 0
@@ -333,6 +334,7 @@ def _printf_size(fmt: str, values: Any) -> int:
 def _format_size(fmt: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
     """An upper bound of ``len(fmt.format(*args, **kwargs))`` before formatting
     (``'{:>900000000}'.format(1)``)."""
+    _step(len(fmt) // 8)  # the estimate itself walks the format string
     try:
         fields = list(string.Formatter().parse(fmt))
     except ValueError:
