@@ -4,6 +4,7 @@ parent's database (run on the parent host). The queries live in ``store.history`
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from typing import Annotated, Any
@@ -26,6 +27,17 @@ from cascade_cli.store import history
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON alone on standard output.")]
 WideOpt = Annotated[bool, typer.Option(
     "--wide", help="Full ids and ISO times instead of 8-character ids and relative times.")]
+
+# An hour between two looks is already more than anyone follows a log at; time.sleep cannot
+# take 1e308 (OverflowError) and must not be handed inf or nan.
+MAX_FOLLOW_INTERVAL = 3600.0
+
+
+def _finite(value: float | None) -> float | None:
+    """Click's range check lets nan through (every comparison with nan is false)."""
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter("must be a finite number of seconds (0.1 to 3600)")
+    return value
 
 
 def _counts(by_status: dict[str, int]) -> str:
@@ -174,7 +186,8 @@ def register(app: typer.Typer) -> None:
                    "--follow", "-f", help="Keep printing new events until Ctrl-C (with "
                    "--json: one JSON object per line).")] = False,
                interval: Annotated[float, typer.Option(
-                   "--interval", min=0.1, help="Seconds between two looks with --follow.")]
+                   "--interval", min=0.1, max=MAX_FOLLOW_INTERVAL, callback=_finite,
+                   help="Seconds between two looks with --follow (0.1 to 3600).")]
                = 1.0,
                wide: WideOpt = False, as_json: JsonOpt = False) -> None:
         """The event log (the API's /sync-logs): dispatches, claims, completions, lease

@@ -49,10 +49,13 @@ class Throttle:
     """Failed authentications in a sliding window, per (client address, key), in-process.
 
     Per key as well as per address: many children behind one NAT or proxy share an address,
-    and one of them retrying a wrong secret must not lock out the others. An address is also
-    refused after ``address_limit`` failures over all its keys (a client trying many keys).
-    The address is the peer's, or the one a trusted proxy forwarded
-    (``parent.trusted_proxies``).
+    and one of them retrying a wrong secret must not lock out the others. So a request is
+    refused before its credentials are checked only when its own (address, key) pair is over
+    ``limit``. The address-wide ceiling (``address_limit`` failures over all keys: a client
+    trying many keys) applies only to requests whose credentials *fail*: they get 429
+    instead of 401. A request whose credentials verify is never refused for what other
+    clients at its address did. The address is the peer's, or the one a trusted proxy
+    forwarded (``parent.trusted_proxies``).
 
     In-process, not shared between parent processes: with N processes behind a balancer a
     client gets up to N times the limit. That is a deliberate trade (docs/operations.md): a
@@ -81,15 +84,12 @@ class Throttle:
         return q
 
     def check(self, addr: str, key: str = "", now: float | None = None) -> None:
+        """Before verification: refuse (429) a pair over its limit; never the address."""
         now = time.monotonic() if now is None else now
         q = self._prune((addr, key), now)
         if q is not None and len(q) >= self.limit:
             self._refuse(q[0] + self.window - now, "for this key from this address",
                          f"parent.auth.failed_attempts_limit = {self.limit}")
-        q = self._prune((addr, "*"), now)
-        if q is not None and len(q) >= self.address_limit:
-            self._refuse(q[0] + self.window - now, "from this address (all keys)",
-                         f"parent.auth.failed_attempts_address_limit = {self.address_limit}")
 
     def _refuse(self, retry: float, which: str, setting: str) -> None:
         retry = max(1.0, retry)
@@ -98,17 +98,26 @@ class Throttle:
                           "correct credentials", retry_after=retry)
 
     def fail(self, addr: str, key: str = "", now: float | None = None) -> None:
+        """Count a failed authentication; raises ``RateLimited`` (answer 429, not 401) when
+        the address is now past the address-wide ceiling."""
         now = time.monotonic() if now is None else now
-        for entry in ((addr, key), (addr, "*")):
+        # Only the newest failures matter for a refusal, so each queue keeps just enough of
+        # them: a flood of failures cannot grow the memory per entry.
+        keep = {(addr, key): self.limit, (addr, "*"): self.address_limit + 1}
+        for entry, maxlen in keep.items():
             q = self._prune(entry, now)
             if q is None:
-                q = deque()
+                q = deque(maxlen=maxlen)
                 self._fails[entry] = q
                 while len(self._fails) > self.max_entries:
                     self._fails.popitem(last=False)
             else:
                 self._fails.move_to_end(entry)
             q.append(now)
+        q = self._fails.get((addr, "*"))
+        if q is not None and len(q) > self.address_limit:
+            self._refuse(q[0] + self.window - now, "from this address (all keys)",
+                         f"parent.auth.failed_attempts_address_limit = {self.address_limit}")
 
 
 def throttle_key(parsed: auth.PlainAuth | auth.SignedAuth | auth.BearerAuth | None) -> str:
@@ -245,8 +254,8 @@ class NodeAuth:
         state = self.state
         state.metrics.auth_failures.labels(exc.code).inc()
         if isinstance(exc, AuthError):
-            state.throttle.fail(self.addr, self.key)
             log.info("authentication refused from %s: %s", self.addr, exc.code)
+            state.throttle.fail(self.addr, self.key)  # 429 past the address-wide ceiling
 
 
 async def authenticate(request: Request) -> Principal:
@@ -277,9 +286,9 @@ async def authenticate(request: Request) -> Principal:
         return await state.db.run(
             lambda s, now: verify_node(s, now, state.settings, parsed, method, pwq, body))
     except AuthError as exc:
-        state.throttle.fail(addr, key)
         state.metrics.auth_failures.labels(exc.code).inc()
         log.info("authentication refused from %s: %s", addr, exc.code)
+        state.throttle.fail(addr, key)  # 429 past the address-wide ceiling, else the 401
         raise
     except ForbiddenError as exc:
         state.metrics.auth_failures.labels(exc.code).inc()

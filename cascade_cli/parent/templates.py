@@ -33,9 +33,12 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import re
+import string
 import threading
 import time
+from collections.abc import ItemsView, KeysView, ValuesView
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -44,6 +47,7 @@ from urllib.parse import urlsplit
 from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, meta, nodes
 from jinja2.exceptions import SecurityError, UndefinedError
 from jinja2.sandbox import SandboxedEnvironment
+from jinja2.utils import Namespace
 from jinja2.visitor import NodeTransformer
 
 from cascade_cli.clock import ensure_utc, isoformat_z
@@ -55,6 +59,26 @@ MAX_ARTICLES = 50
 MAX_OUTPUT = 1024 * 1024
 MAX_STEPS = 200_000  # loop iterations + calls + attribute reads of one render
 RENDER_SECONDS = 0.5
+# wordwrap (textwrap) cannot be interrupted and is quadratic on words longer than the width:
+# 'x' * 200000 at width 1 takes 2.7 s. Its input is capped at MAX_WRAP_INPUT * sqrt(width)
+# characters: 0.03-0.07 s at worst (measured: 20 000 at width 1, 178 000 at width 80).
+MAX_WRAP_INPUT = 20_000
+# Filters whose work grows with their input and cannot be interrupted: characters or items
+# of input per step charged before they run (one step is about 2.5 us of template work;
+# measured: urlize ~1.5 us per character, sort ~2 us per item, title ~0.5 us per character).
+_INPUT_PER_STEP = {"urlize": 1, "wordwrap": 1, "sort": 1, "dictsort": 1, "groupby": 1,
+                   "unique": 2, "pprint": 1, "tojson": 4, "xmlattr": 1, "striptags": 4,
+                   "title": 4, "capitalize": 8, "wordcount": 8, "upper": 16, "lower": 16,
+                   "escape": 8, "e": 8, "forceescape": 8, "trim": 16, "reverse": 16,
+                   "string": 8, "list": 8, "batch": 4, "slice": 4, "sum": 4, "min": 4,
+                   "max": 4, "map": 16, "select": 16, "reject": 16, "selectattr": 16,
+                   "rejectattr": 16}
+# Filters that write their input out as text (a list of 1000 references to one
+# 100 000-character string is 100 MB of text): the text size is checked before.
+_TEXT_OUT = frozenset({"tojson", "pprint", "string", "escape", "e", "forceescape", "urlize",
+                       "safe", "trim", "upper", "lower", "title", "capitalize", "center",
+                       "truncate", "wordcount", "striptags", "urlencode", "wordwrap",
+                       "format", "indent", "replace"})
 CONTEXT_NAMES = frozenset({"feed", "articles", "task", "now", "article_count", "more"})
 
 # Bytes a channel accepts in one message; longer text is cut with a marker.
@@ -158,7 +182,7 @@ def _tojson(value: Any, indent: int | None = None) -> _JsonRaw:
 
 
 def _finalize_text(value: Any) -> Any:
-    return "" if value is None else value
+    return "" if value is None else _text_checked(value)
 
 
 def _finalize_json(value: Any) -> Any:
@@ -169,7 +193,7 @@ def _finalize_json(value: Any) -> Any:
     if isinstance(value, bool | int | float):
         return json.dumps(value)
     if not isinstance(value, str):
-        value = str(value)
+        value = str(_text_checked(value))
     return json.dumps(value, ensure_ascii=False)[1:-1]  # escaped, without the quotes
 
 
@@ -211,8 +235,8 @@ def _step(n: int = 1) -> None:
         return
     b.steps -= n
     if b.steps < 0:
-        raise SecurityError(f"template does more than {MAX_STEPS} loop iterations, calls and "
-                            "attribute reads")
+        raise SecurityError(f"template does more than {MAX_STEPS} loop iterations, calls, "
+                            "attribute reads and filter work")
     if time.monotonic() > b.deadline:
         raise SecurityError(f"template took more than {RENDER_SECONDS:g}s to render")
 
@@ -239,11 +263,116 @@ def _check_args(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
             raise SecurityError(f"argument {value} larger than {MAX_OUTPUT} refused")
 
 
-def _expected_size(name: str, value: Any, args: tuple[Any, ...]) -> int:
+def _text_size(value: Any, limit: int = MAX_OUTPUT) -> int:
+    """About how many characters ``value`` takes written out (str, repr or JSON), counted
+    without writing it and only until past ``limit``: a list may hold a thousand references
+    to one long string."""
+    total = 0
+    stack = [value]
+    while stack and total <= limit:
+        v = stack.pop()
+        if isinstance(v, str):
+            total += len(v) + 2
+        elif isinstance(v, bool) or v is None:
+            total += 5
+        elif isinstance(v, int):
+            total += v.bit_length() * 3 // 10 + 2
+        elif isinstance(v, float):
+            total += 330  # '%f' of 1e308 is 309 digits
+        elif isinstance(v, dict):
+            total += 2 + 4 * len(v)
+            stack.extend(v.keys())
+            stack.extend(v.values())
+        elif isinstance(v, list | tuple | set | frozenset | KeysView | ValuesView | ItemsView):
+            total += 2 + 2 * len(v)
+            stack.extend(v)
+        elif isinstance(v, Namespace):
+            stack.append(object.__getattribute__(v, "_Namespace__attrs"))
+        else:
+            total += 64  # Undefined, a macro, a loop: a short repr
+    return total
+
+
+def _number(digits: str) -> int:
+    """A width or precision from a format string; absurdly long ones count as too big
+    (int() of more than 4300 digits raises)."""
+    return MAX_OUTPUT + 1 if len(digits) > 7 else int(digits)
+
+
+_PRINTF = re.compile(r"%(?:\((?P<key>[^)]*)\))?[-#0 +]*(?P<width>\*|\d+)?"
+                     r"(?:\.(?P<prec>\*|\d*))?[hlL]?(?P<conv>.?)", re.S)
+
+
+def _printf_size(fmt: str, values: Any) -> int:
+    """An upper bound of ``len(fmt % values)``, from the widths, precisions and the values
+    written, before formatting (``'%900000000s' % 1`` allocates 900 MB)."""
+    _step(len(fmt) // 8)  # the estimate itself walks the format string
+    args = list(values) if isinstance(values, tuple) else [values]
+    mapping = values if isinstance(values, dict) else {}
+    size, i = len(fmt), 0
+
+    def next_arg() -> Any:
+        nonlocal i
+        i += 1
+        return args[i - 1] if i <= len(args) else None
+
+    for m in _PRINTF.finditer(fmt):
+        if m.group("conv") == "%":
+            continue
+        width, prec = m.group("width") or "0", m.group("prec") or "0"
+        w = next_arg() if width == "*" else _number(width)
+        p = next_arg() if prec == "*" else _number(prec)
+        value = mapping.get(m.group("key")) if m.group("key") is not None else next_arg()
+        for n in (w, p):
+            size += abs(n) if isinstance(n, int) else 0
+        size += _text_size(value) * (4 if m.group("conv") in ("r", "a") else 1)
+        if size > MAX_OUTPUT:
+            break
+    return size
+
+
+def _format_size(fmt: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
+    """An upper bound of ``len(fmt.format(*args, **kwargs))`` before formatting
+    (``'{:>900000000}'.format(1)``)."""
+    _step(len(fmt) // 8)  # the estimate itself walks the format string
+    try:
+        fields = list(string.Formatter().parse(fmt))
+    except ValueError:
+        return 0  # str.format raises the same error itself
+    numbers = [abs(v) for v in (*args, *kwargs.values())
+               if isinstance(v, int) and not isinstance(v, bool)]
+    size, auto = 0, 0
+    for literal, field, spec, conversion in fields:
+        size += len(literal)
+        if field is None:
+            continue
+        base = re.match(r"[^.\[]*", field)
+        name = base.group(0) if base else ""
+        value: Any = None
+        if name == "":
+            value = args[auto] if auto < len(args) else None
+            auto += 1
+        elif name.isdigit():
+            value = args[int(name)] if int(name) < len(args) else None
+        else:
+            value = kwargs.get(name)
+        spec = spec or ""
+        size += sum(_number(d) for d in re.findall(r"\d+", spec))
+        if "{" in spec:  # a nested width: at most the largest number given
+            size += spec.count("{") * max(numbers, default=0)
+            auto += spec.count("{}")  # nested automatic fields take arguments too
+        size += _text_size(value) * (4 if conversion in ("r", "a") else 1)
+        if size > MAX_OUTPUT:
+            break
+    return size
+
+
+def _expected_size(name: str, value: Any, args: tuple[Any, ...],
+                   kwargs: dict[str, Any] | None = None) -> int:
     """The size a multiplying string operation would produce, before it runs."""
     if name == "join" and isinstance(value, list | tuple):
         sep = args[0] if args and isinstance(args[0], str) else ""
-        return sum(len(v) if isinstance(v, str) else 16 for v in value) + \
+        return sum(len(v) if isinstance(v, str) else _text_size(v) for v in value) + \
             len(sep) * len(value)
     if name == "replace" and isinstance(value, str) and len(args) >= 2 \
             and isinstance(args[0], str) and isinstance(args[1], str):
@@ -256,11 +385,14 @@ def _expected_size(name: str, value: Any, args: tuple[Any, ...]) -> int:
     if name == "expandtabs" and isinstance(value, str):
         width = args[0] if args and isinstance(args[0], int) else 8
         return len(value) + value.count("\t") * width
+    if name in _TEXT_OUT and not isinstance(value, str):
+        return _text_size(value)
     return 0
 
 
 def _bounded_filter(name: str, func: Any) -> Any:
-    """A built-in filter with the same bounds as calls: arguments, expected and real size."""
+    """A built-in filter with the same bounds as calls: arguments, expected and real size,
+    and work charged by input size before a filter that cannot be interrupted runs."""
 
     @functools.wraps(func)
     def bounded(*args: Any, **kwargs: Any) -> Any:
@@ -269,16 +401,48 @@ def _bounded_filter(name: str, func: Any) -> Any:
         # Filters get (eval_ctx|context|environment)? then the value.
         values = [a for a in args if not hasattr(a, "environment") and
                   not isinstance(a, SandboxedEnvironment)]
-        if values and _expected_size(name, values[0], tuple(values[1:])) > MAX_OUTPUT:
-            raise SecurityError(f"filter {name} would produce more than {MAX_OUTPUT} "
-                                "characters, refused")
+        if values:
+            value, rest = values[0], tuple(values[1:])
+            size = _expected_size(name, value, rest, kwargs)
+            if name == "format" and isinstance(value, str):
+                size = _printf_size(value, kwargs or rest)  # do_format: value % (kwargs or args)
+            if size > MAX_OUTPUT:
+                raise SecurityError(f"filter {name} would produce more than {MAX_OUTPUT} "
+                                    "characters, refused")
+            if name == "wordwrap" and isinstance(value, str):
+                width = rest[0] if rest else kwargs.get("width", 79)
+                limit = int(MAX_WRAP_INPUT * math.sqrt(max(1, width))) \
+                    if isinstance(width, int) else MAX_WRAP_INPUT
+                if len(value) > limit:
+                    raise SecurityError(f"wordwrap of {len(value)} characters at width "
+                                        f"{width}, more than {limit}, refused")
+            per_step = _INPUT_PER_STEP.get(name)
+            if per_step:
+                _step(_input_size(value) // per_step)
         return _sized(func(*args, **kwargs))
 
     return bounded
 
 
+def _input_size(value: Any) -> int:
+    """Characters or items a filter goes through (a generator counts as nothing here: its
+    items are counted as they are produced)."""
+    if isinstance(value, str | list | tuple | dict | set | frozenset):
+        return len(value)
+    return 0
+
+
+def _text_checked(value: Any) -> Any:
+    """A value about to be written out as text (``{{ value }}``, ``~``): refused before
+    writing when its text would be too long."""
+    if not isinstance(value, str) and _text_size(value) > MAX_OUTPUT:
+        raise SecurityError(f"a value whose text is more than {MAX_OUTPUT} characters refused")
+    return value
+
+
 class _BoundCode(NodeTransformer):
-    """Every ``{% for %}`` iterates through ``_counted``; every ``~`` result is size-checked."""
+    """Every ``{% for %}`` iterates through ``_counted``; every ``~`` operand is text-checked
+    and its result size-checked."""
 
     def visit_For(self, node: nodes.For) -> nodes.Node:  # noqa: N802 - Jinja's visitor names
         self.generic_visit(node)
@@ -288,6 +452,8 @@ class _BoundCode(NodeTransformer):
 
     def visit_Concat(self, node: nodes.Concat) -> nodes.Node:  # noqa: N802
         self.generic_visit(node)
+        node.nodes = [nodes.Filter(n, "cascade_text", [], [], None, None, lineno=node.lineno)
+                      for n in node.nodes]
         return nodes.Filter(node, "cascade_sized", [], [], None, None, lineno=node.lineno)
 
 
@@ -312,6 +478,9 @@ class _Sandbox(SandboxedEnvironment):
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         _step()
+        if operator == "%" and isinstance(left, str) and _printf_size(left, right) > MAX_OUTPUT:
+            raise SecurityError(f"'%' formatting would produce more than {MAX_OUTPUT} "
+                                "characters, refused")
         if operator in ("+", "%"):
             return _sized(super().call_binop(context, operator, left, right))
         if operator == "**":
@@ -325,6 +494,29 @@ class _Sandbox(SandboxedEnvironment):
                     raise SecurityError(f"repetition larger than {MAX_OUTPUT} refused")
             return left * right
         return super().call_binop(context, operator, left, right)
+
+    def wrap_str_format(self, value: Any) -> Any:
+        """``str.format``/``format_map``: Jinja wraps them when the attribute is read; the
+        expected size is checked before the wrapped call formats anything."""
+        wrapped = super().wrap_str_format(value)
+        if wrapped is None:
+            return None
+        fmt: str = value.__self__
+        name: str = value.__name__
+
+        @functools.wraps(wrapped)
+        def bounded(*args: Any, **kwargs: Any) -> Any:
+            if name == "format_map":
+                mapping = args[0] if len(args) == 1 and isinstance(args[0], dict) else {}
+                size = _format_size(fmt, (), mapping)
+            else:
+                size = _format_size(fmt, args, kwargs)
+            if size > MAX_OUTPUT:
+                raise SecurityError(f"{name}() would produce more than {MAX_OUTPUT} "
+                                    "characters, refused")
+            return wrapped(*args, **kwargs)
+
+        return bounded
 
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
         _step()
@@ -353,6 +545,7 @@ def _environment(message_type: int) -> SandboxedEnvironment:
         env.filters[name] = _bounded_filter(name, func)
     env.filters["cascade_counted"] = _counted
     env.filters["cascade_sized"] = _sized
+    env.filters["cascade_text"] = _text_checked
     env.globals.pop("lipsum", None)  # lipsum(n=10**9) would only waste memory
     return env
 

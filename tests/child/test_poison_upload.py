@@ -3,7 +3,8 @@
 
 * A feed item titled ``bad\\x00title`` through the real path: ``serve-parent`` on PostgreSQL,
   ``run-child --burst``, a local feed server. The child cleans the text before sending, the
-  parent would clean it too; the allocation completes and the run finishes.
+  parent would clean it too; the allocation completes, the run finishes and its notification
+  reaches a local webhook receiver with the cleaned title.
 * A parent that answers 500 to every upload of one feed's articles: the child sends it
   ``child.upload_attempts`` times, then reports that feed failed with the reason; the other
   feed's articles arrive, the allocation completes, the run finishes.
@@ -25,11 +26,16 @@ from cascade_cli.child.worker import ChildWorker
 from cascade_cli.client import AsyncParentClient, ParentClient
 from cascade_cli.parent.app import create_app
 from cascade_cli.parent.envelope import error_response
+from cascade_cli.parent.templates import validate_template
+from cascade_cli.protocol import FeedIn, MessageTaskIn
+from cascade_cli.store.feeds import create_feed
 from cascade_cli.store.models import Article, FeedResult, ScheduleRun
-from tests.child.deployment import Deployment
+from cascade_cli.store.tasks import create_task
+from tests.child.deployment import Deployment, wait_for
 from tests.child.harness import Parent, child_settings
 from tests.child.servers import ScriptedServer, UvicornThread, reply
 from tests.dbservers import fresh_database
+from tests.notify.receivers import Receiver
 
 
 def _json_feed(items: list[dict[str, Any]]) -> str:
@@ -54,13 +60,21 @@ def test_feed_item_with_nul_on_postgres_real_processes(tmp_path: Path) -> None:
     items = [{"id": "g1", "url": "https://e.org/1", "title": "bad\u0000title",
               "content_html": "x\u0000y\u0007z", "authors": [{"name": "a\u0000b"}]},
              {"id": "g\u00002", "url": "https://e.org/2\u0000", "title": "fine"}]
+    receiver = Receiver().start()
     with fresh_database("postgres") as url, _feed_server({"poison": items}) as srv:
         dep = Deployment(tmp_path, database_url=url.replace("postgresql+psycopg",
-                                                            "postgresql"))
+                                                            "postgresql"),
+                         notify={"enabled": True, "poll_interval": 0.2, "timeout": 5})
         try:
             dep.start_parent()
-            task_id = dep.task([{"id": "POISON", "url": f"{srv.url}/poison.json",
-                                 "kind": "rss", "mp_name": "poison"}])
+            template = '{"titles": {{ articles|map(attribute="title")|list|tojson }}}'
+            validate_template(template, 1)
+            with dep.store.session() as s:
+                create_feed(s, dep.clock.now(), FeedIn(id="POISON", url=f"{srv.url}/poison.json",
+                                                       kind="rss", mp_name="poison"))
+                task_id = create_task(s, dep.clock.now(), MessageTaskIn(
+                    name="t1", mps_id=["POISON"], web_hook_url=f"{receiver.url}/hook",
+                    message_type=1, message_template=template), checked=(template, 1)).id
             dep.dispatch(task_id)
             proc = dep.start_child("c1", "--burst")
             assert proc.wait(60) == 0, dep.log("c1")
@@ -71,9 +85,15 @@ def test_feed_item_with_nul_on_postgres_real_processes(tmp_path: Path) -> None:
                               for a in s.scalars(select(Article)))
             assert arts == [("g1", "badtitle", "https://e.org/1", "xyz", "ab"),
                             ("g2", "fine", "https://e.org/2", None, None)]
+            # The run's notification is sent, with the title cleaned of its NUL.
+            wait_for(lambda: receiver.requests, 20, "the run's notification")
+            [delivery] = receiver.requests
+            assert sorted(delivery.json()["titles"]) == ["badtitle", "fine"], delivery.body
+            assert b"\\u0000" not in delivery.body and b"\x00" not in delivery.body
             assert "Traceback" not in dep.log("parent")
         finally:
             dep.close()
+            receiver.stop()
 
 
 class FailUploads:

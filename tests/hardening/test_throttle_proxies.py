@@ -23,10 +23,18 @@ BAD = {"Authorization": f"AK-SK CN{'c' * 32}:CS{'d' * 43}"}
 LIMIT = 3
 
 
+ADDRESS_LIMIT = 6
+
+
 def _config(tmp_path: Path, **parent: object) -> Path:
     return write_config(tmp_path, scheduler={"enabled": False}, notify={"enabled": False},
-                        auth={"failed_attempts_limit": LIMIT, "failed_attempts_window": 60},
+                        auth={"failed_attempts_limit": LIMIT, "failed_attempts_window": 60,
+                              "failed_attempts_address_limit": ADDRESS_LIMIT},
                         **parent)
+
+
+def _wrong_key(i: int) -> dict[str, str]:
+    return {"Authorization": f"AK-SK CN{i:032x}:CS{'d' * 43}"}
 
 
 def _bad(c: httpx.Client, forwarded: str | None = None) -> httpx.Response:
@@ -73,3 +81,31 @@ def test_trusted_proxies_config(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_settings(config, environ={"CASCADE_PARENT__TRUSTED_PROXIES": "proxy.local"})
     assert "parent.trusted_proxies" in str(info.value) + str(info.value.key)
+
+
+def test_default_config_rotating_forwarded_for_and_many_keys_at_one_address(
+        tmp_path: Path) -> None:
+    """No ``trusted_proxies``: a client at 127.0.0.1 (which uvicorn itself would trust) rotating
+    X-Forwarded-For is still one address and throttled. A client at another address cycling
+    through many wrong keys gets 429 once the address-wide ceiling is passed, yet a good
+    child at that same address is never refused: the ceiling applies only to requests whose
+    credentials fail."""
+    config = _config(tmp_path)
+    _admin, heads = setup_parent(config, children=("c1",))
+    with ParentProc(config) as parent, \
+            httpx.Client(base_url=parent.url, timeout=30) as local, \
+            httpx.Client(base_url=parent.url, timeout=30,
+                         transport=httpx.HTTPTransport(local_address="127.0.0.3")) as nat:
+        codes = [_bad(local, f"198.51.100.{i}").status_code for i in range(LIMIT + 2)]
+        assert codes == [401] * LIMIT + [429, 429], codes
+
+        # One client behind a NAT cycling wrong keys, never the same key twice.
+        codes = [nat.get(P + "/heartbeat", headers=_wrong_key(i)).status_code
+                 for i in range(ADDRESS_LIMIT * 2)]
+        assert codes == [401] * ADDRESS_LIMIT + [429] * ADDRESS_LIMIT, codes
+        # The good child behind the same NAT: its credentials verify, so it is served.
+        for _ in range(3):
+            r = nat.post(P + "/heartbeat", headers=heads["c1"], json={})
+            assert r.status_code == 200, r.text
+        # ... while a wrong key there still meets the address-wide ceiling.
+        assert nat.get(P + "/heartbeat", headers=_wrong_key(999)).status_code == 429

@@ -7,6 +7,7 @@ default templates and an ordinary template over the full 50 articles still rende
 from __future__ import annotations
 
 import time
+import tracemalloc
 
 import pytest
 
@@ -35,6 +36,33 @@ ABUSE = {
     "output flood": "{% for i in range(99999) %}{{ 'y' * 1000 }}{% endfor %}",
     "indent blow-up": "{% set s = '\\n' * 100000 %}{{ s|indent(100000)|length }}",
     "center blow-up": "{{ 'x'|center(10 ** 9) }}",
+    # Width and precision are checked before formatting (600 MB and 9 s before they were).
+    "format filter width": "{{ '%600000000s'|format(1)|length }}",
+    "format filter width, printed": "{{ '%900000000s'|format(1) }}",
+    "format filter precision": "{{ '%.900000000f'|format(1.5) }}",
+    "format filter star width": "{{ ('%*s' * 20)|format(*([999999, 1] * 20))|length }}",
+    "format filter fan-out": "{% set s = 'x' * 100000 %}"
+                             "{{ ('%(a)s' * 1000)|format(a=s)|length }}",
+    "% width": "{{ ('%900000000s' % 1)|length }}",
+    "% many widths": "{{ (('%999999s' * 50) % ((1,) * 50))|length }}",
+    "% fan-out": "{% set s = 'x' * 100000 %}{{ (('%(a)s' * 1000) % {'a': s})|length }}",
+    "str.format width": "{{ '{:>900000000}'.format(1) }}",
+    "str.format precision": "{{ '{:.900000000f}'.format(1.5)|length }}",
+    "str.format fan-out": "{% set s = 'x' * 100000 %}{{ ('{0}' * 1000).format(s)|length }}",
+    "str.format nested widths": "{{ ('{:{}}' * 100).format(*([1, 999999] * 100))|length }}",
+    "format_map width": "{{ '{x:>900000000}'.format_map({'x': 1}) }}",
+    # Work that cannot be interrupted is bounded by its input.
+    "wordwrap": "{{ ('x ' * 100000)|wordwrap(1) }}",
+    "wordwrap of one long word": "{{ ('x' * 150000)|wordwrap(1)|length }}",
+    "urlize": "{{ ('x.com ' * 150000)|urlize|length }}",
+    "sort": "{{ ([3, 1, 2] * 300000)|sort|length }}",
+    "tojson of references": "{% set s = 'x' * 100000 %}{{ ([s] * 1000)|tojson|length }}",
+    "pprint of references": "{% set s = 'x' * 100000 %}{{ ([s] * 1000)|pprint|length }}",
+    "printing references": "{% set s = 'x' * 100000 %}{{ [s] * 1000 }}",
+    "upper of references": "{% set s = 'x' * 100000 %}{{ ([s] * 1000)|upper|length }}",
+    "join of nested references": "{% set s = 'x' * 100000 %}{{ ([[s]] * 1000)|join|length }}",
+    "printing dict values": "{% set s = 'x' * 100000 %}"
+                            "{{ {}.fromkeys(range(1000), s).values() }}",
 }
 
 
@@ -50,6 +78,20 @@ def test_abusive_template_refused_quickly(name: str, message_type: int) -> None:
     assert "template" in info.value.message
 
 
+@pytest.mark.parametrize("name", sorted(ABUSE))
+def test_abusive_template_refused_without_big_allocation(name: str) -> None:
+    """Sizes are checked before the work: a refusal never first allocates what was asked
+    for ('%900000000s'|format(1) took 900 MB before it was refused)."""
+    tracemalloc.start()
+    try:
+        with pytest.raises(InvalidInput):
+            templates.validate_template(ABUSE[name], 0)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 40 * 1024 * 1024, f"{name}: {peak / 1e6:.0f} MB allocated before refusing"
+
+
 def test_ordinary_templates_still_render() -> None:
     ctx = templates.sample_context()
     arts = ctx["articles"] * 25  # the most a message holds (MAX_ARTICLES)
@@ -61,6 +103,14 @@ def test_ordinary_templates_still_render() -> None:
               "{% endfor %}")
     assert templates.render_template(nested, 0, ctx).startswith("123")
     assert len(templates.render_template("{{ 'x' * 100000 }}", 0, ctx)) == 100000
+    ordinary = ("{{ '%5.1f|%-4s|'|format(2.25, 'ab') }}{{ '{:>6}|{:.2f}|{x}'.format('ab', 1.5, x=3) }} "
+                "{{ '{a}'.format_map({'a': 1}) }} {{ '%03d' % 7 }} "
+                "{{ (articles[0].description * 20)|wordwrap(20)|length > 0 }} "
+                "{{ ('x' * 150000)|wordwrap(80)|length > 0 }} "
+                "{{ articles|map(attribute='title')|sort|join(',')|length > 0 }} "
+                "{{ articles|tojson|length > 0 }}")
+    assert templates.render_template(ordinary, 0, ctx) == \
+        "  2.2|ab  |    ab|1.50|3 1 007 True True True True"
 
 
 def test_send_time_render_is_bounded_and_outside_the_queueing_transaction(

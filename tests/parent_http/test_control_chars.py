@@ -9,12 +9,21 @@ control character are refused with 422. Never a 500 - PostgreSQL cannot store U+
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 import httpx
 import pytest
 from sqlalchemy import select
 
+from cascade_cli.clock import SystemClock
+from cascade_cli.config import load_settings
+from cascade_cli.parent import tokens
+from cascade_cli.store.engine import Store
 from cascade_cli.store.models import Article, Event, Feed, FeedResult, MessageTask, Node
+from tests.hardening.helpers import setup_parent
 from tests.parent_http.conftest import ADMIN_SECRET, Api, envelope_err, envelope_ok
+from tests.parent_http.procs import ParentProc, write_config
 
 pytestmark = pytest.mark.anyio
 
@@ -40,7 +49,61 @@ async def _claimed(api: Api):
 
 
 async def test_node_routes(dbapi):
-    api = dbapi
+    await node_route_cases(dbapi)
+
+
+async def test_admin_routes_and_parameters(dbapi):
+    await admin_route_cases(dbapi)
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+async def test_real_serve_parent_on_postgres(tmp_path: Path, pg_url: str) -> None:
+    """The same cases over real HTTP to a real ``serve-parent`` process on PostgreSQL (the
+    database that cannot store U+0000): the same statuses, and no 5xx at all."""
+    config = write_config(tmp_path, pg_url, scheduler={"enabled": False},
+                          notify={"enabled": False})
+    setup_parent(config, children=())  # schema and admin secret, in-process: faster
+    settings = load_settings(config, environ={})
+    secret = tokens.ensure_secret(settings.admin_token_secret_file)
+    server_errors: list[str] = []
+
+    async def record(r: httpx.Response) -> None:
+        if r.status_code >= 500:
+            await r.aread()
+            server_errors.append(f"{r.request.method} {r.request.url}: {r.status_code} {r.text}")
+
+    store = Store.from_url(pg_url)
+    try:
+        with ParentProc(config) as parent:
+            async with httpx.AsyncClient(base_url=parent.url, timeout=30,
+                                         event_hooks={"response": [record]}) as client:
+                api = ProcessApi(client, None, store, SystemClock(), settings, secret)  # type: ignore[arg-type]
+                await node_route_cases(api)
+                await admin_route_cases(api)
+            assert not server_errors, server_errors
+            assert not any("Traceback" in line for line in parent.stderr_lines), \
+                "".join(parent.stderr_lines)
+    finally:
+        store.dispose()
+
+
+@dataclass
+class ProcessApi(Api):
+    """``Api`` against a real process: admin tokens signed with that parent's secret."""
+
+    secret: bytes = b""
+
+    def token(self, ttl: float = 3600, label: str = "test") -> str:
+        with self.store.session() as s:
+            tok, _row = tokens.issue(s, self.clock.now(), self.secret, ttl=ttl, label=label)
+        return tok
+
+
+# --- the cases, run in-process on every database and over real HTTP on PostgreSQL ----------
+
+
+async def node_route_cases(api: Api) -> None:
     creds, tok, task_id, pkg = await _claimed(api)
     aid, epoch, feed = pkg["allocation_id"], pkg["epoch"], pkg["feeds"][0]["id"]
 
@@ -90,8 +153,7 @@ async def test_node_routes(dbapi):
         assert not any("\x00" in str(e.detail) for e in s.scalars(select(Event)))
 
 
-async def test_admin_routes_and_parameters(dbapi):
-    api = dbapi
+async def admin_route_cases(api: Api) -> None:
     tok = api.token()
     for path in ("/nodes/a%00b", "/feeds/a%00b", "/message-tasks/a%00b"):
         r = await api.admin("GET" if path.startswith("/nodes") else "DELETE", path, tok)
@@ -118,8 +180,8 @@ async def test_admin_routes_and_parameters(dbapi):
     envelope_ok(await api.admin("POST", "/message-tasks", tok, json={
         "name": "ta\x00sk", "mps_id": ["F1"], "message_template": "{{ now }}\x00"}))
     with api.store.session() as s:
-        assert s.scalars(select(Node.description)).one() == "de"
+        assert s.scalars(select(Node.description).where(Node.name == "n1")).one() == "de"
         feed = s.get(Feed, "F1")
         assert (feed.mp_name, feed.mp_intro) == ("new", "i")
-        task = s.scalars(select(MessageTask)).one()
+        task = s.scalars(select(MessageTask).where(MessageTask.name == "task")).one()
         assert (task.name, task.message_template) == ("task", "{{ now }}")
