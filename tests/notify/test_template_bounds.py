@@ -73,7 +73,10 @@ def test_abusive_template_refused_quickly(name: str, message_type: int) -> None:
     with pytest.raises(InvalidInput) as info:
         templates.validate_template(ABUSE[name], message_type)
     took = time.monotonic() - started
-    assert took < 1.0, f"{name}: refused only after {took:.2f}s"
+    # The bounds are steps, sizes and a 0.5 s render deadline; unbounded, these templates ran
+    # for minutes. The margin keeps the test about the bound, not about a loaded CI machine
+    # (a 2-core machine under load once took 2.2 s for a case that stops at the deadline).
+    assert took < 5.0, f"{name}: refused only after {took:.2f}s"
     assert info.value.code == "invalid_template"
     assert "template" in info.value.message
 
