@@ -38,10 +38,11 @@ USER cascade
 WORKDIR /data
 VOLUME ["/data"]
 EXPOSE 8001
-# The parent's liveness (GET /healthz on CASCADE_PARENT__PORT, default 8001). A child has no
-# HTTP port: deploy/compose/compose.yaml gives children their own check.
+# One check for both roles (cascade_cli/healthcheck.py): a parent's GET /healthz on
+# parent.port; for a child (PID 1 runs run-child), that the child process lives and, when
+# child.metrics_port is set, that its /metrics answers. A child has no other HTTP port.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('CASCADE_PARENT__PORT', '8001'), timeout=4)"]
+    CMD ["python", "-m", "cascade_cli.healthcheck"]
 # SIGTERM drains the parent (open long polls answer 'no work') and lets a child finish.
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["cascade"]

@@ -126,17 +126,42 @@ def compact_table(title: str | None, columns: Sequence[str], rows: Iterable[Sequ
     t = Table(title=title, box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False,
               padding=(0, 1, 0, 0), show_edge=False)
     cells = [["" if v is None else str(v) for v in row] for row in rows]
-    room = 30
+    widths = {col: max([_cell_width(col)] + [_cell_width(row[i]) for row in cells])
+              for i, col in enumerate(columns)}
+    rooms = {col: 30 for col in squeeze}
     if width is not None and squeeze:
-        fixed = sum(max([Text.from_markup(col).cell_len]
-                        + [Text.from_markup(row[i]).cell_len for row in cells])
-                    for i, col in enumerate(columns) if col not in squeeze)
-        room = max(8, (width - fixed - 2 * (len(columns) - 1)) // len(squeeze))
+        fixed = sum(w for col, w in widths.items() if col not in squeeze)
+        rooms = _share(width - fixed - 2 * (len(columns) - 1),
+                       {col: widths[col] for col in squeeze if col in widths})
     for col in columns:
         if col in squeeze:
-            t.add_column(col, overflow="ellipsis", no_wrap=True, max_width=room)
+            t.add_column(col, overflow="ellipsis", no_wrap=True, max_width=rooms.get(col, 30))
         else:
             t.add_column(col, no_wrap=True)
     for row in cells:
         t.add_row(*row)
     return t
+
+
+def _cell_width(markup: str) -> int:
+    """Terminal columns of a cell's widest line (a cell may hold several lines)."""
+    return max((line.cell_len for line in Text.from_markup(markup).split("\n")), default=0)
+
+
+def _share(room: int, wanted: dict[str, int]) -> dict[str, int]:
+    """Split ``room`` among the squeezed columns: one that needs less than an equal share
+    gets what it needs and leaves the rest to the others (a short name next to a long URL
+    does not halve the URL). Each gets at least 8 characters."""
+    rooms: dict[str, int] = {}
+    left = dict(wanted)
+    while left:
+        share = max(8, room // len(left))
+        small = {col: w for col, w in left.items() if w <= share}
+        if not small:
+            rooms.update({col: share for col in left})
+            break
+        for col, w in small.items():
+            rooms[col] = w
+            room -= w
+            del left[col]
+    return rooms

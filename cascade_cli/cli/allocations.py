@@ -19,7 +19,6 @@ from cascade_cli.console import (
     relative_time,
     short_id,
     styled,
-    table,
     wide_console,
 )
 from cascade_cli.errors import EXIT_FAILED
@@ -74,6 +73,7 @@ def register(app: typer.Typer) -> None:
     def dispatch(ctx: typer.Context,
                  task: Annotated[str | None, typer.Option("--task", help="Task id or name (default: every enabled task).")] = None,
                  force: Annotated[bool, typer.Option("--force", help="Dispatch even if the previous run is unfinished, or the task is disabled.")] = False,
+                 wide: Annotated[bool, typer.Option("--wide", help="Full run ids.")] = False,
                  as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
         """Create a run per task and split its feeds into allocations for the children.
 
@@ -87,12 +87,16 @@ def register(app: typer.Typer) -> None:
         if as_json:
             print_json(data)
         else:
-            out = app_ctx.out
+            out = wide_console(app_ctx.out, wide)
             if result.runs:
-                out.print(table("Dispatched", ["task", "run", "feeds", "allocations", "targeted"],
-                                [[r.task_name, r.schedule_run_id, r.feeds, r.allocations,
-                                  ", ".join(f"{k}:{v}" for k, v in r.targeted.items()) or "-"]
-                                 for r in result.runs]))
+                # 8-character run ids: 'cascade runs show' and 'allocations --run' take them.
+                out.print(compact_table(
+                    "Dispatched", ["task", "run", "feeds", "allocations", "targeted"],
+                    [[escape(r.task_name), short_id(r.schedule_run_id, wide), r.feeds,
+                      r.allocations,
+                      escape(", ".join(f"{k}:{v}" for k, v in r.targeted.items()) or "-")]
+                     for r in result.runs],
+                    squeeze=[] if wide else ["task", "targeted"], width=out.width))
             for w in result.warnings:
                 if w["missing_feeds"]:
                     out.print(f"[yellow]warning:[/yellow] task {w['task_name']}: feeds not found "
@@ -127,11 +131,12 @@ def register(app: typer.Typer) -> None:
         with store.session() as s:
             task_id = history.resolve_task_id(s, task) if task else None
             run_id = history.resolve_run_id(s, run) if run else None
+            node_id = history.resolve_node_id(s, node) if node else None
 
         def fetch() -> tuple[list[dict[str, Any]], int, dict[str, Any]]:
             with store.session() as s:
                 rows, total = alloc_repo.list_allocations(
-                    s, task_id=task_id, node_id=node, status=status, schedule_run_id=run_id,
+                    s, task_id=task_id, node_id=node_id, status=status, schedule_run_id=run_id,
                     limit=limit, offset=offset)
                 counts = alloc_repo.pending_counts(s, app_ctx.clock.now(), app_ctx.settings)
             return rows, total, counts

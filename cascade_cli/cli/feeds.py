@@ -13,7 +13,15 @@ from rich.markup import escape
 
 from cascade_cli.cli.confirm import YesOpt, confirmed
 from cascade_cli.cli.context import get_ctx
-from cascade_cli.console import print_json, print_listing, table
+from cascade_cli.console import (
+    compact_table,
+    print_json,
+    print_listing,
+    relative_time,
+    short_id,
+    styled,
+    wide_console,
+)
 from cascade_cli.errors import InvalidInput, UsageError
 from cascade_cli.protocol import FeedIn, FeedUpdate, parse_model
 from cascade_cli.store import feeds as feed_repo
@@ -92,7 +100,9 @@ def register(app: typer.Typer) -> None:
     def list_(ctx: typer.Context,
               limit: Annotated[int, typer.Option(min=1, max=100000)] = 200,
               offset: Annotated[int, typer.Option(min=0)] = 0,
-              as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+              as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+              wide: Annotated[bool, typer.Option(
+                  "--wide", help="Full ids and URLs.")] = False) -> None:
         """List feeds with their article counts."""
         app_ctx = get_ctx(ctx)
         with app_ctx.ready_store().session() as s:
@@ -102,10 +112,18 @@ def register(app: typer.Typer) -> None:
         if as_json:
             print_listing(data, total=total, limit=limit, offset=offset)
             return
-        app_ctx.out.print(table(f"Feeds ({total})", ["id", "name", "kind", "status", "articles", "url"],
-                                [[d["id"], d["mp_name"], d["kind"],
-                                  "enabled" if d["status"] == 1 else "disabled",
-                                  d["article_count"], d["url"]] for d in data]))
+        if not data:
+            app_ctx.out.print("No feeds yet. Add one with: cascade feeds add URL")
+            return
+        # The URL takes what the other columns leave (cut with an ellipsis, in full with
+        # --wide or --json) instead of folding every row over several lines.
+        out = wide_console(app_ctx.out, wide)
+        out.print(compact_table(
+            f"Feeds ({len(data)} of {total})", ["id", "name", "kind", "status", "articles", "url"],
+            [[escape(short_id(d["id"], wide)), escape(d["mp_name"]), escape(d["kind"]),
+              styled("enabled" if d["status"] == 1 else "disabled"), d["article_count"],
+              escape(d["url"])] for d in data],
+            squeeze=[] if wide else ["name", "url"], width=out.width))
 
     @feeds_app.command("update")
     def update(ctx: typer.Context,
@@ -215,7 +233,9 @@ def register(app: typer.Typer) -> None:
     @feeds_app.command("status")
     def status(ctx: typer.Context,
                limit: Annotated[int, typer.Option(min=1, max=100000)] = 200,
-               as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+               as_json: Annotated[bool, typer.Option("--json")] = False,
+               wide: Annotated[bool, typer.Option(
+                   "--wide", help="Full ids, ISO times and whole errors.")] = False) -> None:
         """Per feed: articles, newest article, last fetch outcome."""
         app_ctx = get_ctx(ctx)
         with app_ctx.ready_store().session() as s:
@@ -223,7 +243,17 @@ def register(app: typer.Typer) -> None:
         if as_json:
             print_listing(data, limit=limit)
             return
-        app_ctx.out.print(table("Feed status", ["feed", "name", "articles", "newest", "last", "error"],
-                                [[d["feed_id"], d["mp_name"], d["article_count"],
-                                  d["latest_article_time"], d["last_status"],
-                                  (d["last_error"] or "")[:60]] for d in data]))
+        if not data:
+            app_ctx.out.print("No feeds yet. Add one with: cascade feeds add URL")
+            return
+        now = app_ctx.clock.now()
+        out = wide_console(app_ctx.out, wide)
+        out.print(compact_table(
+            f"Feed status ({len(data)})",
+            ["feed", "name", "articles", "newest", "fetched", "last", "error"],
+            [[escape(short_id(d["feed_id"], wide)), escape(d["mp_name"]), d["article_count"],
+              relative_time(d["latest_article_time"], now, wide=wide),
+              relative_time(d["last_fetched_at"], now, wide=wide),
+              styled(d["last_status"]) if d["last_status"] else "-",
+              escape(d["last_error"] or "")] for d in data],
+            squeeze=[] if wide else ["name", "error"], width=out.width))

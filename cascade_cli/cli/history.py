@@ -132,8 +132,9 @@ def _alloc_status(a: dict[str, Any]) -> str:
 def _event_line(e: dict[str, Any], wide: bool) -> str:
     who = e["node_name"] or (short_id(e["node_id"], wide) if e["node_id"] else "-")
     parts = [e["created_at"], styled(e["status"]), escape(e["operation"]), f"node={escape(who)}"]
-    if e["task_id"]:
-        parts.append(f"task={short_id(e['task_id'], wide)}")
+    if e["task_id"]:  # the name operators gave it; the id only for a task deleted since
+        task = e.get("task_name") or short_id(e["task_id"], wide)
+        parts.append(f"task={escape(task)}")
     if e["allocation_id"]:
         parts.append(f"allocation={short_id(e['allocation_id'], wide)}")
     if e["count"]:

@@ -9,9 +9,10 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from cascade_cli.cli.context import get_ctx
-from cascade_cli.console import print_listing, table
+from cascade_cli.console import compact_table, print_listing, relative_time, wide_console
 
 
 def register_tasks_next(tasks_app: typer.Typer) -> None:
@@ -21,7 +22,9 @@ def register_tasks_next(tasks_app: typer.Typer) -> None:
                   help="Task id or name (default: every task with a cron expression).")] = None,
               count: Annotated[int, typer.Option("-n", "--count", min=1, max=1000,
                                                  help="How many fire times per task.")] = 5,
-              as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+              as_json: Annotated[bool, typer.Option("--json")] = False,
+              wide: Annotated[bool, typer.Option(
+                  "--wide", help="ISO times only, and whole errors.")] = False) -> None:
         """Show when the scheduler fires the tasks next (times in UTC).
 
         A 6-field expression has the seconds first ('0 */5 * * * *': every 5 minutes).
@@ -42,21 +45,28 @@ def register_tasks_next(tasks_app: typer.Typer) -> None:
         if not rows:
             app_ctx.out.print("no task has a cron expression")
             return
+        now = app_ctx.clock.now()
         lines = []
         for r in rows:
             state = "" if r["enabled"] else " (disabled)"
             if r["error"]:
-                lines.append([r["task_name"] + state, r["cron_exp"] or "-",
-                              f"[red]{r['error']}[/red]"])
+                lines.append([escape(r["task_name"]) + state, escape(r["cron_exp"] or "-"),
+                              f"[red]{escape(r['error'])}[/red]"])
                 continue
             times = []
             for n in r["next"]:
-                shown = n["scheduled_for"]
+                # The exact time is the point of this table; how far off it is comes first.
+                shown = n["scheduled_for"] if wide else \
+                    f"{relative_time(n['scheduled_for'], now):>8}  {n['scheduled_for']}"
                 if n["jitter_offset"]:
                     shown += f" (+{n['jitter_offset']:.1f}s)"
                 times.append(shown)
-            lines.append([r["task_name"] + state, r["cron_exp"], "\n".join(times)])
-        app_ctx.out.print(table("Next fire times (UTC)", ["task", "cron", "next"], lines))
+            lines.append([escape(r["task_name"]) + state, escape(r["cron_exp"]),
+                          "\n".join(times)])
+        out = wide_console(app_ctx.out, wide)
+        out.print(compact_table("Next fire times (UTC)", ["task", "cron", "next"], lines,
+                                squeeze=[] if wide else ["task", "cron", "next"],
+                                width=out.width))
         if failed:
             raise typer.Exit(1)
 

@@ -12,7 +12,15 @@ from rich.markup import escape
 from cascade_cli.cli.confirm import YesOpt, confirmed
 from cascade_cli.cli.context import get_ctx
 from cascade_cli.cli.schedule import register_tasks_next
-from cascade_cli.console import print_json, print_listing, table
+from cascade_cli.console import (
+    compact_table,
+    print_json,
+    print_listing,
+    short_id,
+    styled,
+    table,
+    wide_console,
+)
 from cascade_cli.errors import UsageError
 from cascade_cli.protocol import MessageTaskIn, MessageTaskUpdate, parse_model
 from cascade_cli.store import feeds as feed_repo
@@ -88,7 +96,9 @@ def register(app: typer.Typer) -> None:
                               f"{len(out['mps_id'])} feed(s)")
 
     @tasks_app.command("list")
-    def list_(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    def list_(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False,
+              wide: Annotated[bool, typer.Option(
+                  "--wide", help="Full ids, webhook URLs and errors.")] = False) -> None:
         """List tasks; a task whose cron or template is broken shows its error."""
         app_ctx = get_ctx(ctx)
         with app_ctx.ready_store().session() as s:
@@ -96,10 +106,21 @@ def register(app: typer.Typer) -> None:
         if as_json:
             print_listing(data)
             return
-        app_ctx.out.print(table("Message tasks", ["id", "name", "status", "feeds", "cron", "webhook", "error"],
-                                [[d["id"], d["name"], "enabled" if d["status"] == 1 else "disabled",
-                                  len(d["mps_id"]), d["cron_exp"] or "-", d["web_hook_url"] or "-",
-                                  d["last_error"] or ""] for d in data]))
+        if not data:
+            app_ctx.out.print("No message tasks yet. Create one with: cascade tasks add NAME "
+                              "--feeds ID,...")
+            return
+        # 8-character ids (tasks show/update/... take them back); the webhook URL and the
+        # error share what the other columns leave of the width, cut with an ellipsis.
+        out = wide_console(app_ctx.out, wide)
+        out.print(compact_table(
+            f"Message tasks ({len(data)})",
+            ["id", "name", "status", "feeds", "cron", "webhook", "error"],
+            [[short_id(d["id"], wide), escape(d["name"]),
+              styled("enabled" if d["status"] == 1 else "disabled"), len(d["mps_id"]),
+              escape(d["cron_exp"] or "-"), escape(d["web_hook_url"] or "-"),
+              escape(d["last_error"] or "")] for d in data],
+            squeeze=[] if wide else ["name", "webhook", "error"], width=out.width))
 
     @tasks_app.command("show")
     def show(ctx: typer.Context, task: Annotated[str, typer.Argument(help="Task id or name.")],

@@ -9,9 +9,18 @@ import typer
 from rich.markup import escape
 
 from cascade_cli.cli.context import get_ctx
-from cascade_cli.console import print_listing, styled, table
+from cascade_cli.console import (
+    compact_table,
+    print_listing,
+    relative_time,
+    short_id,
+    styled,
+    wide_console,
+)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON alone on standard output.")]
+WideOpt = Annotated[bool, typer.Option(
+    "--wide", help="Full token ids and ISO times instead of 8 characters and relative times.")]
 
 
 def register(app: typer.Typer) -> None:
@@ -44,7 +53,7 @@ def register(app: typer.Typer) -> None:
                           f"revoke with: cascade token revoke {row.jti}[/dim]", highlight=False)
 
     @token_app.command("list", help="Issued admin tokens (never the tokens themselves).")
-    def list_(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    def list_(ctx: typer.Context, as_json: JsonOpt = False, wide: WideOpt = False) -> None:
         from cascade_cli.parent import tokens
 
         app_ctx = get_ctx(ctx)
@@ -58,14 +67,19 @@ def register(app: typer.Typer) -> None:
         if not views:
             app_ctx.out.print("No admin tokens yet. Create one with: cascade token create")
             return
-        rows = [(v["jti"], escape(v["label"] or ""), styled(v["status"]), v["created_at"],
-                 v["expires_at"] or "-", v["revoked_at"] or "-") for v in views]
-        app_ctx.out.print(table("Admin tokens", ["jti", "label", "status", "created",
-                                                 "expires", "revoked"], rows))
+        rows = [(short_id(v["jti"], wide), escape(v["label"] or ""), styled(v["status"]),
+                 relative_time(v["created_at"], now, wide=wide),
+                 relative_time(v["expires_at"], now, wide=wide),
+                 relative_time(v["revoked_at"], now, wide=wide)) for v in views]
+        out = wide_console(app_ctx.out, wide)
+        out.print(compact_table(f"Admin tokens ({len(views)})",
+                                ["jti", "label", "status", "created", "expires", "revoked"],
+                                rows, squeeze=[] if wide else ["label"], width=out.width))
 
     @token_app.command("revoke", help="Revoke an admin token at once (by its jti).")
     def revoke(ctx: typer.Context,
-               jti: Annotated[str, typer.Argument(help="The token id from 'token list'.")]
+               jti: Annotated[str, typer.Argument(
+                   help="The token id from 'token list' (the 8 characters it shows do).")]
                ) -> None:
         from cascade_cli.parent import tokens
 

@@ -109,14 +109,28 @@ def check_settings(ctx: DoctorContext) -> CheckResult:
                             "api_secret_set": bool(c.api_secret), "auth_mode": c.auth_mode,
                             "problems": [k for k, _ in problems]}
     if problems:
-        keys = ", ".join(k for k, _ in problems)
-        return CheckResult(name, FAILED,
-                           f"the child cannot start (级联客户端未初始化): fix {keys}",
-                           [f"{k}: {fix}" for k, fix in problems],
-                           "; ".join(fix for _, fix in problems), data)
+        # The summary says what is wrong, the fix what to do: each once (the fix column
+        # already says "set cascade.node_type: child"; repeating it per key read as a stutter).
+        seen = ", ".join(_key_state(s, k) for k, _ in problems)
+        return CheckResult(name, FAILED, f"the child cannot start (级联客户端未初始化): {seen}",
+                           [], "; ".join(fix for _, fix in problems), data)
     return CheckResult(name, OK, f"cascade enabled, node_type child, parent {c.parent_api_url}, "
                        f"key {c.api_key[:6] if c.api_key else ''}…, {c.auth_mode} requests",
                        [], None, data)
+
+
+def _key_state(s: Settings, key: str) -> str:
+    """What is wrong with one ``cascade.*`` key, never showing a credential's value."""
+    value = getattr(s.cascade, key.split(".", 1)[1], None)
+    if key == "cascade.enabled":
+        return "cascade.enabled is false"
+    if value in (None, ""):
+        return f"{key} is not set"
+    if key == "cascade.node_type":
+        if "node_type" not in s.cascade.model_fields_set:  # the default, not the file's
+            return "cascade.node_type is not set"
+        return f"cascade.node_type is {str(value)[:40]!r}, not 'child'"
+    return f"{key} is not valid"
 
 
 def check_auth_mode(ctx: DoctorContext) -> CheckResult:

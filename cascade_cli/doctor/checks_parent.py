@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import stat
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -27,13 +28,14 @@ from cascade_cli.store.claimable import claimable_report
 from cascade_cli.store.models import (
     DELIVERY_DELIVERED,
     EXECUTING,
+    TIMEOUT,
     Allocation,
 )
 from cascade_cli.store.models import (
     FAILED as ALLOC_FAILED,
 )
 from cascade_cli.store.nodes import legacy_nodes, list_nodes, node_status, uses_plain_legacy_secret
-from cascade_cli.store.tasks import list_tasks
+from cascade_cli.store.tasks import list_tasks, tasks_naming
 
 ROTATE_AFTER_DAYS = 90
 FAILURE_WINDOW = timedelta(hours=24)
@@ -456,7 +458,10 @@ def _failures(s: Session, now: datetime, name: str) -> CheckResult:
               f"(执行父节点任务失败) for task(s) {', '.join(tasks) or '?'}: {'; '.join(errors)}",
               f"on {nm}'s host read the log of 'cascade run-child' around "
               f"{isoformat_z(allocs[0].updated_at)} and run 'cascade doctor' there; "
-              "'cascade allocations' shows each allocation's error")
+              + " and ".join(f"'cascade allocations --node {shlex.quote(nm)} --status {st}'"
+                             for st, n in ((ALLOC_FAILED, len(failed)), (TIMEOUT, timed_out))
+                             if n)
+              + " show each allocation's error")
 
     for node_id, rows in sorted(per_node.items()):
         bad, total, errors = rate(rows)
@@ -475,6 +480,7 @@ def _failures(s: Session, now: datetime, name: str) -> CheckResult:
         else:
             f.note(f"node '{nm}': {len(bad)}/{total} fetches failed, mostly because sources "
                    "answered with an HTTP error (see the feeds below), not the node's network")
+    naming = tasks_naming(s, list(per_feed))  # the fixes name the tasks to change
     for feed_id, rows in sorted(per_feed.items()):
         bad, total, errors = rate(rows)
         data["feeds"][feed_id] = {"failed": len(bad), "total": total, "errors": errors}
@@ -483,9 +489,13 @@ def _failures(s: Session, now: datetime, name: str) -> CheckResult:
         statuses = Counter(source_answered(r.error or "") for r in bad)
         statuses.pop(None, None)
         if statuses.get("429", 0) * 2 >= len(bad):
+            tasks = naming.get(feed_id) or ["NAME"]
+            spread = " and ".join(f"'cascade tasks update {shlex.quote(t)} --jitter 300'"
+                                  for t in tasks[:5])
             fix = (f"the source of feed {feed_id} rate-limits the children (HTTP 429): fetch it "
                    "less often (fewer tasks or a sparser cron), lower child.per_host_concurrency "
-                   f"for its host, or spread ticks with 'cascade tasks update NAME --jitter 300'")
+                   f"for its host, or spread ticks with {spread}"
+                   + (f" (and {len(tasks) - 5} more task(s))" if len(tasks) > 5 else ""))
             why = "the source answers 429 Too Many Requests (rate limited), the node is fine"
         elif statuses and sum(statuses.values()) * 2 >= len(bad):
             code = statuses.most_common(1)[0][0]

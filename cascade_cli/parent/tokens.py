@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from cascade_cli import durations
 from cascade_cli.clock import isoformat_z
 from cascade_cli.errors import AuthError, ConfigError, NotFound
+from cascade_cli.store.idmatch import match_short_id
 from cascade_cli.store.models import AdminToken
 
 ALGORITHM = "HS256"
@@ -124,6 +125,9 @@ def check_recorded(s: Session, now: datetime, jti: str) -> AdminToken:
 
 def revoke(s: Session, now: datetime, jti: str) -> AdminToken:
     row = s.get(AdminToken, jti)
+    if row is None:  # the 8 characters 'token list' shows
+        found = match_short_id(s, AdminToken.jti, jti, "admin token")
+        row = s.get(AdminToken, found) if found is not None else None
     if row is None:
         raise NotFound("admin token", jti, hint="'cascade token list' shows the tokens")
     if row.revoked_at is None:

@@ -17,6 +17,7 @@ from cascade_cli.clock import isoformat_z
 from cascade_cli.errors import InvalidInput, NotFound
 from cascade_cli.store.allocations import allocation_dict
 from cascade_cli.store.events import event_dict
+from cascade_cli.store.idmatch import match_short_id
 from cascade_cli.store.models import (
     Allocation,
     Delivery,
@@ -49,13 +50,16 @@ def resolve_task_id(s: Session, ident: str) -> str:
         return gone
     if s.scalar(select(ScheduleRun.id).where(ScheduleRun.task_id == ident).limit(1)):
         return ident
+    found = match_short_id(s, MessageTask.id, ident, "task")
+    if found is not None:
+        return found
     raise NotFound("message task", ident, hint="'cascade tasks list' shows the tasks")
 
 
 def resolve_node_id(s: Session, ident: str) -> str:
     """A node's id from its id or name (a deleted node's id is taken as it is)."""
     found = s.scalar(select(Node.id).where(or_(Node.id == ident, Node.name == ident)).limit(1))
-    return found or ident
+    return found or match_short_id(s, Node.id, ident, "node") or ident
 
 
 def _resolve(s: Session, column: Any, ident: str, what: str, hint: str) -> str:
@@ -63,16 +67,10 @@ def _resolve(s: Session, column: Any, ident: str, what: str, hint: str) -> str:
     characters of generated ids)."""
     if s.scalar(select(column).where(column == ident)) is not None:
         return ident
-    if len(ident) < 4 or not ident.isalnum():
+    found = match_short_id(s, column, ident, what, min_len=4, prefix=True)
+    if found is None:
         raise NotFound(what, ident, hint=hint)
-    ids = list(s.scalars(select(column).where(
-        or_(column.like(ident + "%"), column.like("%" + ident))).limit(2)))
-    if not ids:
-        raise NotFound(what, ident, hint=hint)
-    if len(ids) > 1:
-        raise InvalidInput(f"{ident!r} matches several {what}s; give more of the id (--wide "
-                           "shows full ids)", field=what)
-    return str(ids[0])
+    return found
 
 
 def resolve_run_id(s: Session, ident: str) -> str:
@@ -189,8 +187,10 @@ def run_detail(s: Session, run_id: str) -> dict[str, Any]:
 def list_events(s: Session, *, node_id: str | None = None, after_id: int | None = None,
                 limit: int = 50) -> Page:
     """Events newest first; with ``after_id``, only newer ones, oldest first (for
-    ``--follow``). Each carries the node's name."""
-    q = select(Event, Node.name).outerjoin(Node, Node.id == Event.node_id)
+    ``--follow``). Each carries the node's and the task's name (None once deleted)."""
+    q = (select(Event, Node.name, MessageTask.name)
+         .outerjoin(Node, Node.id == Event.node_id)
+         .outerjoin(MessageTask, MessageTask.id == Event.task_id))
     count = select(func.count()).select_from(Event)
     if node_id:
         q = q.where(Event.node_id == node_id)
@@ -199,6 +199,7 @@ def list_events(s: Session, *, node_id: str | None = None, after_id: int | None 
         q = q.where(Event.id > after_id).order_by(Event.id)
     else:
         q = q.order_by(Event.id.desc())
-    items = [{**event_dict(e), "node_name": name} for e, name in s.execute(q.limit(limit))]
+    items = [{**event_dict(e), "node_name": node_name, "task_name": task_name}
+             for e, node_name, task_name in s.execute(q.limit(limit))]
     total = len(items) if after_id is not None else int(s.scalar(count) or 0)
     return Page(items, total)

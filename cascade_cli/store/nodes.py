@@ -18,6 +18,7 @@ from cascade_cli.auth import NodeCredentials
 from cascade_cli.clock import isoformat_z
 from cascade_cli.errors import Conflict, InvalidInput, NotFound
 from cascade_cli.protocol import NodeUpdate
+from cascade_cli.store.idmatch import match_short_id
 from cascade_cli.store.models import (
     ACTIVE_STATES,
     PENDING,
@@ -70,8 +71,11 @@ def create_node(session: Session, now: datetime, name: str, *, description: str 
 
 
 def get_node(session: Session, ident: str) -> Node:
-    """By id or name."""
+    """By id, name, or the last 8+ characters of the id (what ``nodes list`` shows)."""
     node = session.get(Node, ident) or session.scalar(select(Node).where(Node.name == ident))
+    if node is None:
+        found = match_short_id(session, Node.id, ident, "node")
+        node = session.get(Node, found) if found is not None else None
     if node is None:
         raise NotFound("node", ident, hint="'cascade list-credentials' lists the nodes")
     return node

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from cascade_cli.clock import isoformat_z
 from cascade_cli.errors import Conflict, InvalidInput, NotFound
 from cascade_cli.protocol import MessageTaskIn, MessageTaskUpdate
+from cascade_cli.store.idmatch import match_short_id
 from cascade_cli.store.models import Feed, MessageTask, new_id
 
 
@@ -94,6 +95,9 @@ def get_task(session: Session, ident: str) -> MessageTask:
             raise InvalidInput(f"several tasks are named {ident!r}; use the task id",
                                field="task")
         task = matches[0] if matches else None
+    if task is None:  # the last 8+ characters of a generated id, as tables show it
+        found = match_short_id(session, MessageTask.id, ident, "task")
+        task = session.get(MessageTask, found) if found is not None else None
     if task is None:
         raise NotFound("message task", ident, hint="'cascade tasks list' shows the tasks")
     return task

@@ -44,6 +44,32 @@ def test_incomplete_child_config_names_every_key(tmp_path: Path) -> None:
     assert report.exit_code == 1
 
 
+def test_child_settings_without_node_type_says_it_once(tmp_path: Path) -> None:
+    """A child config that lacks only node_type: the summary says what is wrong, the fix what
+    to do, each once (it read "fix cascade.node_type cascade.node_type: set
+    cascade.node_type: child")."""
+    cfg = write_config(tmp_path / "c.yaml", {"cascade": {
+        "enabled": True, "parent_api_url": f"http://127.0.0.1:{free_port()}",
+        "api_key": "CN" + "a1" * 16, "api_secret": "CS" + "b2" * 20}})
+    r, _ = diagnose(tmp_path, cfg, ["child.settings"])
+    s = r["child.settings"]
+    assert s.status == "failed"
+    assert s.summary == ("the child cannot start (级联客户端未初始化): cascade.node_type is "
+                         "not set")
+    assert s.fix == "set cascade.node_type: child" and s.details == []
+    out = cli("doctor", "--check", "child.settings", env={"CASCADE_CONFIG": str(cfg),
+                                                          "COLUMNS": "100", "NO_COLOR": "1"},
+              cwd=tmp_path)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert out.stdout.count("set cascade.node_type: child") == 1, out.stdout
+    assert "fix cascade.node_type" not in out.stdout
+    assert "cascade.node_type: set" not in out.stdout
+    # an explicit wrong value is named as it is
+    cfg.write_text(cfg.read_text(encoding="utf-8") + "  node_type: parent\n", encoding="utf-8")
+    r, _ = diagnose(tmp_path, cfg, ["child.settings"], role="child")
+    assert "cascade.node_type is 'parent', not 'child'" in r["child.settings"].summary
+
+
 def test_parent_type_config_run_as_child(tmp_path: Path) -> None:
     cfg = write_config(tmp_path / "c.yaml", {"cascade": {"enabled": True,
                                                          "node_type": "parent"}})

@@ -3,6 +3,7 @@ files, a scripted parent), then doctor's verdict and its fix."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -12,12 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
+from cascade_cli.cli.main import app
 from cascade_cli.clock import FakeClock
 from cascade_cli.parent.dispatch import dispatch
 from cascade_cli.protocol import MessageTaskIn
 from cascade_cli.store import tasks as task_repo
-from cascade_cli.store.models import Allocation, Delivery, ScheduleRun
+from cascade_cli.store.models import Allocation, Delivery, FeedResult, ScheduleRun
 from tests.doctor.conftest import Scripted, child_config, diagnose, free_port, write_config
 from tests.doctor.test_parent_checks import P
 
@@ -57,7 +60,13 @@ def test_a_crashed_child_fails_parent_failures_with_the_error_text(p: P) -> None
     assert "node 'crashy'" in f.summary and "执行父节点任务失败" in f.summary
     assert "MemoryError" in f.summary and "daily" in f.summary
     assert "crashy's host" in (f.fix or "")
+    assert "'cascade allocations --node crashy --status failed'" in (f.fix or "")
     assert f.data["allocations"]["crashy"]["failed"] >= 1
+    # the command the fix gives runs and lists those allocations
+    r = CliRunner().invoke(app, ["--config", str(p.cfg), "allocations", "--node", "crashy",
+                                 "--status", "failed", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["total"] == f.data["allocations"]["crashy"]["failed"]
 
 
 def test_work_lost_to_a_killed_child_fails_parent_failures(p: P) -> None:
@@ -74,7 +83,28 @@ def test_work_lost_to_a_killed_child_fails_parent_failures(p: P) -> None:
     assert f.status == "failed"
     assert "node 'killed'" in f.summary and "nightly" in f.summary
     assert "lease expired after the last attempt" in f.summary
+    assert "'cascade allocations --node killed --status timeout'" in (f.fix or "")
+    assert "--status failed" not in (f.fix or "")
     assert f.data["allocations"]["killed"]["timed_out"] == 1
+
+
+def test_a_rate_limited_feed_fix_names_the_tasks_that_fetch_it(p: P) -> None:
+    n = p.node("busy")
+    p.feeds("MP_WXS_RL", "MP_WXS_2")
+    now = p.clock.now()
+    with p.store.session() as s:
+        for name, feeds in (("morning", ["MP_WXS_RL"]), ("evening", ["MP_WXS_2", "MP_WXS_RL"]),
+                            ("other", ["MP_WXS_2"])):
+            task_repo.create_task(s, now, MessageTaskIn(name=name, mps_id=feeds))
+        for i in range(3):
+            s.add(FeedResult(allocation_id=f"a{i}", feed_id="MP_WXS_RL", node_id=n.id,
+                             status="failed", error="HTTP 429 Too Many Requests from "
+                             "https://rsshub.example/x", created_at=now - timedelta(hours=1)))
+    f = p.run("parent.failures")[0]["parent.failures"]
+    fix = f.fix or ""
+    assert "'cascade tasks update evening --jitter 300'" in fix
+    assert "'cascade tasks update morning --jitter 300'" in fix
+    assert "other" not in fix and "NAME" not in fix
 
 
 # --- the scheduler fires due cron runs -----------------------------------------------------

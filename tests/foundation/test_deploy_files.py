@@ -22,6 +22,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -84,7 +85,7 @@ def test_dockerfile_copies_existing_files_and_runs_unprivileged() -> None:
 
 class _Health(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802
-        self.send_response(200 if self.path == "/healthz" else 404)
+        self.send_response(200 if self.path in ("/healthz", "/metrics") else 404)
         self.end_headers()
 
     def log_message(self, *args: object) -> None:
@@ -102,16 +103,59 @@ def health_server() -> Iterator[int]:
         httpd.server_close()
 
 
-def test_dockerfile_healthcheck_command_tells_up_from_down(health_server: int) -> None:
+def healthcheck_argv() -> list[str]:
+    """The image's HEALTHCHECK command, with this interpreter for the image's python."""
     args = next(a for w, a in dockerfile_instructions() if w == "HEALTHCHECK")
     argv = json.loads(args[args.index("CMD") + 3:].strip())
     assert argv[0] == "python"
-    argv[0] = sys.executable
-    env = {**os.environ, "CASCADE_PARENT__PORT": str(health_server)}
-    assert subprocess.run(argv, env=env, capture_output=True, timeout=30).returncode == 0
+    return [sys.executable, *argv[1:]]
+
+
+def healthcheck_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CASCADE_")}
+    return {**env, "CASCADE_DATA_DIR": str(tmp_path / "data"), **extra}
+
+
+def test_dockerfile_healthcheck_command_tells_up_from_down(health_server: int,
+                                                           tmp_path: Path) -> None:
+    argv = [*healthcheck_argv(), "--role", "parent"]  # PID 1 here is not a container's
+    env = healthcheck_env(tmp_path, CASCADE_PARENT__PORT=str(health_server))
+    r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30, cwd=tmp_path)
+    assert r.returncode == 0 and "healthy (parent)" in r.stdout, r.stdout + r.stderr
     with socket_closed_port() as port:
         env["CASCADE_PARENT__PORT"] = str(port)
-        assert subprocess.run(argv, env=env, capture_output=True, timeout=30).returncode != 0
+        r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30,
+                           cwd=tmp_path)
+        assert r.returncode == 1 and "unhealthy (parent)" in r.stderr, r.stdout + r.stderr
+
+
+def test_dockerfile_healthcheck_is_healthy_for_a_live_child(health_server: int,
+                                                            tmp_path: Path) -> None:
+    """A 'docker run ... run-child' container: the role comes from the main process's
+    command line; no parent port is probed (a child serves none), the child process must
+    live, and its /metrics must answer when child.metrics_port is set."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)",
+                              "run-child"])
+    try:
+        argv = [*healthcheck_argv(), "--pid", str(child.pid)]
+        env = healthcheck_env(tmp_path)
+
+        def probe(**extra: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(argv, env={**env, **extra}, capture_output=True, text=True,
+                                  timeout=30, cwd=tmp_path)
+
+        r = probe()
+        assert r.returncode == 0 and "healthy (child)" in r.stdout, r.stdout + r.stderr
+        assert probe(CASCADE_CHILD__METRICS_PORT=str(health_server)).returncode == 0
+        with socket_closed_port() as port:
+            r = probe(CASCADE_CHILD__METRICS_PORT=str(port))
+            assert r.returncode == 1 and "/metrics" in r.stderr, r.stdout + r.stderr
+    finally:
+        child.kill()
+        child.wait(10)
+    argv.extend(["--role", "child"])  # its command line is gone with it
+    r = probe()
+    assert r.returncode == 1 and f"process {child.pid} is gone" in r.stderr, r.stderr
 
 
 class socket_closed_port:  # noqa: N801 - used as a context manager
@@ -313,3 +357,67 @@ def test_docker_image_builds_and_runs(tmp_path: Path) -> None:
     user = subprocess.run(["docker", "run", "--rm", "--entrypoint", "id", tag, "-u"],
                           capture_output=True, text=True, timeout=120)
     assert user.stdout.strip() not in ("", "0"), user.stdout
+
+
+def _docker_compose() -> str | None:
+    """None when the compose plugin answers, else the reason to skip."""
+    if not shutil.which("docker"):
+        return "docker is not installed"
+    r = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True,
+                       timeout=60)
+    if r.returncode != 0:
+        return f"'docker compose version' fails: {(r.stderr or r.stdout).strip()[:200]}"
+    return None
+
+
+@pytest.mark.slow
+def test_docker_compose_config_is_valid() -> None:
+    """Compose's own parser on the shipped file: unknown keys, bad anchors or interpolation
+    fail here. It needs the compose plugin, not an engine."""
+    reason = _docker_compose()
+    if reason:
+        pytest.skip(reason)
+    r = subprocess.run(["docker", "compose", "-f", str(COMPOSE), "config", "-q"],
+                       capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1500)  # builds the image when the other test has not
+def test_docker_serve_parent_turns_healthy(tmp_path: Path) -> None:
+    """The image as a parent (SQLite in a fresh volume): its own HEALTHCHECK reports
+    'healthy' (health checks every 2 s here instead of the image's 30 s)."""
+    reason = _docker_engine()
+    if reason:
+        pytest.skip(reason)
+    tag = "cascade:test"
+    build = subprocess.run(["docker", "build", "-t", tag, str(ROOT)], capture_output=True,
+                           text=True, timeout=1200)
+    assert build.returncode == 0, build.stdout[-4000:] + build.stderr[-4000:]
+    name = f"cascade-health-{os.getpid()}"
+    volume = f"{name}-data"
+    init = subprocess.run(["docker", "run", "--rm", "-v", f"{volume}:/data", tag, "init"],
+                          capture_output=True, text=True, timeout=300)
+    assert init.returncode == 0, init.stdout + init.stderr
+    try:
+        started = subprocess.run(
+            ["docker", "run", "-d", "--name", name, "-v", f"{volume}:/data",
+             "--health-interval", "2s", "--health-start-period", "60s", tag, "serve-parent"],
+            capture_output=True, text=True, timeout=120)
+        assert started.returncode == 0, started.stderr
+        status = ""
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            status = subprocess.run(
+                ["docker", "inspect", "--format", "{{.State.Health.Status}}", name],
+                capture_output=True, text=True, timeout=60).stdout.strip()
+            if status in ("healthy", "unhealthy"):
+                break
+            time.sleep(2)
+        logs = subprocess.run(["docker", "logs", name], capture_output=True, text=True,
+                              timeout=60)
+        assert status == "healthy", f"{status}\n{logs.stdout[-3000:]}{logs.stderr[-3000:]}"
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True, timeout=120)
+        subprocess.run(["docker", "volume", "rm", "-f", volume], capture_output=True,
+                       timeout=120)
