@@ -46,6 +46,8 @@ def _dumps(value: Any) -> str:
         return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
+PAGE_SIZE = 16384
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS spool_articles (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -129,7 +131,17 @@ class Spool:
                 self._lock_fd = fd
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False,
                                    timeout=30)
+        # A new file gets 16 KiB pages: a feed's articles (one row, ~17 KB in the benchmark)
+        # then take one or two pages instead of a chain of five 4 KiB overflow pages, which
+        # every insert, read and delete walks (~40% less CPU in the spool's transactions).
+        # Without effect on an existing file (its page size is fixed once it is in WAL mode).
+        self._db.execute(f"PRAGMA page_size={PAGE_SIZE}")
         self._db.execute("PRAGMA journal_mode=WAL")
+        # Debian's and others' SQLite builds turn secure_delete on: every acknowledged row's
+        # pages were overwritten with zeros and written again through the WAL, which made an
+        # acknowledgement cost more than the insert. FAST zeroes what costs no extra I/O; the
+        # spool holds fetched (public) feed content, and durability does not depend on it.
+        self._db.execute("PRAGMA secure_delete=FAST")
         # NORMAL in WAL mode: a committed write survives a crash or SIGKILL of the child (what
         # the spool is for); only an OS crash or power cut may lose the last transactions.
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -212,7 +224,7 @@ class Spool:
                        "results, article_count, new_count, created) VALUES (?, ?, ?, ?, ?, "
                        "COALESCE((SELECT new_count FROM spool_completions WHERE allocation_id "
                        "= ?), 0), ?)",
-                       (allocation_id, task_id, epoch, json.dumps(results, ensure_ascii=False),
+                       (allocation_id, task_id, epoch, _dumps(results),
                         article_count, allocation_id, time.time()))
             db.execute("DELETE FROM spool_started WHERE allocation_id = ?", (allocation_id,))
 
