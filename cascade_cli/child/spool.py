@@ -12,7 +12,9 @@ claiming anything new.
 
 A row of ``spool_articles`` holds ``n`` articles as one JSON fragment (the objects joined by
 commas, ``n`` = 1 for a single article): the worker encodes a feed's articles once and spools
-them as one row, and an upload joins rows verbatim into the request body.
+them as one row, and an upload joins rows verbatim into the request body. Fragments are UTF-8
+bytes from end to end (stored as BLOBs; rows of earlier versions, TEXT, are read as bytes):
+no decode after encoding, no re-encode when SQLite binds them or the upload sends them.
 
 One connection, used from the event-loop thread only; every write is its own transaction.
 """
@@ -47,6 +49,16 @@ def _dumps(value: Any) -> str:
 
 
 PAGE_SIZE = 16384
+
+def _dumpb(value: Any) -> bytes:
+    """``_dumps`` as UTF-8 bytes (what orjson produces): article fragments stay bytes. What
+    orjson refuses (a lone surrogate) the json module writes as ASCII with ``\\u`` escapes:
+    valid UTF-8 whatever the text held."""
+    try:
+        return orjson.dumps(value, default=str)
+    except TypeError:
+        return json.dumps(value, separators=(",", ":"), default=str).encode("ascii")
+
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS spool_articles (
@@ -83,17 +95,24 @@ class SpooledArticle:
     allocation_id: str
     epoch: int | None
     feed_id: str | None
-    raw: str  # ``count`` articles as JSON text, uploaded as is (no decode/encode round trip)
+    raw: bytes  # ``count`` articles as UTF-8 JSON, uploaded as is (no decode/encode)
     count: int = 1
 
     @property
     def article(self) -> dict[str, Any]:
         """The article of a one-article row."""
-        return dict(json.loads(self.raw))
+        return dict(_loads(self.raw))
 
     @property
     def articles(self) -> list[dict[str, Any]]:
-        return list(json.loads(f"[{self.raw}]"))
+        return list(_loads(b"[" + self.raw + b"]"))
+
+
+def _loads(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:  # an escaped lone surrogate (the json module's fallback)
+        return json.loads(raw)
 
 
 @dataclass(frozen=True)
@@ -106,7 +125,7 @@ class SpooledCompletion:
     new_count: int
 
 
-Encoded = tuple[str | None, str, int]  # (feed_id, JSON fragment, article count)
+Encoded = tuple[str | None, bytes, int]  # (feed_id, JSON fragment, article count)
 
 
 class SpoolBusy(Exception):
@@ -179,14 +198,14 @@ class Spool:
                        "VALUES (?, ?, ?)", (allocation_id, epoch, time.time()))
 
     @staticmethod
-    def encode_article(article: dict[str, Any]) -> str:
-        """The JSON text stored and later uploaded verbatim (encoded once)."""
-        return _dumps(article)
+    def encode_article(article: dict[str, Any]) -> bytes:
+        """The JSON (UTF-8) stored and later uploaded verbatim (encoded once)."""
+        return _dumpb(article)
 
     @staticmethod
-    def encode_articles(articles: list[dict[str, Any]]) -> str:
+    def encode_articles(articles: list[dict[str, Any]]) -> bytes:
         """Several articles as one fragment (``a,b,c``): one encoder call for a whole feed."""
-        return _dumps(articles)[1:-1]
+        return _dumpb(articles)[1:-1]
 
     def add_articles(self, allocation_id: str, epoch: int | None, feed_id: str | None,
                      articles: Iterable[dict[str, Any]]) -> int:
@@ -194,7 +213,7 @@ class Spool:
                                 [(feed_id, self.encode_article(a)) for a in articles])
 
     def add_encoded(self, allocation_id: str, epoch: int | None,
-                    articles: list[tuple[str | None, str]] | list[Encoded]) -> int:
+                    articles: list[tuple[str | None, bytes]] | list[Encoded]) -> int:
         """Encoded articles: (feed_id, json) pairs from ``encode_article``, or
         (feed_id, fragment, count) triples from ``encode_articles``. Returns the article count."""
         if articles:
@@ -204,7 +223,7 @@ class Spool:
 
     @staticmethod
     def _insert_encoded(db: sqlite3.Connection, allocation_id: str, epoch: int | None,
-                        articles: list[tuple[str | None, str]] | list[Encoded]) -> None:
+                        articles: list[tuple[str | None, bytes]] | list[Encoded]) -> None:
         now = time.time()
         db.executemany("INSERT INTO spool_articles (allocation_id, epoch, feed_id, article, "
                        "created, n) VALUES (?, ?, ?, ?, ?, ?)",
@@ -213,7 +232,7 @@ class Spool:
 
     def add_completion(self, allocation_id: str, task_id: str | None, epoch: int | None,
                        results: list[dict[str, Any]], article_count: int, *,
-                       articles: list[tuple[str | None, str]] | list[Encoded] | None = None
+                       articles: list[tuple[str | None, bytes]] | list[Encoded] | None = None
                        ) -> None:
         """Spool the per-feed results, plus (optionally) the last encoded articles of the
         allocation, in one transaction: the allocation is then complete in the spool."""
@@ -273,7 +292,8 @@ class Spool:
         for r in rows:
             if out and total + r[5] > limit:
                 break
-            out.append(SpooledArticle(r[0], r[1], r[2], r[3], r[4], r[5]))
+            raw = r[4] if isinstance(r[4], bytes) else r[4].encode()  # TEXT: an earlier version
+            out.append(SpooledArticle(r[0], r[1], r[2], r[3], raw, r[5]))
             total += r[5]
         return out
 

@@ -231,8 +231,10 @@ def test_upload_articles_json_sends_spooled_text_verbatim() -> None:
     with ScriptedServer({f"{P}/upload-articles":
                          lambda h: reply(h, 200, ok({"received": 2, "new_count": 1}))}
                         ) as srv, client(srv.url) as c:
-        raw = [json.dumps({"title": "文章", "url": "u1"}, ensure_ascii=False),
-               json.dumps({"title": "b", "url": "u2"})]
+        # spooled fragments are UTF-8 bytes; text is taken too
+        raw: list[bytes | str] = [json.dumps({"title": "文章", "url": "u1"},
+                                             ensure_ascii=False).encode(),
+                                  json.dumps({"title": "b", "url": "u2"})]
         assert c.upload_articles_json("a1", raw, epoch=4)["new_count"] == 1
         req = srv.requests[0]
         body = json.loads(req["body"])
