@@ -389,15 +389,18 @@ class _Core(abc.ABC):
             body["feed_id"] = feed_id
         return self._call(Call("POST", "/upload-articles", body=self._stamp(body, epoch)))
 
-    def upload_articles_json(self, allocation_id: str, articles_json: Sequence[str], *,
+    def upload_articles_json(self, allocation_id: str, articles_json: Sequence[bytes | str], *,
                              feed_id: str | None = None, epoch: int | None = None) -> Any:
-        """Like ``upload_articles`` with each article already JSON text (from the spool)."""
+        """Like ``upload_articles`` with each article (or comma-joined run of articles) already
+        JSON: UTF-8 bytes from the spool, or text. Joined into the body in one pass, as bytes
+        (the body of 500 articles is ~0.4 MB: no decode or re-encode of it)."""
         head: dict[str, Any] = {"allocation_id": allocation_id}
         if feed_id:
             head["feed_id"] = feed_id
         head = self._stamp(head, epoch)
-        prefix = json.dumps(head, ensure_ascii=False, separators=(",", ":"))[:-1]
-        raw = f'{prefix},"articles":[{",".join(articles_json)}]}}'.encode()
+        prefix = json.dumps(head, ensure_ascii=False, separators=(",", ":"))[:-1].encode()
+        parts = [a if isinstance(a, bytes) else a.encode() for a in articles_json]
+        raw = b"".join((prefix, b',"articles":[', b",".join(parts), b"]}"))
         return self._call(Call("POST", "/upload-articles", raw=raw))
 
     def report_completion(self, allocation_id: str, task_id: str | None,

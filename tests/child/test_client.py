@@ -7,9 +7,11 @@ import json
 import time
 from typing import Any
 
+import httpx
 import pytest
 
 from cascade_cli import auth
+from cascade_cli.child.transport import FeedTransport, parent_transport
 from cascade_cli.client import AsyncParentClient, ParentClient
 from cascade_cli.errors import (
     BadCredentials,
@@ -204,21 +206,28 @@ def test_claim_shapes_and_long_poll_timeout() -> None:
         assert srv.requests[1]["path"].endswith("wait=60&max=2")  # clamped to the protocol's 60
 
 
-def test_async_client_same_behaviour() -> None:
+@pytest.mark.parametrize("direct", [False, True], ids=["httpx-transport", "child-transport"])
+def test_async_client_same_behaviour(direct: bool) -> None:
+    """The same answers through httpx's own transport and through the child's (run-child's
+    client of the parent uses ``parent_transport``)."""
     async def go(url: str) -> None:
         sleeps: list[float] = []
 
         async def fake_sleep(s: float) -> None:
             sleeps.append(s)
 
+        def transport() -> FeedTransport | None:
+            return parent_transport() if direct else None
+
         async with AsyncParentClient(url, CREDS.api_key, CREDS.api_secret, timeout=2,
-                                     sleep=fake_sleep) as c:
+                                     sleep=fake_sleep, transport=transport()) as c:
             assert await c.claim(wait=0) == []
             with pytest.raises(LeaseLost):
                 await c.report_completion("a1", "t1", [], 0, epoch=1)
             with pytest.raises(ParentUnreachable):
                 await AsyncParentClient(f"http://127.0.0.1:{free_port()}", "k", "s",
-                                        retries=1, sleep=fake_sleep).heartbeat()
+                                        retries=1, sleep=fake_sleep,
+                                        transport=transport()).heartbeat()
         assert len(sleeps) == 1
 
     with ScriptedServer({f"{P}/claim-task": lambda h: reply(h, 200, ok(None)),
@@ -231,8 +240,10 @@ def test_upload_articles_json_sends_spooled_text_verbatim() -> None:
     with ScriptedServer({f"{P}/upload-articles":
                          lambda h: reply(h, 200, ok({"received": 2, "new_count": 1}))}
                         ) as srv, client(srv.url) as c:
-        raw = [json.dumps({"title": "文章", "url": "u1"}, ensure_ascii=False),
-               json.dumps({"title": "b", "url": "u2"})]
+        # spooled fragments are UTF-8 bytes; text is taken too
+        raw: list[bytes | str] = [json.dumps({"title": "文章", "url": "u1"},
+                                             ensure_ascii=False).encode(),
+                                  json.dumps({"title": "b", "url": "u2"})]
         assert c.upload_articles_json("a1", raw, epoch=4)["new_count"] == 1
         req = srv.requests[0]
         body = json.loads(req["body"])
@@ -271,3 +282,39 @@ def test_html_5xx_is_not_a_cascade_parent(status: int, exc: type) -> None:
         c.heartbeat()
     assert f"HTTP {status}" in str(info.value) and "not a Cascade parent" in str(info.value)
     assert "cascade.parent_api_url" in (info.value.hint or "")
+
+
+def test_child_transport_sends_signed_bodies_itself_on_one_connection() -> None:
+    """run-child's client of the parent: request bodies (uploads, completions, heartbeats) go
+    over the child's own keep-alive connections, not httpx's transport, signed as before."""
+    calls: list[str] = []
+
+    class Counting(httpx.AsyncBaseTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            calls.append(request.method)
+            return httpx.Response(500)
+
+    async def go(url: str) -> None:
+        transport = parent_transport()
+        transport.fallback = Counting()
+        async with AsyncParentClient(url, CREDS.api_key, CREDS.api_secret, timeout=2,
+                                     transport=transport) as c:
+            raws = [json.dumps({"title": "文章", "url": "u1"}, ensure_ascii=False).encode()]
+            for _ in range(3):
+                assert (await c.upload_articles_json("a1", raws, epoch=4))["new_count"] == 1
+            await c.set_status("a1", "executing", epoch=4)
+            assert sum(len(v) for v in transport._idle.values()) == 1  # one kept connection
+        assert calls == []  # nothing went to httpx's transport
+
+    with ScriptedServer({f"{P}/upload-articles":
+                         lambda h: reply(h, 200, ok({"received": 1, "new_count": 1})),
+                         f"{P}/task-status": lambda h: reply(h, 200, ok(None))}) as srv:
+        asyncio.run(go(srv.url))
+    assert [r["method"] for r in srv.requests] == ["POST"] * 3 + ["PUT"]
+    for req in srv.requests:
+        assert int(req["headers"]["Content-Length"]) == len(req["body"])
+        parsed = auth.parse_authorization(req["headers"]["Authorization"])
+        assert auth.verify_signature(auth.public_key_for(CREDS.api_secret), req["method"],
+                                     req["path"], parsed.timestamp, parsed.nonce, req["body"],
+                                     parsed.signature)
+    assert json.loads(srv.requests[0]["body"])["articles"] == [{"title": "文章", "url": "u1"}]

@@ -191,9 +191,9 @@ def test_500_on_a_batch_is_narrowed_to_the_feed_that_causes_it(tmp_path: Path) -
     class Client:
         base_url = "http://parent"
 
-        async def upload_articles_json(self, alloc_id: str, raws: list[str], *,
+        async def upload_articles_json(self, alloc_id: str, raws: list[bytes], *,
                                        epoch: int | None = None) -> dict[str, int]:
-            body = "[" + ",".join(raws) + "]"
+            body = (b"[" + b",".join(raws) + b"]").decode()
             sent.append(body)
             if "POISON" in body:
                 raise ParentServerError("500 from the parent", status=500)

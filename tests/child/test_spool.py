@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -73,7 +74,7 @@ def test_feed_fragments_batches_and_split(tmp_path: Path) -> None:
     assert n == 60 and sp.counts()["articles"] == 61
     batch = sp.articles("a1", 45)
     assert [a.count for a in batch] == [20, 20]
-    body = json.loads("[" + ",".join(a.raw for a in batch) + "]")
+    body = json.loads(b"[" + b",".join(a.raw for a in batch) + b"]")
     assert body == feeds[0] + feeds[1]
     assert [a.count for a in sp.articles("a1", 5)] == [20]  # one row at least
     sp.split(batch[0])
@@ -85,7 +86,6 @@ def test_feed_fragments_batches_and_split(tmp_path: Path) -> None:
 
 def test_spool_of_an_earlier_version_is_read(tmp_path: Path) -> None:
     """A spool file without the ``n`` column (one article a row) is upgraded in place."""
-    import sqlite3
 
     path = tmp_path / "old.db"
     db = sqlite3.connect(path)
@@ -102,6 +102,7 @@ def test_spool_of_an_earlier_version_is_read(tmp_path: Path) -> None:
     assert sp.counts()["articles"] == 1
     (row,) = sp.articles("a1", 10)
     assert row.count == 1 and row.article == {"title": "old", "url": "u"}
+    assert row.raw == b'{"title": "old", "url": "u"}'  # TEXT rows come back as UTF-8 bytes
     sp.close()
 
 
@@ -110,8 +111,53 @@ def test_article_fragments_are_json_with_non_ascii_kept() -> None:
     arts = [{"title": "公众号 \u2028 \"q\"", "publish_time": 1795161600, "url": "http://x/1"},
             {"title": "x", "url": "http://x/2", "extra": object()}]
     fragment = Spool.encode_articles(arts)
-    assert "公众号" in fragment  # not \\u-escaped
-    back = json.loads(f"[{fragment}]")
+    assert "公众号".encode() in fragment  # UTF-8 bytes, not \\u-escaped
+    back = json.loads(b"[" + fragment + b"]")
     assert back[0] == arts[0] and back[1]["extra"].startswith("<object")
     odd = Spool.encode_article({"title": "\ud800", "url": "http://x/3"})
     assert json.loads(odd) == {"title": "\ud800", "url": "http://x/3"}
+    odd.decode("utf-8")  # escaped: still valid UTF-8 for the upload body
+
+
+def test_new_spool_pages_and_deletes_cost_no_extra_io(tmp_path: Path) -> None:
+    """A new spool gets 16 KiB pages (a feed's articles in one or two pages, not a chain of
+    overflow pages) and does not rewrite acknowledged rows with zeros (secure_delete, on in
+    some SQLite builds, doubled the writes of every acknowledgement); an existing file keeps
+    its page size and its rows."""
+    sp = Spool(tmp_path / "s.db")
+    db = sp._db
+    assert db.execute("PRAGMA page_size").fetchone()[0] == 16384
+    assert db.execute("PRAGMA secure_delete").fetchone()[0] == 2  # FAST
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    arts = [{"title": "x" * 900, "url": f"u{i}"} for i in range(20)]
+    sp.add_completion("a1", "t1", 1, [{"feed_id": "F1", "status": "success"}], 20,
+                      articles=[("F1", Spool.encode_articles(arts), 20)])
+    sp.close()
+    old = tmp_path / "old.db"
+    conn = sqlite3.connect(old)
+    conn.execute("PRAGMA journal_mode=WAL")  # 4 KiB pages, fixed from now on
+    conn.close()
+    sp = Spool(old)
+    assert sp._db.execute("PRAGMA page_size").fetchone()[0] == 4096
+    sp.add_completion("a1", "t1", 1, [], 20, articles=[("F1", Spool.encode_articles(arts), 20)])
+    assert [a["url"] for a in sp.articles("a1", 100)[0].articles] == [f"u{i}" for i in
+                                                                       range(20)]
+    sp.close()
+    reopened = Spool(tmp_path / "s.db")
+    assert reopened.completion("a1") is not None and reopened.counts()["articles"] == 20
+    reopened.close()
+
+
+def test_fragments_are_stored_and_read_as_bytes(tmp_path: Path) -> None:
+    """What the worker encodes is what the upload sends, byte for byte, without a decode."""
+    sp = Spool(tmp_path / "s.db")
+    arts = [{"title": "文章 \"q\"", "url": f"u{i}"} for i in range(3)]
+    fragment = Spool.encode_articles(arts)
+    assert isinstance(fragment, bytes)
+    sp.add_completion("a1", "t1", 1, [], 3, articles=[("F1", fragment, 3)])
+    (row,) = sp.articles("a1", 10)
+    assert row.raw == fragment and row.articles == arts
+    assert sp._db.execute("SELECT typeof(article) FROM spool_articles").fetchone()[0] == "blob"
+    sp.split(row)
+    assert [r.article for r in sp.articles("a1", 10)] == arts
+    sp.close()

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
 import pytest
 
 from cascade_cli.child.fetchers import make_http_client
-from cascade_cli.child.transport import FeedTransport
+from cascade_cli.child.transport import FeedTransport, tls_context
 from cascade_cli.config import ChildSection
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]
@@ -222,3 +222,57 @@ def test_fallback_transports_get_the_cheap_idle_probes() -> None:
     for transport in (direct.fallback, http._transport):
         assert isinstance(transport._pool._network_backend, _CheapProbeBackend)  # type: ignore[attr-defined]
     asyncio.run(http.aclose())
+
+
+def test_bodies_go_direct_only_when_allowed_and_in_memory() -> None:
+    """The feed client sends bodies through httpx (it never sends any); the parent client's
+    transport (``bodies=True``) sends a body it holds whole, and streams still go to httpx."""
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                      index: int) -> None:
+        while True:
+            head = await read_head(reader)
+            per_connection[index] = per_connection.get(index, 0) + 1
+            lowered = head.lower()
+            if b"transfer-encoding: chunked" in lowered:
+                data = b""
+                while True:
+                    size = int((await reader.readuntil(b"\r\n")).strip(), 16)
+                    chunk = await reader.readexactly(size + 2)
+                    if size == 0:
+                        break
+                    data += chunk[:-2]
+            else:
+                length = int(lowered.split(b"content-length: ")[1].split(b"\r\n")[0])
+                data = await reader.readexactly(length)
+            method = head.split(b" ", 1)[0]
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s"
+                         % (len(method) + 1 + len(data), method + b" " + data))
+            await writer.drain()
+
+    per_connection: dict[int, int] = {}
+    used: list[str] = []
+
+    class Fallback(httpx.AsyncHTTPTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            used.append(request.method)
+            return await super().handle_async_request(request)
+
+    async def check(url: str, conns: list[int]) -> None:
+        transport = FeedTransport(ssl_context=tls_context(), fallback=Fallback(), bodies=True)
+        async with httpx.AsyncClient(transport=transport) as http:
+            big = b"x" * 600_000  # more than one socket write
+            r = await http.post(url + "/u", content=big)
+            assert r.content == b"POST " + big
+            r = await http.put(url + "/s", content=b'{"a":1}')
+            assert r.content == b'PUT {"a":1}'
+
+            async def stream() -> AsyncIterator[bytes]:
+                yield b"par"
+                yield b"ts"
+
+            r = await http.post(url + "/stream", content=stream())
+            assert r.content == b"POST parts"
+        assert used == ["POST"]  # only the streamed body
+        assert per_connection[0] == 2  # the two direct requests shared one connection
+
+    serve(handler, check)

@@ -247,9 +247,9 @@ def test_too_large_upload_is_split_down_to_single_articles(tmp_path: Path) -> No
     class Client:
         base_url = "http://parent"
 
-        async def upload_articles_json(self, alloc_id: str, raws: list[str], *,
+        async def upload_articles_json(self, alloc_id: str, raws: list[bytes], *,
                                        epoch: int | None = None) -> dict[str, int]:
-            n = len(json.loads("[" + ",".join(raws) + "]"))
+            n = len(json.loads(b"[" + b",".join(raws) + b"]"))
             if n > 7:
                 raise ParentRejected("too large", status=413)
             sent.append(n)
