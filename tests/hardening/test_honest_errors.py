@@ -8,10 +8,12 @@ import json
 import os
 import shutil
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, event, text, update
 
+import cascade_cli
 from cascade_cli.clock import FakeClock, SystemClock
 from cascade_cli.config import load_settings
 from cascade_cli.parent import tokens
@@ -120,6 +123,28 @@ def _as_other_user() -> list[str]:
     return [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"]
 
 
+@contextmanager
+def _reachable_by_others(*paths: Path) -> Iterator[None]:
+    """Let the unprivileged user traverse to our interpreter, venv and source for the test's
+    duration: a checkout made by ``mktemp -d`` (as CI's fresh clone can be) is mode 0700, and
+    the other user then cannot import cascade_cli at all. Only the search bit is added, only
+    where it is missing, and it is taken away again afterwards."""
+    changed: list[tuple[Path, int]] = []
+    try:
+        for path in paths:
+            for folder in [*reversed(path.resolve().parents), path.resolve()]:
+                if not folder.is_dir() or any(folder == done for done, _ in changed):
+                    continue
+                mode = stat.S_IMODE(folder.stat().st_mode)
+                if not mode & stat.S_IXOTH:
+                    folder.chmod(mode | stat.S_IXOTH)
+                    changed.append((folder, mode))
+        yield
+    finally:
+        for folder, mode in reversed(changed):
+            folder.chmod(mode)
+
+
 @pytest.mark.slow
 def test_read_only_sqlite_names_file_and_permissions(tmp_path: Path) -> None:
     # Outside pytest's private temporary folder: the unprivileged user must reach it.
@@ -131,10 +156,12 @@ def test_read_only_sqlite_names_file_and_permissions(tmp_path: Path) -> None:
     db = data / "cascade.db"
     data.chmod(0o555)
     db.chmod(0o444)
+    code = Path(cascade_cli.__file__).parent
     try:
-        r = subprocess.run([*_as_other_user(), sys.executable, "-m", "cascade_cli", "init",
-                            "--child", "n9"], env=env_for(config), capture_output=True,
-                           text=True, timeout=60, cwd=folder)
+        with _reachable_by_others(code, Path(sys.prefix), Path(sys.executable)):
+            r = subprocess.run([*_as_other_user(), sys.executable, "-m", "cascade_cli", "init",
+                                "--child", "n9"], env=env_for(config), capture_output=True,
+                               text=True, timeout=60, cwd=folder)
     finally:
         data.chmod(0o755)
         shutil.rmtree(folder, ignore_errors=True)
