@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
+
+import yaml
 
 from cascade_cli.clock import Clock, SystemClock
 from cascade_cli.config import (
@@ -115,14 +118,12 @@ class DoctorContext:
             data: dict[str, Any] = {}
             path = self.source.path
             if path is not None and path.is_file():
-                try:
-                    import yaml
-
+                # Unreadable or malformed: the config.parse check reports it with the fix;
+                # here the role is then told from the environment alone.
+                with contextlib.suppress(OSError, UnicodeDecodeError, yaml.YAMLError):
                     loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
                     if isinstance(loaded, dict):
                         data = loaded
-                except Exception:  # noqa: S110 - best effort on a file config.parse reports
-                    pass
             for path_, (_var, value) in env_overrides(self.environ).items():
                 head, _, rest = path_.partition(".")
                 if rest:
