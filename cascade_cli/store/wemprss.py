@@ -37,6 +37,7 @@ from cascade_cli.errors import CascadeError, Conflict, InvalidInput, StoreError
 from cascade_cli.protocol import FEED_ID_PATTERN, MessageTaskIn, normalise_mps_id, parse_model
 from cascade_cli.store import nodes, tasks
 from cascade_cli.store.engine import mask_url, normalise_db_url
+from cascade_cli.store.events import log_event
 from cascade_cli.store.models import Feed, MessageTask, Node
 
 DEFAULT_FEED_URL = "http://127.0.0.1:8001/feed/{id}.xml"
@@ -261,5 +262,11 @@ def apply(session: Session, now: datetime, source: Source, *, feed_url_pattern: 
     _import_nodes(session, now, source.nodes, out)
     _import_feeds(session, now, source.feeds, feed_url_pattern, out)
     _import_tasks(session, now, source.tasks, template_problems or {}, out)
+    if not dry_run:
+        # In the event log (cascade events, /sync-logs) so the switch is on the record.
+        created = (len(out.nodes_created) + out.feeds_created + out.feeds_updated
+                   + len(out.tasks_created))
+        log_event(session, now, "import_we_mp_rss", count=created,
+                  status="ok" if not out.skipped else "warning", detail=out.to_dict())
     session.flush()
     return out

@@ -10,7 +10,7 @@ from sqlalchemy import create_engine, select, text
 
 from cascade_cli.store import nodes
 from cascade_cli.store.engine import Store
-from cascade_cli.store.models import Feed, MessageTask, Node
+from cascade_cli.store.models import Event, Feed, MessageTask, Node
 from tests.migration import wemprss_db
 
 
@@ -30,6 +30,7 @@ def test_import_dry_run_then_import_then_again(cli, parent_dir, any_db_url) -> N
     try:
         with store.session() as s:
             assert s.scalars(select(Node)).all() == [] and s.scalars(select(Feed)).all() == []
+            assert s.scalars(select(Event).where(Event.operation == "import_we_mp_rss")).all() == []
 
         r = cli("import", "we-mp-rss", "--database", any_db_url,
                 "--feed-url-pattern", "http://wemprss:8001/feed/{id}.xml")
@@ -65,6 +66,10 @@ def test_import_dry_run_then_import_then_again(cli, parent_dir, any_db_url) -> N
             assert t1.web_hook_url.startswith("https://qyapi") and t1.status == 1
             assert t1.message_template == "### {{feed.mp_name}}"
             assert tasks["task-2"].status == 0 and tasks["task-2"].message_type == 1
+            # The import is on the record (cascade events), without any secret in it.
+            [event] = s.scalars(select(Event).where(Event.operation == "import_we_mp_rss"))
+            assert event.count == 2 + 3 + 4 and event.status == "warning"  # a task skipped
+            assert wemprss_db.CHILD_SECRET not in json.dumps(event.detail, ensure_ascii=False)
 
         r = cli("import", "we-mp-rss", "--database", any_db_url, "--json")
         assert r.exit_code == 0, r.output
