@@ -13,6 +13,7 @@ import typer
 from rich.markup import escape
 
 from cascade_cli.cli.context import AppContext, get_ctx
+from cascade_cli.cli.options import JsonOpt, WideOpt
 from cascade_cli.console import (
     compact_table,
     print_json,
@@ -23,10 +24,6 @@ from cascade_cli.console import (
     wide_console,
 )
 from cascade_cli.store import history
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON alone on standard output.")]
-WideOpt = Annotated[bool, typer.Option(
-    "--wide", help="Full ids and ISO times instead of 8-character ids and relative times.")]
 
 # An hour between two looks is already more than anyone follows a log at; time.sleep cannot
 # take 1e308 (OverflowError) and must not be handed inf or nan.

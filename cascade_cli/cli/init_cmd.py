@@ -17,7 +17,6 @@ from rich.markup import escape
 
 from cascade_cli.cli.context import AppContext, get_ctx
 from cascade_cli.cli.nodes import (
-    JsonOpt,
     child_yaml_block,
     node_views,
     render_node_list,
@@ -25,6 +24,7 @@ from cascade_cli.cli.nodes import (
     show_credentials,
     warn_if_guessed,
 )
+from cascade_cli.cli.options import JsonOpt
 from cascade_cli.cli.private_file import write_private
 from cascade_cli.console import print_json
 from cascade_cli.errors import CascadeError, StoreError, UsageError

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from cascade_cli.auth import NodeCredentials
 from cascade_cli.cli.confirm import YesOpt, confirmed
 from cascade_cli.cli.context import AppContext, get_ctx
+from cascade_cli.cli.options import JsonOpt
 from cascade_cli.clock import isoformat_z
 from cascade_cli.config import normalise_url
 from cascade_cli.console import (
@@ -34,7 +35,6 @@ from cascade_cli.store import nodes as node_store
 from cascade_cli.store.events import log_event
 from cascade_cli.store.models import Node
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON alone on standard output.")]
 NodeArg = Annotated[str, typer.Argument(help="Node name or id.", show_default=False)]
 
 

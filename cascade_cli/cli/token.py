@@ -9,6 +9,7 @@ import typer
 from rich.markup import escape
 
 from cascade_cli.cli.context import get_ctx
+from cascade_cli.cli.options import JsonOpt, WideOpt
 from cascade_cli.console import (
     compact_table,
     print_listing,
@@ -17,10 +18,6 @@ from cascade_cli.console import (
     styled,
     wide_console,
 )
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON alone on standard output.")]
-WideOpt = Annotated[bool, typer.Option(
-    "--wide", help="Full token ids and ISO times instead of 8 characters and relative times.")]
 
 
 def register(app: typer.Typer) -> None:
