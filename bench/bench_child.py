@@ -170,7 +170,7 @@ def cascade_run(root: Path, urls: list[str], n_children: int, concurrency: int,
     from cascade_cli.clock import SystemClock
     from cascade_cli.config import load_settings
     from cascade_cli.demo.runner import DemoProcesses, _free_port, _wait_healthy, _wait_online
-    from cascade_cli.parent.dispatch import dispatch
+    from cascade_cli.domain.dispatch import dispatch
     from cascade_cli.protocol import FeedIn, MessageTaskIn
     from cascade_cli.store import allocations as alloc_store
     from cascade_cli.store.engine import Store

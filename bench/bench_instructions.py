@@ -50,7 +50,7 @@ def cycles(kind: str, n: int, setup: int) -> None:
     from bench.bench_parent import Db, _bulk_feeds, _bulk_nodes
     from cascade_cli.clock import SystemClock
     from cascade_cli.config import load_settings
-    from cascade_cli.parent.dispatch import dispatch
+    from cascade_cli.domain.dispatch import dispatch
     from cascade_cli.protocol import (
         MessageTaskIn,
         ReportCompletionIn,

@@ -232,7 +232,7 @@ def bench_cycle(kind: str, n_allocs: int, clients: int) -> dict[str, Any]:
             ids = _bulk_feeds(store, n_allocs, now)
             with store.session() as s:
                 task = tasks.create_task(s, now, MessageTaskIn(name="bench", mps_id=ids))
-            from cascade_cli.parent.dispatch import dispatch
+            from cascade_cli.domain.dispatch import dispatch
 
             settings = load_settings(config, environ={})
             with store.session() as s:
@@ -360,7 +360,7 @@ def bench_wake(kind: str, rounds: int) -> dict[str, Any]:
 
 
 def bench_planning(kind: str, n_feeds: int, n_nodes: int) -> dict[str, Any]:
-    from cascade_cli.parent.dispatch import dispatch
+    from cascade_cli.domain.dispatch import dispatch
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

@@ -21,8 +21,8 @@ from cascade_cli.console import (
     styled,
     wide_console,
 )
+from cascade_cli.domain.dispatch import dispatch as run_dispatch
 from cascade_cli.errors import EXIT_FAILED
-from cascade_cli.parent.dispatch import dispatch as run_dispatch
 from cascade_cli.store import allocations as alloc_repo
 from cascade_cli.store import history
 from cascade_cli.store.models import ALLOCATION_STATES

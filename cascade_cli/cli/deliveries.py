@@ -38,7 +38,7 @@ def register(app: typer.Typer) -> None:
                   "--wide", help="Full ids and ISO times.")] = False,
               as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
         """List notifications, newest first, with their attempts and last error."""
-        from cascade_cli.parent.notify import delivery_dict, list_deliveries
+        from cascade_cli.domain.notify import delivery_dict, list_deliveries
 
         if status is not None and status not in STATUSES:
             raise UsageError(f"--status must be one of {', '.join(STATUSES)}, got {status!r}")
@@ -71,7 +71,7 @@ def register(app: typer.Typer) -> None:
                   "--task", help="With --dead: only this task's.")] = None,
               as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
         """Send a dead delivery again (fresh attempt budget), or all of them with --dead."""
-        from cascade_cli.parent.notify import retry_dead, retry_delivery
+        from cascade_cli.domain.notify import retry_dead, retry_delivery
 
         if bool(delivery) == dead:
             raise UsageError("give a delivery ID or --dead (not both)")

@@ -10,8 +10,8 @@ from rich.markup import escape
 
 from cascade_cli.cli.context import get_ctx
 from cascade_cli.console import print_json
+from cascade_cli.domain import templates
 from cascade_cli.errors import CascadeError
-from cascade_cli.parent import templates
 from cascade_cli.store import wemprss
 
 

@@ -30,7 +30,7 @@ def register_tasks_next(tasks_app: typer.Typer) -> None:
         A 6-field expression has the seconds first ('0 */5 * * * *': every 5 minutes).
         With jitter a tick fires up to task.jitter seconds after its nominal time.
         """
-        from cascade_cli.parent.scheduler import session_next_runs
+        from cascade_cli.domain.scheduler import session_next_runs
 
         app_ctx = get_ctx(ctx)
         with app_ctx.ready_store().session() as s:

@@ -72,7 +72,7 @@ def register(app: typer.Typer) -> None:
             "headers": headers, "cookies": cookies, "status": 0 if disabled else 1,
             "overlap_policy": overlap, "misfire_policy": misfire, "misfire_grace": misfire_grace,
             "jitter": jitter})
-        from cascade_cli.parent import templates  # jinja2: loaded only when needed
+        from cascade_cli.domain import templates  # jinja2: loaded only when needed
 
         # The test render runs before the transaction: it never holds the write lock.
         checked = (data.message_template, data.message_type)
@@ -221,7 +221,7 @@ def register(app: typer.Typer) -> None:
             raise UsageError("nothing to change", hint="'cascade tasks update --help' lists "
                              "the fields")
         data = parse_model(MessageTaskUpdate, changes, where="task")
-        from cascade_cli.parent import templates  # jinja2: loaded only when needed
+        from cascade_cli.domain import templates  # jinja2: loaded only when needed
 
         store = app_ctx.ready_store()
         with store.session() as s:

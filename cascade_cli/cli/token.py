@@ -34,7 +34,7 @@ def register(app: typer.Typer) -> None:
             "parent.auth.admin_token_ttl).")] = None,
         label: Annotated[str, typer.Option("--label", help="A note to recognise it by.")] = "",
     ) -> None:
-        from cascade_cli.parent import tokens
+        from cascade_cli.domain import tokens
 
         app_ctx = get_ctx(ctx)
         settings = app_ctx.settings
@@ -51,7 +51,7 @@ def register(app: typer.Typer) -> None:
 
     @token_app.command("list", help="Issued admin tokens (never the tokens themselves).")
     def list_(ctx: typer.Context, as_json: JsonOpt = False, wide: WideOpt = False) -> None:
-        from cascade_cli.parent import tokens
+        from cascade_cli.domain import tokens
 
         app_ctx = get_ctx(ctx)
         store = app_ctx.ready_store()
@@ -78,7 +78,7 @@ def register(app: typer.Typer) -> None:
                jti: Annotated[str, typer.Argument(
                    help="The token id from 'token list' (the 8 characters it shows do).")]
                ) -> None:
-        from cascade_cli.parent import tokens
+        from cascade_cli.domain import tokens
 
         app_ctx = get_ctx(ctx)
         store = app_ctx.ready_store()

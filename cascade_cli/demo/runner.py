@@ -137,7 +137,7 @@ def _run(err: Any, root: Path, procs: DemoProcesses, feeds_srv: FeedServer, n_ch
          timeout: float, as_json: bool) -> dict[str, Any]:
     from cascade_cli.clock import SystemClock
     from cascade_cli.config import load_settings
-    from cascade_cli.parent.dispatch import dispatch
+    from cascade_cli.domain.dispatch import dispatch
     from cascade_cli.protocol import FeedIn, MessageTaskIn
     from cascade_cli.store import allocations as alloc_store
     from cascade_cli.store import nodes as node_store

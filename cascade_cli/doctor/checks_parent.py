@@ -19,9 +19,9 @@ from cascade_cli.config import Settings
 from cascade_cli.doctor.checks_child import _human
 from cascade_cli.doctor.context import DoctorContext
 from cascade_cli.doctor.result import FAILED, OK, SKIPPED, WARNING, CheckResult, Findings
+from cascade_cli.domain.cron import InvalidCron, parse_cron
+from cascade_cli.domain.scheduler import jitter_offset, scheduler_timezone
 from cascade_cli.errors import CascadeError
-from cascade_cli.parent.cron import InvalidCron, parse_cron
-from cascade_cli.parent.scheduler import jitter_offset, scheduler_timezone
 from cascade_cli.store import health
 from cascade_cli.store.allocations import heartbeat_interval
 from cascade_cli.store.claimable import claimable_report
@@ -204,7 +204,7 @@ def _feed_ids(value: Any) -> list[str]:
 def _template_problem(template: str | None, message_type: int) -> str | None:
     if not template:
         return None
-    from cascade_cli.parent import templates
+    from cascade_cli.domain import templates
 
     try:
         templates.validate_template(template, message_type)
@@ -214,7 +214,7 @@ def _template_problem(template: str | None, message_type: int) -> str | None:
 
 
 def _webhook_problem(url: str) -> str | None:
-    from cascade_cli.parent import templates
+    from cascade_cli.domain import templates
 
     try:
         templates.validate_webhook_url(url)

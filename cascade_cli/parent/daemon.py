@@ -21,12 +21,12 @@ import uvicorn
 from cascade_cli import PROTOCOL_VERSION, __version__, eventloop
 from cascade_cli.clock import Clock
 from cascade_cli.config import Settings
-from cascade_cli.parent import http_protocol
-from cascade_cli.parent.app import AppState, create_app
-from cascade_cli.parent.notify import Notifier
-from cascade_cli.parent.presence import Presence, log_transitions
-from cascade_cli.parent.scheduler import Scheduler
+from cascade_cli.domain.notify import Notifier
+from cascade_cli.domain.presence import Presence, log_transitions
+from cascade_cli.domain.scheduler import Scheduler
 from cascade_cli.store.engine import Store
+from cascade_cli.web import http_protocol
+from cascade_cli.web.app import AppState, create_app
 
 log = logging.getLogger("cascade.parent")
 
@@ -52,7 +52,7 @@ class _Server(uvicorn.Server):
 
 
 async def reaper_loop(state: AppState, stop: asyncio.Event) -> None:
-    from cascade_cli.parent.reaper import reap_expired
+    from cascade_cli.domain.reaper import reap_expired
 
     interval = state.settings.parent.reaper_interval
     offline_after = state.settings.parent.offline_after

@@ -1,4 +1,4 @@
-"""Read-only queries behind the web dashboard (``cascade_cli.parent.ui``).
+"""Read-only queries behind the web dashboard (``cascade_cli.web.ui``).
 
 Each function answers one view with typed rows (frozen dataclasses), so the UI package renders
 values and never builds SQL. Every listing is bounded (``limit``): the page is polled every few

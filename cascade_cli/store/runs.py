@@ -53,7 +53,7 @@ def _finish(session: Session, now: datetime, run_id: str, settings: Settings) ->
         .execution_options(synchronize_session=False))
     if result.rowcount != 1:  # type: ignore[attr-defined]
         return False  # already finished by someone else
-    from cascade_cli.parent.notify import queue_run_notifications
+    from cascade_cli.domain.notify import queue_run_notifications
 
     queued = queue_run_notifications(session, now, run_id, settings)
     task_id = session.scalar(select(ScheduleRun.task_id).where(ScheduleRun.id == run_id))

@@ -25,11 +25,11 @@ def validate_task_fields(cron_exp: str | None, web_hook_url: str | None) -> None
     hold the only write lock). Callers check it first with ``templates.validate_template`` and
     pass the checked ``(template, message_type)`` pair as ``checked``."""
     if cron_exp:
-        from cascade_cli.parent import cron
+        from cascade_cli.domain import cron
 
         cron.validate_cron(cron_exp)
     if web_hook_url:
-        from cascade_cli.parent import templates
+        from cascade_cli.domain import templates
 
         templates.validate_webhook_url(web_hook_url)
 

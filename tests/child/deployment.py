@@ -19,7 +19,7 @@ import yaml
 
 from cascade_cli.clock import SystemClock
 from cascade_cli.config import Settings, load_settings
-from cascade_cli.parent.dispatch import dispatch
+from cascade_cli.domain.dispatch import dispatch
 from cascade_cli.protocol import FeedIn, MessageTaskIn
 from cascade_cli.store import allocations as alloc_store
 from cascade_cli.store.engine import Store

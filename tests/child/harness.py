@@ -11,8 +11,7 @@ from sqlalchemy import func, select
 from cascade_cli.auth import NodeCredentials
 from cascade_cli.clock import SystemClock
 from cascade_cli.config import Settings, load_settings
-from cascade_cli.parent.app import create_app
-from cascade_cli.parent.dispatch import dispatch
+from cascade_cli.domain.dispatch import dispatch
 from cascade_cli.protocol import FeedIn, MessageTaskIn
 from cascade_cli.store import allocations as alloc_store
 from cascade_cli.store import migrate
@@ -21,6 +20,7 @@ from cascade_cli.store.engine import Store
 from cascade_cli.store.feeds import create_feed
 from cascade_cli.store.models import Article
 from cascade_cli.store.tasks import create_task
+from cascade_cli.web.app import create_app
 from tests.child.servers import UvicornThread
 
 CHILD_DEFAULTS = {"claim_wait": 1, "fetch_timeout": 3, "drain_timeout": 5}

@@ -24,13 +24,13 @@ from sqlalchemy import select
 from cascade_cli.child.spool import Spool
 from cascade_cli.child.worker import ChildWorker
 from cascade_cli.client import AsyncParentClient, ParentClient
-from cascade_cli.parent.app import create_app
-from cascade_cli.parent.envelope import error_response
-from cascade_cli.parent.templates import validate_template
+from cascade_cli.domain.templates import validate_template
 from cascade_cli.protocol import FeedIn, MessageTaskIn
 from cascade_cli.store.feeds import create_feed
 from cascade_cli.store.models import Article, FeedResult, ScheduleRun
 from cascade_cli.store.tasks import create_task
+from cascade_cli.web.app import create_app
+from cascade_cli.web.envelope import error_response
 from tests.child.deployment import Deployment, wait_for
 from tests.child.harness import Parent, child_settings
 from tests.child.servers import ScriptedServer, UvicornThread, reply

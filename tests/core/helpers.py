@@ -48,7 +48,7 @@ def claimed_run(store: Store, now: datetime, settings: Any, n_feeds: int, name: 
                 **task_kw: Any) -> tuple[Node, str, list[tuple[str, int, str]]]:
     """A task of ``n_feeds`` feeds dispatched (one allocation per feed) and all of it claimed
     by one node: the node, the run id, and (allocation id, epoch, feed id) per allocation."""
-    from cascade_cli.parent.dispatch import dispatch
+    from cascade_cli.domain.dispatch import dispatch
     from cascade_cli.store import allocations as alloc_repo
 
     node = make_node(store, now, node_name, capacity=n_feeds)

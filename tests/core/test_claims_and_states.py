@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from cascade_cli import errors
-from cascade_cli.parent.dispatch import dispatch
-from cascade_cli.parent.reaper import reap_expired
+from cascade_cli.domain.dispatch import dispatch
+from cascade_cli.domain.reaper import reap_expired
 from cascade_cli.protocol import (
     ArticleIn,
     FeedResultIn,

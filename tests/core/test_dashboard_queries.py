@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from cascade_cli.parent.dispatch import dispatch
+from cascade_cli.domain.dispatch import dispatch
 from cascade_cli.store import allocations as alloc_repo
 from cascade_cli.store import dashboard
 from cascade_cli.store.models import Delivery, Feed, FeedResult

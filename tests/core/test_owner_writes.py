@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from cascade_cli import errors
-from cascade_cli.parent.dispatch import dispatch
+from cascade_cli.domain.dispatch import dispatch
 from cascade_cli.protocol import (
     ArticleIn,
     FeedResultIn,

@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import insert, text
 
 from cascade_cli.config import load_settings
-from cascade_cli.parent.dispatch import dispatch
+from cascade_cli.domain.dispatch import dispatch
 from cascade_cli.store import allocations as alloc_repo
 from cascade_cli.store import migrate
 from cascade_cli.store.engine import Store

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import func, select, text
 
-from cascade_cli.parent.reaper import reap_expired
+from cascade_cli.domain.reaper import reap_expired
 from cascade_cli.protocol import ArticleIn, UploadArticlesIn
 from cascade_cli.store import allocations as alloc_repo
 from cascade_cli.store import migrate
@@ -270,8 +270,8 @@ def test_two_batching_workers_settle_every_run_once(server_store, clock, setting
 
     from sqlalchemy import event
 
-    from cascade_cli.parent.db import BatchingDb
     from cascade_cli.protocol import TaskStatusIn
+    from cascade_cli.web.db import BatchingDb
 
     store = server_store
     worlds = [claimed_run(store, clock.now(), settings, 10, f"t{i}", f"child-{i}", f"F{i}_")

@@ -26,7 +26,7 @@ import yaml
 
 from cascade_cli.clock import SystemClock
 from cascade_cli.demo.server import FeedServer, manifest
-from cascade_cli.parent import tokens
+from cascade_cli.domain import tokens
 from cascade_cli.protocol import FeedIn, MessageTaskIn
 from cascade_cli.store import nodes
 from cascade_cli.store.feeds import create_feed

@@ -178,8 +178,8 @@ def parent_config(tmp_path: Path, **parent: Any) -> Path:
 def live_parent(tmp_path: Path) -> Iterator[LiveParent]:
     import uvicorn
 
-    from cascade_cli.parent.app import create_app
     from cascade_cli.protocol import CANONICAL_PREFIX, LEGACY_PREFIX
+    from cascade_cli.web.app import create_app
 
     cfg = parent_config(tmp_path)
     settings = load_settings(cfg, environ={})

@@ -12,7 +12,7 @@ import yaml
 from sqlalchemy import select
 
 from cascade_cli.clock import FakeClock, SystemClock
-from cascade_cli.parent.dispatch import dispatch
+from cascade_cli.domain.dispatch import dispatch
 from cascade_cli.protocol import FeedIn, MessageTaskIn
 from cascade_cli.store import allocations as alloc_repo
 from cascade_cli.store import feeds as feed_repo

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from cascade_cli.cli.main import app
 from cascade_cli.clock import FakeClock
-from cascade_cli.parent.dispatch import dispatch
+from cascade_cli.domain.dispatch import dispatch
 from cascade_cli.protocol import MessageTaskIn
 from cascade_cli.store import tasks as task_repo
 from cascade_cli.store.models import Allocation, Delivery, FeedResult, ScheduleRun

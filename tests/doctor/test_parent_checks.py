@@ -12,7 +12,7 @@ import pytest
 
 from cascade_cli.clock import FakeClock
 from cascade_cli.config import load_settings
-from cascade_cli.parent.dispatch import dispatch
+from cascade_cli.domain.dispatch import dispatch
 from cascade_cli.protocol import FeedIn, MessageTaskIn
 from cascade_cli.store import allocations as alloc_repo
 from cascade_cli.store import feeds as feed_repo

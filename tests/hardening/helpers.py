@@ -7,7 +7,7 @@ from pathlib import Path
 
 from cascade_cli.clock import SystemClock
 from cascade_cli.config import load_settings
-from cascade_cli.parent import tokens
+from cascade_cli.domain import tokens
 from cascade_cli.store import migrate, nodes
 from cascade_cli.store.engine import Store
 from tests.parent_http.procs import admin_headers, plain_headers

@@ -25,11 +25,11 @@ from sqlalchemy import create_engine, event, text, update
 import cascade_cli
 from cascade_cli.clock import FakeClock, SystemClock
 from cascade_cli.config import load_settings
-from cascade_cli.parent import tokens
-from cascade_cli.parent.app import create_app
+from cascade_cli.domain import tokens
 from cascade_cli.store import migrate
 from cascade_cli.store.engine import Store
 from cascade_cli.store.models import AdminToken
+from cascade_cli.web.app import create_app
 from tests.dbservers import PG_ADMIN_URL
 from tests.hardening.helpers import setup_parent
 from tests.parent_http.conftest import ADMIN_SECRET, make_settings

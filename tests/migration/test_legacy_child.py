@@ -16,10 +16,10 @@ from sqlalchemy import func, select
 from cascade_cli import auth
 from cascade_cli.clock import FakeClock
 from cascade_cli.config import Settings
-from cascade_cli.parent.app import create_app
-from cascade_cli.parent.reaper import reap_expired
+from cascade_cli.domain.reaper import reap_expired
 from cascade_cli.store import nodes
 from cascade_cli.store.models import Allocation, Article, Node
+from cascade_cli.web.app import create_app
 from tests.conftest import migrated_store
 from tests.dbservers import fresh_database
 from tests.migration.legacy_child import LegacyChild

@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select
 
 from cascade_cli.clock import FakeClock
-from cascade_cli.parent import scheduler as sched
-from cascade_cli.parent.notify import Notifier, queue_run_notifications
-from cascade_cli.parent.scheduler import Scheduler
+from cascade_cli.domain import scheduler as sched
+from cascade_cli.domain.notify import Notifier, queue_run_notifications
+from cascade_cli.domain.scheduler import Scheduler
 from cascade_cli.store.models import Delivery
 from cascade_cli.store.retention import purge
 from tests.notify.conftest import add_run

@@ -7,7 +7,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from cascade_cli.parent.notify import Notifier, queue_run_notifications
+from cascade_cli.domain.notify import Notifier, queue_run_notifications
 from cascade_cli.store.models import Delivery
 from tests.notify.conftest import add_run
 from tests.notify.receivers import Receiver

@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 
 from sqlalchemy import select
 
-from cascade_cli.parent import scheduler as sched
-from cascade_cli.parent.notify import Notifier
-from cascade_cli.parent.scheduler import Scheduler
+from cascade_cli.domain import scheduler as sched
+from cascade_cli.domain.notify import Notifier
+from cascade_cli.domain.scheduler import Scheduler
 from cascade_cli.protocol import ArticleIn, FeedResultIn, ReportCompletionIn, UploadArticlesIn
 from cascade_cli.store import allocations as alloc_repo
 from cascade_cli.store import nodes as node_repo

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from cascade_cli.clock import FakeClock
-from cascade_cli.parent.notify import Notifier
+from cascade_cli.domain.notify import Notifier
 from cascade_cli.store import migrate
 from cascade_cli.store.engine import Store
 from cascade_cli.store.models import Delivery, MessageTask, new_id

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from cascade_cli.parent.notify import UNRENDERED, Notifier, queue_run_notifications, retry_dead
+from cascade_cli.domain.notify import UNRENDERED, Notifier, queue_run_notifications, retry_dead
 from cascade_cli.store.models import Delivery, MessageTask
 from tests.notify.conftest import add_run
 from tests.notify.receivers import GarbageServer, Receiver

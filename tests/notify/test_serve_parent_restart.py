@@ -12,7 +12,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from cascade_cli.parent.notify import delivery_dict
+from cascade_cli.domain.notify import delivery_dict
 from cascade_cli.store.engine import Store
 from cascade_cli.store.models import Delivery
 from tests.notify.receivers import Receiver

@@ -11,8 +11,8 @@ import tracemalloc
 
 import pytest
 
+from cascade_cli.domain import templates
 from cascade_cli.errors import InvalidInput
-from cascade_cli.parent import templates
 
 ABUSE = {
     "nested range": "{% for i in range(99999) %}{% for j in range(99999) %}x{% endfor %}"
@@ -121,7 +121,7 @@ def test_send_time_render_is_bounded_and_outside_the_queueing_transaction(
     """A template saved around validation (an older database may hold one): queueing, in the
     transaction that finishes the run, does not render it at all; the sender renders it
     outside any transaction, within the bound, and the delivery is dead with the reason."""
-    from cascade_cli.parent.notify import UNRENDERED, Notifier, queue_run_notifications
+    from cascade_cli.domain.notify import UNRENDERED, Notifier, queue_run_notifications
     from cascade_cli.store.models import Delivery
     from tests.notify.conftest import add_run
     from tests.schedule.helpers import add_feed, add_task

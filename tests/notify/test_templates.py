@@ -6,8 +6,8 @@ import json
 
 import pytest
 
+from cascade_cli.domain import templates as t
 from cascade_cli.errors import InvalidInput
-from cascade_cli.parent import templates as t
 
 
 @pytest.mark.parametrize("source,line,col,words", [

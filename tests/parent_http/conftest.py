@@ -14,10 +14,10 @@ from cascade_cli import auth
 from cascade_cli.auth import NodeCredentials
 from cascade_cli.clock import FakeClock
 from cascade_cli.config import Settings
-from cascade_cli.parent import tokens
-from cascade_cli.parent.app import create_app
+from cascade_cli.domain import tokens
 from cascade_cli.store import nodes
 from cascade_cli.store.engine import Store
+from cascade_cli.web.app import create_app
 
 P = "/api/v1/cascade"
 WX = "/api/v1/wx/cascade"

@@ -68,7 +68,7 @@ async def test_dispatch_unknown_task_is_404(api):
 
 def test_token_cli_create_list_revoke(tmp_path, monkeypatch):
     from cascade_cli.cli.main import app
-    from cascade_cli.parent import tokens
+    from cascade_cli.domain import tokens
 
     (tmp_path / "config.yaml").write_text("data_dir: ./data\n")
     monkeypatch.chdir(tmp_path)
@@ -95,8 +95,8 @@ def test_token_cli_create_list_revoke(tmp_path, monkeypatch):
 
 
 def test_parse_duration():
+    from cascade_cli.domain.tokens import parse_duration
     from cascade_cli.errors import InvalidInput
-    from cascade_cli.parent.tokens import parse_duration
 
     assert parse_duration("3600") == 3600 and parse_duration("30m") == 1800
     assert parse_duration("24h") == 86400 and parse_duration("7d") == 7 * 86400

@@ -7,10 +7,10 @@ import json
 import pytest
 from sqlalchemy import func, select
 
-from cascade_cli.parent import tokens
-from cascade_cli.parent.app import create_app
+from cascade_cli.domain import tokens
 from cascade_cli.store import nodes
 from cascade_cli.store.models import AuthNonce, Feed, Node
+from cascade_cli.web.app import create_app
 from tests.parent_http.conftest import ADMIN_SECRET, WX, P, envelope_err, envelope_ok
 
 pytestmark = pytest.mark.anyio

@@ -11,8 +11,8 @@ from sqlalchemy import text
 
 from cascade_cli.clock import FakeClock
 from cascade_cli.errors import Conflict
-from cascade_cli.parent.db import BatchingDb
 from cascade_cli.store.engine import Store
+from cascade_cli.web.db import BatchingDb
 
 
 @pytest.fixture

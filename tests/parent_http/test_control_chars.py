@@ -18,7 +18,7 @@ from sqlalchemy import select
 
 from cascade_cli.clock import SystemClock
 from cascade_cli.config import load_settings
-from cascade_cli.parent import tokens
+from cascade_cli.domain import tokens
 from cascade_cli.store.engine import Store
 from cascade_cli.store.models import Article, Event, Feed, FeedResult, MessageTask, Node
 from tests.hardening.helpers import setup_parent
@@ -30,7 +30,7 @@ pytestmark = pytest.mark.anyio
 
 @pytest.fixture
 async def dbapi(any_store, clock, settings):
-    from cascade_cli.parent.app import create_app
+    from cascade_cli.web.app import create_app
 
     app = create_app(any_store, clock, settings, admin_secret=ADMIN_SECRET)
     transport = httpx.ASGITransport(app=app, client=("10.0.0.1", 1234))

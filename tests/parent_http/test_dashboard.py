@@ -9,10 +9,10 @@ import re
 import httpx
 import pytest
 
-from cascade_cli.parent import tokens
-from cascade_cli.parent.app import create_app
-from cascade_cli.parent.ui.routes import build_router
+from cascade_cli.domain import tokens
 from cascade_cli.store.engine import Store
+from cascade_cli.web.app import create_app
+from cascade_cli.web.ui.routes import build_router
 from tests.parent_http.conftest import (
     ADMIN_SECRET,
     Api,

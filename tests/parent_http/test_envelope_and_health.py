@@ -19,8 +19,8 @@ async def test_healthz_readyz(api):
 async def test_readyz_reports_database_down(clock, settings):
     import httpx
 
-    from cascade_cli.parent.app import create_app
     from cascade_cli.store.engine import Store
+    from cascade_cli.web.app import create_app
 
     down = Store.from_url("postgresql://nobody@127.0.0.1:1/none")
     app = create_app(down, clock, settings, admin_secret=b"s" * 48)

@@ -28,12 +28,12 @@ from starlette.exceptions import HTTPException
 from cascade_cli import errors
 from cascade_cli.clock import FakeClock
 from cascade_cli.config import Settings
-from cascade_cli.parent.app import create_app
 from cascade_cli.store import allocations as allocations_mod
 from cascade_cli.store import migrate
 from cascade_cli.store import nodes as nodes_mod
 from cascade_cli.store.engine import Store
 from cascade_cli.store.models import Allocation, Article, Event, FeedResult
+from cascade_cli.web.app import create_app
 from tests.parent_http.conftest import ADMIN_SECRET, WX, Api, P
 
 pytestmark = pytest.mark.anyio

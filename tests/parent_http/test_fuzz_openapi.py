@@ -20,10 +20,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cascade_cli.clock import SystemClock
-from cascade_cli.parent import tokens
-from cascade_cli.parent.app import create_app
+from cascade_cli.domain import tokens
 from cascade_cli.store import migrate, nodes
 from cascade_cli.store.engine import Store
+from cascade_cli.web.app import create_app
 from tests.dbservers import fresh_database
 
 CONTROL = ["\x00", "\x01", "\x07", "\x1b", "\x1f", "\x7f", "a\x00", "\t\x00\n"]

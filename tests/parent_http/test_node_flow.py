@@ -180,7 +180,7 @@ async def test_malformed_json_and_non_object_bodies(api):
 async def test_oversized_bodies_are_413(store, clock, tmp_path):
     import httpx
 
-    from cascade_cli.parent.app import create_app
+    from cascade_cli.web.app import create_app
     from tests.parent_http.conftest import ADMIN_SECRET, Api, make_settings
 
     settings = make_settings(tmp_path, **{"parent.limits.max_body_bytes": 2048,
@@ -265,7 +265,7 @@ async def test_long_poll_woken_at_once_by_api_dispatch(api):
 
 
 async def test_long_poll_sees_dispatch_written_elsewhere(api):
-    from cascade_cli.parent.dispatch import dispatch
+    from cascade_cli.domain.dispatch import dispatch
 
     a = api.node("a")
     await _online(api, a)

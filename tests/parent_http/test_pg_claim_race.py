@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 
 from cascade_cli.clock import SystemClock
 from cascade_cli.config import load_settings
-from cascade_cli.parent.dispatch import dispatch
+from cascade_cli.domain.dispatch import dispatch
 from cascade_cli.protocol import FeedIn, MessageTaskIn
 from cascade_cli.store import feeds, nodes, tasks
 from cascade_cli.store.engine import Store

@@ -12,8 +12,8 @@ import json
 import httpx
 import pytest
 
-from cascade_cli.parent.app import create_app
-from cascade_cli.parent.reaper import reap_expired
+from cascade_cli.domain.reaper import reap_expired
+from cascade_cli.web.app import create_app
 from tests.parent_http.conftest import (
     ADMIN_SECRET,
     WX,

@@ -9,8 +9,8 @@ from sqlalchemy import func, select, update
 
 from cascade_cli.clock import FakeClock
 from cascade_cli.config import Settings
-from cascade_cli.parent import scheduler as sched
-from cascade_cli.parent.scheduler import Scheduler, jitter_offset
+from cascade_cli.domain import scheduler as sched
+from cascade_cli.domain.scheduler import Scheduler, jitter_offset
 from cascade_cli.store.engine import Store
 from cascade_cli.store.models import RUN_FINISHED, Event, MessageTask, ScheduleRun
 from tests.schedule.helpers import add_feed, add_task
@@ -214,7 +214,7 @@ def test_dispatch_error_in_one_task_does_not_stop_others(env, monkeypatch) -> No
     store, clock, settings = env
     a = add_task(store, clock.now(), cron="* * * * *", name="a")
     b = add_task(store, clock.now(), cron="* * * * *", name="b")
-    from cascade_cli.parent import dispatch as dmod
+    from cascade_cli.domain import dispatch as dmod
 
     real = dmod.dispatch
 

@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import select
 
 from cascade_cli.clock import FakeClock
-from cascade_cli.parent import scheduler as sched
-from cascade_cli.parent.scheduler import Scheduler
+from cascade_cli.domain import scheduler as sched
+from cascade_cli.domain.scheduler import Scheduler
 from cascade_cli.store import migrate
 from cascade_cli.store.engine import Store
 from cascade_cli.store.models import ScheduleRun
@@ -73,7 +73,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 from cascade_cli.clock import FakeClock
 from cascade_cli.config import load_settings
-from cascade_cli.parent.scheduler import Scheduler
+from cascade_cli.domain.scheduler import Scheduler
 from cascade_cli.store.engine import Store
 
 url, data_dir = sys.argv[1], sys.argv[2]

@@ -57,10 +57,10 @@ from sqlalchemy.orm import Session
 from cascade_cli import __version__
 from cascade_cli.clock import Clock, isoformat_z
 from cascade_cli.config import Settings
+from cascade_cli.domain import templates
+from cascade_cli.domain.metrics import Metrics
 from cascade_cli.errors import Conflict, InvalidInput, NotFound
 from cascade_cli.httpdates import retry_after_seconds
-from cascade_cli.parent import templates
-from cascade_cli.parent.metrics import Metrics
 from cascade_cli.store.engine import Store
 from cascade_cli.store.events import log_event
 from cascade_cli.store.models import (

@@ -18,9 +18,9 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
-from cascade_cli.parent.envelope import ok
-from cascade_cli.parent.http_auth import NodeAuth, require_node
 from cascade_cli.store.nodes import NodeRow
+from cascade_cli.web.envelope import ok
+from cascade_cli.web.http_auth import NodeAuth, require_node
 
 
 def doctor_router() -> APIRouter:
@@ -30,8 +30,8 @@ def doctor_router() -> APIRouter:
                 "(read-only; used by cascade doctor)")
     async def claimable(request: Request,
                         p: Annotated[NodeAuth, Depends(require_node)]) -> Response:
-        from cascade_cli.parent.routes_node import node_op
         from cascade_cli.store.claimable import claimable_report
+        from cascade_cli.web.routes_node import node_op
 
         settings = request.app.state.cascade.settings
 

@@ -25,18 +25,19 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from cascade_cli import PROTOCOL_VERSION, __version__
 from cascade_cli.clock import Clock
 from cascade_cli.config import Settings
+from cascade_cli.domain import tokens
+from cascade_cli.domain.metrics import Metrics
 from cascade_cli.errors import StoreError
-from cascade_cli.parent import tokens, ui
-from cascade_cli.parent.db import BatchingDb, ThreadedDb
-from cascade_cli.parent.envelope import error_response, install_handlers, ok
-from cascade_cli.parent.http_auth import Throttle
-from cascade_cli.parent.input_guard import ControlCharGuard
-from cascade_cli.parent.longpoll import Waiters
-from cascade_cli.parent.metrics import Metrics
-from cascade_cli.parent.routes_doctor import doctor_router
 from cascade_cli.protocol import CANONICAL_PREFIX, LEGACY_PREFIX
 from cascade_cli.store import migrate, nodes
 from cascade_cli.store.engine import Store
+from cascade_cli.web import ui
+from cascade_cli.web.db import BatchingDb, ThreadedDb
+from cascade_cli.web.envelope import error_response, install_handlers, ok
+from cascade_cli.web.http_auth import Throttle
+from cascade_cli.web.input_guard import ControlCharGuard
+from cascade_cli.web.longpoll import Waiters
+from cascade_cli.web.routes_doctor import doctor_router
 
 log = logging.getLogger("cascade.parent.http")
 # One line per request when log.access_log is on (setup_logging sets the level).
@@ -201,7 +202,7 @@ class CascadeApp(FastAPI):
         await super().__call__(scope, receive, send)
 
     def build_middleware_stack(self) -> ASGIApp:
-        from cascade_cli.parent.fastpath import NodeFastPath
+        from cascade_cli.web.fastpath import NodeFastPath
 
         inner = NodeFastPath(super().build_middleware_stack(), self)
         return BodyLimitMiddleware(ControlCharGuard(inner), max_bytes=self.max_body_bytes,
@@ -211,8 +212,8 @@ class CascadeApp(FastAPI):
 def create_app(store: Store, clock: Clock, settings: Settings, *,
                admin_secret: bytes | None = None) -> FastAPI:
     """Build the app. ``admin_secret`` defaults to the configured secret file (read once)."""
-    from cascade_cli.parent.routes_admin import router as admin_router
-    from cascade_cli.parent.routes_node import router as node_router
+    from cascade_cli.web.routes_admin import router as admin_router
+    from cascade_cli.web.routes_node import router as node_router
 
     a = settings.parent.auth
     metrics = Metrics()

@@ -31,8 +31,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from cascade_cli.parent import routes_node
-from cascade_cli.parent.http_auth import require_node
 from cascade_cli.protocol import (
     CANONICAL_PREFIX,
     LEGACY_PREFIX,
@@ -40,6 +38,8 @@ from cascade_cli.protocol import (
     TaskStatusIn,
     UploadArticlesIn,
 )
+from cascade_cli.web import routes_node
+from cascade_cli.web.http_auth import require_node
 
 # ``claim-task``'s query parameters in their plain forms; anything else goes through FastAPI,
 # which validates (and words its errors) as the route declares.

@@ -22,13 +22,13 @@ from fastapi import Request
 from sqlalchemy.orm import Session
 
 from cascade_cli import auth
+from cascade_cli.domain import tokens
 from cascade_cli.errors import AuthError, ForbiddenError, ProtocolError, RateLimited
-from cascade_cli.parent import tokens
 from cascade_cli.store import nodes
 from cascade_cli.store.nodes import NodeRow
 
 if TYPE_CHECKING:
-    from cascade_cli.parent.app import AppState
+    from cascade_cli.web.app import AppState
 
 log = logging.getLogger("cascade.parent.auth")
 

@@ -11,10 +11,8 @@ from fastapi.responses import Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from cascade_cli.domain import templates
 from cascade_cli.errors import ProtocolError
-from cascade_cli.parent import templates
-from cascade_cli.parent.envelope import ok
-from cascade_cli.parent.http_auth import Principal, require_admin, require_any
 from cascade_cli.protocol import (
     FeedIn,
     FeedUpdate,
@@ -25,6 +23,8 @@ from cascade_cli.protocol import (
 )
 from cascade_cli.store import nodes as nodes_repo
 from cascade_cli.store.models import Node
+from cascade_cli.web.envelope import ok
+from cascade_cli.web.http_auth import Principal, require_admin, require_any
 
 router = APIRouter()
 AdminP = Annotated[Principal, Depends(require_admin)]
@@ -46,7 +46,7 @@ def _state(request: Request) -> Any:
 async def dispatch_task(request: Request, p: AdminP,
                         task_id: Annotated[str | None, Query(max_length=255)] = None,
                         force: bool = False) -> Response:
-    from cascade_cli.parent.dispatch import dispatch
+    from cascade_cli.domain.dispatch import dispatch
 
     state = _state(request)
     result = await state.db.run(lambda s, now: dispatch(

@@ -10,8 +10,8 @@ from __future__ import annotations
 from fastapi import FastAPI
 from starlette.responses import RedirectResponse, Response
 
-from cascade_cli.parent.ui.apidocs import install_docs
-from cascade_cli.parent.ui.routes import build_router
+from cascade_cli.web.ui.apidocs import install_docs
+from cascade_cli.web.ui.routes import build_router
 
 
 def install(app: FastAPI, base_path: str) -> None:

@@ -12,7 +12,7 @@ from urllib.parse import unquote_to_bytes
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from cascade_cli.parent.envelope import error_response
+from cascade_cli.web.envelope import error_response
 
 
 def _control_byte(data: bytes) -> int | None:

@@ -26,15 +26,15 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 
 from cascade_cli.clock import ensure_utc
+from cascade_cli.domain.dispatch import dispatch
+from cascade_cli.domain.scheduler import next_runs, scheduler_timezone
 from cascade_cli.errors import AuthError, InvalidInput, NotFound
-from cascade_cli.parent.dispatch import dispatch
-from cascade_cli.parent.envelope import error_response, ok
-from cascade_cli.parent.scheduler import next_runs, scheduler_timezone
-from cascade_cli.parent.ui import i18n, session
 from cascade_cli.store import dashboard, nodes
+from cascade_cli.web.envelope import error_response, ok
+from cascade_cli.web.ui import i18n, session
 
 if TYPE_CHECKING:
-    from cascade_cli.parent.app import AppState
+    from cascade_cli.web.app import AppState
 
 log = logging.getLogger("cascade.parent.ui")
 

@@ -39,11 +39,11 @@ from starlette.responses import Response
 
 from cascade_cli import auth
 from cascade_cli.clock import ensure_utc
+from cascade_cli.domain import tokens
 from cascade_cli.errors import AuthError, ForbiddenError, ProtocolError
-from cascade_cli.parent import tokens
 
 if TYPE_CHECKING:
-    from cascade_cli.parent.app import AppState
+    from cascade_cli.web.app import AppState
 
 SESSION_COOKIE = "cascade_ui"
 CSRF_HEADER = "x-csrf-token"

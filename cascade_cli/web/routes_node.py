@@ -19,14 +19,6 @@ from sqlalchemy.orm import Session
 from cascade_cli import PROTOCOL_VERSION
 from cascade_cli.clock import isoformat_z
 from cascade_cli.errors import ForbiddenError, PayloadTooLarge, ProtocolError
-from cascade_cli.parent.envelope import no_work, ok
-from cascade_cli.parent.http_auth import (
-    NodeAuth,
-    Principal,
-    nonce_expiry,
-    require_any,
-    require_node,
-)
 from cascade_cli.protocol import (
     HeartbeatIn,
     ReportCompletionIn,
@@ -36,6 +28,14 @@ from cascade_cli.protocol import (
 )
 from cascade_cli.store import allocations
 from cascade_cli.store.nodes import NodeRow, remember_nonce
+from cascade_cli.web.envelope import no_work, ok
+from cascade_cli.web.http_auth import (
+    NodeAuth,
+    Principal,
+    nonce_expiry,
+    require_any,
+    require_node,
+)
 
 # Claims, uploads and completions at DEBUG only: at INFO they would be most of the log and
 # a noticeable share of the parent's CPU.

@@ -12,7 +12,7 @@ from typing import Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from cascade_cli.parent.envelope import error_response
+from cascade_cli.web.envelope import error_response
 
 MESSAGE = ("malformed HTTP request: the request line, a header or Content-Length could not be "
            "parsed")

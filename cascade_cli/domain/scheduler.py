@@ -51,9 +51,9 @@ from sqlalchemy.orm import Session
 
 from cascade_cli.clock import Clock, isoformat_z
 from cascade_cli.config import Settings
+from cascade_cli.domain.cron import CronSpec, parse_cron, timezone_for
+from cascade_cli.domain.metrics import Metrics
 from cascade_cli.errors import InvalidInput
-from cascade_cli.parent.cron import CronSpec, parse_cron, timezone_for
-from cascade_cli.parent.metrics import Metrics
 from cascade_cli.store.engine import Store
 from cascade_cli.store.events import log_event
 from cascade_cli.store.models import RUN_RUNNING, MessageTask, ScheduleRun
@@ -262,7 +262,7 @@ class Scheduler:
 
     def _fire(self, task: _TaskView, now: datetime, tick: datetime, catch_up: bool,
               lateness: float) -> TickResult:
-        from cascade_cli.parent.dispatch import dispatch
+        from cascade_cli.domain.dispatch import dispatch
 
         when = isoformat_z(tick)
         with self.store.session() as s:
