@@ -332,3 +332,38 @@ class Spool:
         counts = self.counts()
         return counts["articles"] == 0 and counts["completions"] == 0 and \
             self.started_count() == 0
+
+
+@dataclass(frozen=True)
+class WaitingSummary:
+    """What a spool file holds for upload, read without opening it for writing."""
+
+    articles: int
+    completions: int
+    oldest_created: float | None  # epoch seconds of the oldest waiting row
+
+
+def waiting_summary(path: Path) -> WaitingSummary:
+    """Count what waits in the spool at ``path`` read-only (``cascade doctor`` on a child,
+    while ``run-child`` may hold the file). Raises ``sqlite3.DatabaseError`` for a file that
+    is not a readable spool."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    try:
+        tables = {r[0] for r in db.execute(
+            "SELECT name FROM sqlite_master WHERE type='table'")}
+        counts: dict[str, int] = {}
+        oldest: float | None = None
+        for table in ("spool_articles", "spool_completions"):
+            if table not in tables:
+                continue
+            columns = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
+            # A spool_articles row holds ``n`` articles (one feed's); older spools, one.
+            amount = "COALESCE(SUM(n), 0)" if "n" in columns else "COUNT(*)"
+            n, first = db.execute(f"SELECT {amount}, MIN(created) FROM {table}").fetchone()  # noqa: S608 - fixed names
+            counts[table] = int(n)
+            if first is not None:
+                oldest = first if oldest is None else min(oldest, first)
+    finally:
+        db.close()
+    return WaitingSummary(counts.get("spool_articles", 0), counts.get("spool_completions", 0),
+                          oldest)

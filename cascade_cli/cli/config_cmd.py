@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from cascade_cli.cli.context import get_ctx
-from cascade_cli.cli.private_file import write_private
+from cascade_cli.private_file import write_private
 
 EXAMPLE_NAME = "config.example.yaml"
 

@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -28,17 +29,24 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cascade_cli.cli.private_file import write_private
+from cascade_cli.clock import SystemClock
+from cascade_cli.config import load_settings
 from cascade_cli.console import make_console, print_json
 from cascade_cli.demo.server import FeedServer, manifest
+from cascade_cli.domain.dispatch import dispatch
 from cascade_cli.errors import CascadeError
+from cascade_cli.private_file import write_private
+from cascade_cli.protocol import FeedIn, MessageTaskIn
+from cascade_cli.store import allocations as alloc_store
+from cascade_cli.store import nodes as node_store
+from cascade_cli.store.engine import Store
+from cascade_cli.store.feeds import create_feed
+from cascade_cli.store.tasks import create_task
 
 TERMINAL = ("completed", "failed", "timeout")
 
 
 def _free_port() -> int:
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -135,16 +143,6 @@ def run_demo(app: Any, *, as_json: bool = False, keep: bool = False, n_children:
 
 def _run(err: Any, root: Path, procs: DemoProcesses, feeds_srv: FeedServer, n_children: int,
          timeout: float, as_json: bool) -> dict[str, Any]:
-    from cascade_cli.clock import SystemClock
-    from cascade_cli.config import load_settings
-    from cascade_cli.domain.dispatch import dispatch
-    from cascade_cli.protocol import FeedIn, MessageTaskIn
-    from cascade_cli.store import allocations as alloc_store
-    from cascade_cli.store import nodes as node_store
-    from cascade_cli.store.engine import Store
-    from cascade_cli.store.feeds import create_feed
-    from cascade_cli.store.tasks import create_task
-
     clock = SystemClock()
     port = _free_port()
     parent_url = f"http://127.0.0.1:{port}"
@@ -214,8 +212,6 @@ def _wait_healthy(procs: DemoProcesses, url: str, timeout: float) -> None:
 
 def _wait_online(procs: DemoProcesses, store: Any, clock: Any, settings: Any,
                  names: list[str], timeout: float) -> None:
-    from cascade_cli.store import nodes as node_store
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         procs.check_alive()

@@ -7,11 +7,14 @@ credentials, the clock, the protocol version and whether work is waiting.
 
 from __future__ import annotations
 
+import os
 import re
+import sqlite3
 from datetime import datetime
 from typing import Any
 
 from cascade_cli import PROTOCOL_VERSION
+from cascade_cli.child.spool import waiting_summary
 from cascade_cli.config import Settings, child_config_problems
 from cascade_cli.doctor import probe
 from cascade_cli.doctor.context import DoctorContext
@@ -493,8 +496,6 @@ SPOOL_STALE = 600.0  # seconds: results older than this should have reached the 
 
 def _writable_dir(path: Any) -> tuple[bool, Any]:
     """Is the nearest existing folder of ``path`` writable (so the spool can be created)?"""
-    import os
-
     folder = path
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
@@ -502,9 +503,6 @@ def _writable_dir(path: Any) -> tuple[bool, Any]:
 
 
 def check_spool(ctx: DoctorContext) -> CheckResult:
-    import os
-    import sqlite3
-
     name = "child.spool"
     s = ctx.settings
     if s is None:
@@ -524,30 +522,13 @@ def check_spool(ctx: DoctorContext) -> CheckResult:
         return CheckResult(name, FAILED, f"the spool {path} or its folder is not writable "
                            "(SQLite needs both for its journal)", [], fix_perm, data)
     try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-        try:
-            tables = {r[0] for r in db.execute(
-                "SELECT name FROM sqlite_master WHERE type='table'")}
-            counts: dict[str, int] = {}
-            oldest: float | None = None
-            for table in ("spool_articles", "spool_completions"):
-                if table not in tables:
-                    continue
-                columns = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
-                # A spool_articles row holds ``n`` articles (one feed's); older spools, one.
-                amount = "COALESCE(SUM(n), 0)" if "n" in columns else "COUNT(*)"
-                n, first = db.execute(f"SELECT {amount}, MIN(created) FROM {table}").fetchone()  # noqa: S608 - fixed names
-                counts[table] = int(n)
-                if first is not None:
-                    oldest = first if oldest is None else min(oldest, first)
-        finally:
-            db.close()
+        waiting = waiting_summary(path)
     except sqlite3.DatabaseError as exc:
         return CheckResult(name, FAILED, f"the spool {path} cannot be read: {exc}", [],
                            f"stop the child, move the file aside (mv {path} {path}.bad) and start "
                            "it again; results still in it are lost", data)
-    articles = counts.get("spool_articles", 0)
-    completions = counts.get("spool_completions", 0)
+    articles, completions = waiting.articles, waiting.completions
+    oldest = waiting.oldest_created
     data.update(articles_waiting=articles, completions_waiting=completions)
     if not articles and not completions:
         return CheckResult(name, OK, f"{path}: writable, nothing waiting for upload", data=data)

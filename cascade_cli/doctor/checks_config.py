@@ -11,8 +11,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import cascade_cli
 from cascade_cli.doctor.context import DoctorContext
 from cascade_cli.doctor.result import FAILED, OK, SKIPPED, WARNING, CheckResult, Findings
+from cascade_cli.store.engine import url_has_password
 
 RESOLUTION_ORDER = ("--config PATH, else $CASCADE_CONFIG, else ./config.yaml in the current "
                     "folder, else built-in defaults")
@@ -121,15 +123,9 @@ def _secrets_in_file(path: Path) -> list[str]:
     if isinstance(cascade, dict) and cascade.get("api_secret"):
         found.append("cascade.api_secret")
     database = data.get("database") or {}
-    if isinstance(database, dict) and isinstance(database.get("url"), str):
-        from sqlalchemy.engine import make_url
-        from sqlalchemy.exc import ArgumentError
-
-        try:
-            if make_url(database["url"]).password:
-                found.append("database.url (password)")
-        except ArgumentError:
-            pass
+    if (isinstance(database, dict) and isinstance(database.get("url"), str)
+            and url_has_password(database["url"])):
+        found.append("database.url (password)")
     return found
 
 
@@ -163,8 +159,6 @@ _SKIP_MODULES = ("cascade_cli.__main__", "cascade_cli.store.migrations")
 
 
 def check_install_import(ctx: DoctorContext) -> CheckResult:
-    import cascade_cli
-
     name = "install.import"
     failures: list[str] = []
     count = 0

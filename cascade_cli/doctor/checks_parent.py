@@ -19,12 +19,15 @@ from cascade_cli.config import Settings
 from cascade_cli.doctor.checks_child import _human
 from cascade_cli.doctor.context import DoctorContext
 from cascade_cli.doctor.result import FAILED, OK, SKIPPED, WARNING, CheckResult, Findings
+from cascade_cli.domain import templates
 from cascade_cli.domain.cron import InvalidCron, parse_cron
 from cascade_cli.domain.scheduler import jitter_offset, scheduler_timezone
 from cascade_cli.errors import CascadeError
-from cascade_cli.store import health
+from cascade_cli.protocol import normalise_mps_id
+from cascade_cli.store import health, migrate
 from cascade_cli.store.allocations import heartbeat_interval
 from cascade_cli.store.claimable import claimable_report
+from cascade_cli.store.engine import mask_url
 from cascade_cli.store.models import (
     DELIVERY_DELIVERED,
     EXECUTING,
@@ -75,8 +78,6 @@ def _ready(ctx: DoctorContext, name: str) -> CheckResult | None:
 
 
 def _db_state(ctx: DoctorContext) -> str:
-    from cascade_cli.store import migrate
-
     try:
         store = ctx.store()
         store.ping()
@@ -108,8 +109,6 @@ def check_database(ctx: DoctorContext) -> CheckResult:
     s = ctx.settings
     if s is None:
         return CheckResult(name, SKIPPED, "configuration not loaded (see config.parse)")
-    from cascade_cli.store.engine import mask_url
-
     shown = mask_url(s.database_url)
     try:
         store = ctx.store()
@@ -122,8 +121,6 @@ def check_database(ctx: DoctorContext) -> CheckResult:
 
 
 def check_schema(ctx: DoctorContext) -> CheckResult:
-    from cascade_cli.store import migrate
-
     name = "parent.schema"
     if ctx.settings is None:
         return CheckResult(name, SKIPPED, "configuration not loaded (see config.parse)")
@@ -193,8 +190,6 @@ def _nodes(s: Session, now: datetime, settings: Settings, name: str) -> CheckRes
 
 
 def _feed_ids(value: Any) -> list[str]:
-    from cascade_cli.protocol import normalise_mps_id
-
     try:
         return normalise_mps_id(value)
     except ValueError:
@@ -204,8 +199,6 @@ def _feed_ids(value: Any) -> list[str]:
 def _template_problem(template: str | None, message_type: int) -> str | None:
     if not template:
         return None
-    from cascade_cli.domain import templates
-
     try:
         templates.validate_template(template, message_type)
     except CascadeError as exc:
@@ -214,8 +207,6 @@ def _template_problem(template: str | None, message_type: int) -> str | None:
 
 
 def _webhook_problem(url: str) -> str | None:
-    from cascade_cli.domain import templates
-
     try:
         templates.validate_webhook_url(url)
     except CascadeError as exc:

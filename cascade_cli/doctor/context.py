@@ -7,7 +7,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import yaml
 
@@ -20,9 +20,8 @@ from cascade_cli.config import (
     locate_config,
 )
 from cascade_cli.errors import CascadeError, ConfigError
-
-if TYPE_CHECKING:
-    from cascade_cli.store.engine import Store
+from cascade_cli.store.engine import Store, normalise_db_url
+from cascade_cli.store.timeouts import DbTimeouts
 
 T = TypeVar("T")
 
@@ -158,9 +157,6 @@ class DoctorContext:
         return got
 
     def _open_store(self) -> Store:
-        from cascade_cli.store.engine import Store, normalise_db_url
-        from cascade_cli.store.timeouts import DbTimeouts
-
         settings = self.settings
         if settings is None:
             raise ConfigError("configuration not loaded")

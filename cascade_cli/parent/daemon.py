@@ -23,6 +23,7 @@ from cascade_cli.clock import Clock
 from cascade_cli.config import Settings
 from cascade_cli.domain.notify import Notifier
 from cascade_cli.domain.presence import Presence, log_transitions
+from cascade_cli.domain.reaper import reap_expired
 from cascade_cli.domain.scheduler import Scheduler
 from cascade_cli.store.engine import Store
 from cascade_cli.web import http_protocol
@@ -52,8 +53,6 @@ class _Server(uvicorn.Server):
 
 
 async def reaper_loop(state: AppState, stop: asyncio.Event) -> None:
-    from cascade_cli.domain.reaper import reap_expired
-
     interval = state.settings.parent.reaper_interval
     offline_after = state.settings.parent.offline_after
     presence = Presence()

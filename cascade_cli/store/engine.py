@@ -32,6 +32,15 @@ from cascade_cli.store import faults, timeouts
 from cascade_cli.store.timeouts import DbTimeouts
 
 
+def url_has_password(url: str) -> bool:
+    """Whether a database URL carries a password (``cascade doctor`` warns about secrets in
+    a config file others can read). A URL SQLAlchemy cannot parse has none to find."""
+    try:
+        return bool(make_url(url).password)
+    except ArgumentError:
+        return False
+
+
 def mask_url(url: str | URL) -> str:
     """The URL with its password hidden, for logs and startup lines."""
     try:

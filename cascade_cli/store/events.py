@@ -8,6 +8,7 @@ from typing import Any, cast
 from sqlalchemy import Table, insert, select
 from sqlalchemy.orm import Session
 
+from cascade_cli.clock import isoformat_z
 from cascade_cli.store.models import Event
 from cascade_cli.store.prepared import Prepared
 
@@ -54,8 +55,6 @@ def list_events(session: Session, *, node_id: str | None = None, operation: str 
 
 
 def event_dict(e: Event) -> dict[str, Any]:
-    from cascade_cli.clock import isoformat_z
-
     return {"id": e.id, "node_id": e.node_id, "operation": e.operation, "direction": e.direction,
             "status": e.status, "task_id": e.task_id, "allocation_id": e.allocation_id,
             "count": e.count, "error": e.error, "detail": e.detail,

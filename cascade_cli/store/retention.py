@@ -26,6 +26,7 @@ from sqlalchemy import and_, delete, func, or_, select, tuple_
 from sqlalchemy.orm import Session
 
 from cascade_cli import durations
+from cascade_cli.clock import isoformat_z
 from cascade_cli.errors import InvalidInput
 from cascade_cli.store.engine import Store
 from cascade_cli.store.models import (
@@ -60,8 +61,6 @@ class PurgeReport:
         self.counts[key] = self.counts.get(key, 0) + int(n or 0)
 
     def to_dict(self) -> dict[str, Any]:
-        from cascade_cli.clock import isoformat_z
-
         return {"cut": isoformat_z(self.cut), "dry_run": self.dry_run, "batches": self.batches,
                 "deleted" if not self.dry_run else "would_delete": dict(self.counts)}
 

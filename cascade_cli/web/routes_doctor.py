@@ -5,7 +5,7 @@ It answers "is there work this node could claim, and if not, why" (the guide's p
 route (``http_auth.require_node``): a disabled node gets 403 ``node_disabled``, an admin token
 403 ``node_required``.
 
-Mounted by ``parent/app.py`` under both prefixes, like the node router:
+Mounted by ``web/app.py`` under both prefixes, like the node router:
 ``app.include_router(doctor_router(), prefix=CANONICAL_PREFIX, ...)``.
 """
 
@@ -18,9 +18,11 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
+from cascade_cli.store.claimable import claimable_report
 from cascade_cli.store.nodes import NodeRow
 from cascade_cli.web.envelope import ok
 from cascade_cli.web.http_auth import NodeAuth, require_node
+from cascade_cli.web.routes_node import node_op
 
 
 def doctor_router() -> APIRouter:
@@ -30,9 +32,6 @@ def doctor_router() -> APIRouter:
                 "(read-only; used by cascade doctor)")
     async def claimable(request: Request,
                         p: Annotated[NodeAuth, Depends(require_node)]) -> Response:
-        from cascade_cli.store.claimable import claimable_report
-        from cascade_cli.web.routes_node import node_op
-
         settings = request.app.state.cascade.settings
 
         def work(s: Session, now: datetime, node: NodeRow) -> dict[str, Any]:
