@@ -530,7 +530,7 @@ class Lease(WireAnswer):
 class PackageFeed(WireAnswer):
     """A feed as a task package lists it (``store.feeds.PACKAGE_COLUMNS``)."""
 
-    id: str = ""
+    id: str | None = None
     faker_id: str | None = None
     mp_name: str | None = None
     mp_cover: str | None = None
@@ -540,6 +540,14 @@ class PackageFeed(WireAnswer):
     kind: str | None = None
     etag: str | None = None
     last_modified: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mp_id(cls, data: Any) -> Any:
+        """A feed named by ``mp_id`` (we-mp-rss's name for it) instead of ``id``."""
+        if isinstance(data, dict) and not data.get("id") and data.get("mp_id"):
+            return {**data, "id": data["mp_id"]}
+        return data
 
 
 class TaskPackage(WireAnswer):
