@@ -115,3 +115,38 @@ def test_any_text_and_numbers_serialise_like_the_envelope(text: str, ttl: int,
           "heartbeat_interval": interval, "lease_ttl": interval, "cancel": [text],
           "protocol": PROTOCOL_VERSION}
     assert answer(HeartbeatAnswer.model_validate(hb)).body == ok(hb).body
+
+
+def test_the_stores_answers_keep_every_field(any_store: Any, clock: Any, settings: Any) -> None:
+    """What the store builds today (packages for a plain and a legacy node, with the feeds the
+    claim returns on PostgreSQL; the heartbeat) goes through the models unchanged, on every
+    database: a field the store adds without a model field would be lost here."""
+    from cascade_cli.domain.dispatch import dispatch
+    from cascade_cli.protocol import HeartbeatIn
+    from cascade_cli.store import allocations as alloc_repo
+    from cascade_cli.store import nodes as node_repo
+    from tests.core.helpers import make_feeds, make_node, make_task
+
+    now = clock.now()
+    plain = make_node(any_store, now, "child-a", capacity=4)
+    legacy = make_node(any_store, now, "legacy-b", capacity=4)
+    with any_store.session() as s:
+        node_repo.set_legacy(s, now, legacy.id, True)
+    feeds = make_feeds(any_store, now, 4)
+    task = make_task(any_store, now, feeds, cron_exp="0 9 * * *",
+                     web_hook_url="https://hook.example/x", headers={"X-Token": "令牌"},
+                     cookies="a=1; b=2")
+    with any_store.session() as s:
+        dispatch(s, now, settings, task_id=task)
+    seen: set[type[TaskPackage]] = set()
+    for node, model in ((plain, TaskPackage), (legacy, LegacyTaskPackage)):
+        with any_store.session() as s:
+            row = node_repo.get_node(s, node.id)
+            for alloc in alloc_repo.claim(s, now, row, settings, max_count=1):
+                pkg = alloc_repo.package(s, alloc, now, legacy=bool(row.legacy))
+                assert answer(model.model_validate(pkg)).body == ok(pkg).body
+                assert ("web_hook_url" in pkg) is (model is LegacyTaskPackage)
+                seen.add(model)
+            hb = alloc_repo.heartbeat(s, now, row, HeartbeatIn(running=["gone"]), settings)
+            assert answer(HeartbeatAnswer.model_validate(hb)).body == ok(hb).body
+    assert seen == {TaskPackage, LegacyTaskPackage}
