@@ -10,7 +10,10 @@ connection refused, timeouts, dropped connections, 502/503/504 and 429 (honourin
 ``Retry-After``). A 4xx other than 429, a DNS failure or a configuration problem is never retried.
 Every attempt is signed afresh (new timestamp and nonce), so a retry is never a replay.
 
-Each route method returns the envelope's ``data``; the async client's methods return awaitables.
+Each route method returns the envelope's ``data`` as the protocol's answer model (``protocol``:
+``TaskPackage``, ``HeartbeatAnswer``...), parsed here so the child reads attributes; the legacy
+sync routes (``feeds``, ``message_tasks``) return the plain JSON. The async client's methods
+return awaitables.
 """
 
 from __future__ import annotations
@@ -23,9 +26,10 @@ import re
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+from pydantic import ValidationError
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -47,9 +51,19 @@ from cascade_cli.errors import (
     WrongEndpoint,
 )
 from cascade_cli.httpdates import retry_after_seconds
-from cascade_cli.protocol import CANONICAL_PREFIX
+from cascade_cli.protocol import (
+    CANONICAL_PREFIX,
+    AllocationAnswer,
+    HeartbeatAnswer,
+    HeartbeatCheck,
+    TaskPackage,
+    UploadAnswer,
+    WireAnswer,
+)
 
 log = logging.getLogger("cascade.client")
+
+A = TypeVar("A", bound=WireAnswer)
 
 TRANSIENT_STATUSES = frozenset({502, 503, 504})
 MAX_RETRY_AFTER = 60.0  # never sleep longer than this on one Retry-After
@@ -349,8 +363,9 @@ class _Core(abc.ABC):
         return body
 
     def heartbeat_get(self) -> Any:
-        """Read-only connection check (the guide's curl)."""
-        return self._call(Call("GET", "/heartbeat"))
+        """Read-only connection check (the guide's curl): a ``HeartbeatCheck`` (or None)."""
+        return self._map(self._call(Call("GET", "/heartbeat")),
+                         _answer(HeartbeatCheck, "GET /heartbeat"))
 
     def heartbeat(self, *, running: Sequence[str] = (), capacity: int | None = None,
                   hostname: str | None = None, version: str | None = None,
@@ -362,32 +377,37 @@ class _Core(abc.ABC):
             body["hostname"] = hostname
         if callback_url:
             body["callback_url"] = callback_url
-        return self._call(Call("POST", "/heartbeat", body=body))
+        return self._map(self._call(Call("POST", "/heartbeat", body=body)),
+                         _answer(HeartbeatAnswer, "POST /heartbeat"))
 
     def claim(self, wait: float = 0, max: int = 1) -> Any:  # noqa: A002 - protocol name
-        """Task packages (a list, possibly empty). Long-polls up to ``wait`` seconds."""
+        """``TaskPackage`` s (a list, possibly empty). Long-polls up to ``wait`` seconds."""
         wait_s = int(max_wait(wait))
         return self._map(self._call(Call("POST", "/claim-task",
                                          params={"wait": wait_s, "max": int(max)},
                                          extra_timeout=wait_s)), _as_list)
 
     def pending_tasks(self) -> Any:
-        """Legacy claim of one package; ``None`` when there is no work."""
-        return self._call(Call("GET", "/pending-tasks"))
+        """Legacy claim of one ``TaskPackage``; ``None`` when there is no work."""
+        return self._map(self._call(Call("GET", "/pending-tasks")),
+                         _answer(TaskPackage, "GET /pending-tasks"))
 
     def set_status(self, allocation_id: str, status: str, *, error_message: str | None = None,
                    epoch: int | None = None) -> Any:
         body: dict[str, Any] = {"allocation_id": allocation_id, "status": status}
         if error_message:
             body["error_message"] = error_message[:10_000]
-        return self._call(Call("PUT", "/task-status", body=self._stamp(body, epoch)))
+        return self._map(self._call(Call("PUT", "/task-status", body=self._stamp(body, epoch))),
+                         _answer(AllocationAnswer, "PUT /task-status"))
 
     def upload_articles(self, allocation_id: str, articles: Sequence[dict[str, Any]], *,
                         feed_id: str | None = None, epoch: int | None = None) -> Any:
         body: dict[str, Any] = {"allocation_id": allocation_id, "articles": list(articles)}
         if feed_id:
             body["feed_id"] = feed_id
-        return self._call(Call("POST", "/upload-articles", body=self._stamp(body, epoch)))
+        return self._map(self._call(Call("POST", "/upload-articles",
+                                         body=self._stamp(body, epoch))),
+                         _answer(UploadAnswer, "POST /upload-articles"))
 
     def upload_articles_json(self, allocation_id: str, articles_json: Sequence[bytes | str], *,
                              feed_id: str | None = None, epoch: int | None = None) -> Any:
@@ -401,14 +421,17 @@ class _Core(abc.ABC):
         prefix = json.dumps(head, ensure_ascii=False, separators=(",", ":"))[:-1].encode()
         parts = [a if isinstance(a, bytes) else a.encode() for a in articles_json]
         raw = b"".join((prefix, b',"articles":[', b",".join(parts), b"]}"))
-        return self._call(Call("POST", "/upload-articles", raw=raw))
+        return self._map(self._call(Call("POST", "/upload-articles", raw=raw)),
+                         _answer(UploadAnswer, "POST /upload-articles"))
 
     def report_completion(self, allocation_id: str, task_id: str | None,
                           results: Sequence[dict[str, Any]], article_count: int, *,
                           epoch: int | None = None) -> Any:
         body: dict[str, Any] = {"allocation_id": allocation_id, "task_id": task_id,
                                 "results": list(results), "article_count": article_count}
-        return self._call(Call("POST", "/report-completion", body=self._stamp(body, epoch)))
+        return self._map(self._call(Call("POST", "/report-completion",
+                                         body=self._stamp(body, epoch))),
+                         _answer(AllocationAnswer, "POST /report-completion"))
 
     def feeds(self, *, limit: int = 100, offset: int = 0) -> Any:
         return self._call(Call("GET", "/feeds", params={"limit": limit, "offset": offset}))
@@ -424,7 +447,30 @@ def max_wait(wait: float) -> float:
     return min(60.0, max(0.0, float(wait)))
 
 
-def _as_list(data: Any) -> list[dict[str, Any]]:
+def _parse(model: type[A], data: dict[str, Any], route: str) -> A:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err.get("loc", ()))
+        raise ParentServerError(
+            f"the answer to {route} does not follow the protocol ({field}: {err.get('msg')})",
+            hint="is cascade.parent_api_url pointing at a Cascade parent of this protocol "
+                 "version?") from None
+
+
+def _answer(model: type[A], route: str) -> Callable[[Any], A | None]:
+    """The envelope's ``data`` as ``model``; None when it is not an object (nothing to read)."""
+    def parse(data: Any) -> A | None:
+        return _parse(model, data, route) if isinstance(data, dict) else None
+    return parse
+
+
+def _as_list(data: Any) -> list[TaskPackage]:
+    return [_parse(TaskPackage, d, "POST /claim-task") for d in _package_dicts(data)]
+
+
+def _package_dicts(data: Any) -> list[dict[str, Any]]:
     if data is None:
         return []
     if isinstance(data, list):

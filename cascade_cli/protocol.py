@@ -474,3 +474,128 @@ class NodeUpdate(WireModel):
     description: str | None = Field(default=None, max_length=500)
     max_capacity: int | None = Field(default=None, ge=1, le=256)
     enabled: bool | None = None
+
+
+# --- node answers (the envelope's ``data``) ------------------------------------------------
+#
+# Produced by the parent's node routes (``web.routes_node``, also behind the fast path) and
+# parsed by the client layer (``client``), so the child reads attributes. The JSON of each is
+# the protocol's, byte for byte: the fields in the order the parent has always sent them, every
+# field present (null when empty) except the legacy package's extra fields, which only a
+# we-mp-rss node gets (``LegacyTaskPackage``). Unknown fields are ignored when parsing (a newer
+# parent may add some), and every field has a default, so a partial answer from an older or
+# foreign parent still parses; the child checks what it needs (e.g. an ``allocation_id``).
+# No control-character rule here (that guards what the parent accepts, see ``WireModel``).
+
+
+class WireAnswer(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    def wire_json(self) -> bytes:
+        """The answer as the parent sends it: compact UTF-8 JSON, non-ASCII unescaped (what
+        ``web.envelope``'s encoder writes for the same values)."""
+        return self.__pydantic_serializer__.to_json(self)
+
+
+class HeartbeatCheck(WireAnswer):
+    """``GET /heartbeat``: a read-only connection check (node or admin)."""
+
+    status: str = "alive"
+    node_id: str | None = None
+    node_name: str | None = None
+    role: str | None = None
+    server_time: str | None = None
+    protocol: int = PROTOCOL_VERSION
+
+
+class HeartbeatAnswer(WireAnswer):
+    """``POST /heartbeat``: the intervals the child should keep, and the allocations it listed
+    as running that it no longer holds (``cancel``: drop that work)."""
+
+    status: str = "alive"
+    node_id: str | None = None
+    node_name: str | None = None
+    server_time: str | None = None
+    heartbeat_interval: float | None = None
+    lease_ttl: float | None = None
+    cancel: list[str] = Field(default_factory=list)
+    protocol: int = PROTOCOL_VERSION
+
+
+class Lease(WireAnswer):
+    expires_at: str | None = None
+    ttl: int = 0
+
+
+class PackageFeed(WireAnswer):
+    """A feed as a task package lists it (``store.feeds.PACKAGE_COLUMNS``)."""
+
+    id: str | None = None
+    faker_id: str | None = None
+    mp_name: str | None = None
+    mp_cover: str | None = None
+    mp_intro: str | None = None
+    status: int | None = None
+    url: str | None = None
+    kind: str | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mp_id(cls, data: Any) -> Any:
+        """A feed named by ``mp_id`` (we-mp-rss's name for it) instead of ``id``."""
+        if isinstance(data, dict) and not data.get("id") and data.get("mp_id"):
+            return {**data, "id": data["mp_id"]}
+        return data
+
+
+class TaskPackage(WireAnswer):
+    """The claim result (PROTOCOL.md, "Task package")."""
+
+    allocation_id: str | None = None
+    task_id: str | None = None
+    task_name: str | None = None
+    schedule_run_id: str | None = None
+    attempt: int | None = None
+    epoch: int | None = None
+    lease: Lease | None = None
+    message_type: int = 0
+    cron_exp: str | None = None
+    feeds: list[PackageFeed] = Field(default_factory=list)
+    dispatched_at: str | None = None
+    protocol: int = PROTOCOL_VERSION
+
+
+class LegacyTaskPackage(TaskPackage):
+    """The package for a we-mp-rss (legacy) node: its worker reads the task's template,
+    webhook URL, and headers and cookies (as the original stored them: a JSON object string;
+    ``k=v; k2=v2``) from the package and fails with a KeyError without them. Never sent to
+    other nodes: these may carry tokens, and the parent sends notifications itself."""
+
+    message_template: str | None = None
+    web_hook_url: str | None = None
+    headers: str | None = None
+    cookies: str | None = None
+
+
+class AllocationAnswer(WireAnswer):
+    """``PUT /task-status`` and ``POST /report-completion``: the allocation's state after."""
+
+    allocation_id: str | None = None
+    status: str | None = None
+
+
+class UploadAnswer(WireAnswer):
+    """``POST /upload-articles``: articles received, and how many of them were new."""
+
+    received: int = 0
+    new_count: int = 0
+
+
+class ReportResultAnswer(WireAnswer):
+    """Legacy ``POST /report-result``: recorded as an event."""
+
+    task_id: str | None = None
+    recorded: bool = True
+    event_id: int | None = None

@@ -35,6 +35,7 @@ from cascade_cli.child import transport as feed_transport
 from cascade_cli.child.articles import clip as _clip
 from cascade_cli.config import ChildSection, CommandSpec
 from cascade_cli.errors import FetchError
+from cascade_cli.protocol import PackageFeed
 
 log = logging.getLogger("cascade.child.fetch")
 
@@ -61,12 +62,10 @@ class FeedSpec:
     last_modified: str | None = None
 
     @classmethod
-    def from_package(cls, item: Mapping[str, Any]) -> FeedSpec:
-        return cls(id=str(item.get("id") or item.get("mp_id") or ""),
-                   url=str(item.get("url") or ""), kind=str(item.get("kind") or "rss"),
-                   mp_name=str(item.get("mp_name") or ""),
-                   faker_id=item.get("faker_id"), etag=item.get("etag") or None,
-                   last_modified=item.get("last_modified") or None)
+    def from_package(cls, item: PackageFeed) -> FeedSpec:
+        return cls(id=item.id or "", url=item.url or "", kind=item.kind or "rss",
+                   mp_name=item.mp_name or "", faker_id=item.faker_id,
+                   etag=item.etag or None, last_modified=item.last_modified or None)
 
 
 @dataclass

@@ -27,7 +27,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,8 +133,11 @@ class SpoolBusy(Exception):
 
 
 class Spool:
-    def __init__(self, path: str | Path, *, lock: bool = True) -> None:
+    def __init__(self, path: str | Path, *, lock: bool = True,
+                 clock: Callable[[], float] = time.time) -> None:
+        """``clock``: wall-clock seconds for the rows' ``created`` (their delivery order)."""
         self.path = Path(path)
+        self._clock = clock
         self._lock_fd: int | None = None
         if str(path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -195,7 +198,7 @@ class Spool:
         child that dies while fetching can hand it back on its next start."""
         with self._tx() as db:
             db.execute("INSERT OR REPLACE INTO spool_started (allocation_id, epoch, created) "
-                       "VALUES (?, ?, ?)", (allocation_id, epoch, time.time()))
+                       "VALUES (?, ?, ?)", (allocation_id, epoch, self._clock()))
 
     @staticmethod
     def encode_article(article: dict[str, Any]) -> bytes:
@@ -221,10 +224,9 @@ class Spool:
                 self._insert_encoded(db, allocation_id, epoch, articles)
         return sum(a[2] if len(a) > 2 else 1 for a in articles)
 
-    @staticmethod
-    def _insert_encoded(db: sqlite3.Connection, allocation_id: str, epoch: int | None,
+    def _insert_encoded(self, db: sqlite3.Connection, allocation_id: str, epoch: int | None,
                         articles: list[tuple[str | None, bytes]] | list[Encoded]) -> None:
-        now = time.time()
+        now = self._clock()
         db.executemany("INSERT INTO spool_articles (allocation_id, epoch, feed_id, article, "
                        "created, n) VALUES (?, ?, ?, ?, ?, ?)",
                        [(allocation_id, epoch, a[0], a[1], now, a[2] if len(a) > 2 else 1)
@@ -244,7 +246,7 @@ class Spool:
                        "COALESCE((SELECT new_count FROM spool_completions WHERE allocation_id "
                        "= ?), 0), ?)",
                        (allocation_id, task_id, epoch, _dumps(results),
-                        article_count, allocation_id, time.time()))
+                        article_count, allocation_id, self._clock()))
             db.execute("DELETE FROM spool_started WHERE allocation_id = ?", (allocation_id,))
 
     def ack_articles(self, seqs: Iterable[int], *, allocation_id: str | None = None,

@@ -11,8 +11,15 @@ Four asyncio tasks share one ``ChildWorker``:
 * the **spool flusher** re-sends whatever the parent has not acknowledged, first on start and
   again on every reconnect.
 
-Signal handlers only set flags. First SIGTERM/SIGINT: stop claiming, let held work finish within
-``child.drain_timeout`` (release the rest), flush the spool, exit 0. Second: exit at once.
+Signal handlers only record the request (uvicorn's ``handle_exit`` model); a watcher task acts
+on it. First SIGTERM/SIGINT: stop claiming, let held work finish within ``child.drain_timeout``
+(release the rest), flush the spool, exit 0. Second: stop at once (held work is cancelled, what
+is unacknowledged stays in the spool for the next start), exit 1.
+
+Time is injected: ``clock`` (monotonic seconds) and ``sleep`` (an async sleep) default to
+``time.monotonic`` and ``asyncio.sleep``; every wait the worker decides (heartbeat interval,
+backoffs, the drain deadline, retry pauses) goes through them, so tests can run its timing logic
+on a fake clock.
 """
 
 from __future__ import annotations
@@ -21,7 +28,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import os
 import signal
 import socket
 import time
@@ -53,10 +59,14 @@ from cascade_cli.errors import (
     ParentUnreachable,
     WrongEndpoint,
 )
+from cascade_cli.protocol import HeartbeatAnswer, TaskPackage
 
 log = logging.getLogger("cascade.child")
 
 T = TypeVar("T")
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
 
 FATAL_AT_START = (BadCredentials, WrongEndpoint, NodeDisabled)
 MAX_BACKOFF = 30.0
@@ -69,7 +79,7 @@ SPOOL_CHUNK_CHARS = 4 * 1024 * 1024
 class Held:
     """An allocation this child is working on."""
 
-    package: dict[str, Any]
+    package: TaskPackage
     allocation_id: str
     epoch: int | None
     started: float
@@ -96,8 +106,11 @@ class ChildWorker:
     def __init__(self, settings: Settings, client: AsyncParentClient, spool: Spool, *,
                  burst: bool = False, max_allocations: int | None = None,
                  registry: FetcherRegistry | None = None,
-                 install_signals: bool = True, metrics: ChildMetrics | None = None) -> None:
+                 install_signals: bool = True, metrics: ChildMetrics | None = None,
+                 clock: Clock = time.monotonic, sleep: Sleep = asyncio.sleep) -> None:
         self.settings = settings
+        self._clock = clock
+        self._sleep = sleep
         self.metrics = metrics
         self.cfg = settings.child
         self.client = client
@@ -112,7 +125,10 @@ class ChildWorker:
         if metrics is not None:
             metrics.held.set_function(lambda: len(self.held))
         self.heartbeat_interval = settings.cascade.heartbeat_interval
-        self._signals = 0
+        # Stop requests (the signal, or None), recorded by request_stop, acted on by _watch_stop.
+        self._stop_requests: list[int | None] = []
+        self._stop_request: asyncio.Event | None = None
+        self._forced = False  # a second stop request: stop at once
         self._drain_deadline: float | None = None
         self._down_since: float | None = None
         self._down_logged: set[str] = set()
@@ -129,6 +145,7 @@ class ChildWorker:
         self._fetch_sem: asyncio.Semaphore
         self._host_sems: dict[str, asyncio.Semaphore] = {}
         self._ctx: FetchContext
+        self._helpers: list[asyncio.Task[None]] = []  # heartbeat and spool flusher
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -136,6 +153,9 @@ class ChildWorker:
         self._stopping = asyncio.Event()
         self._slot_free = asyncio.Event()
         self._flush_wakeup = asyncio.Event()
+        self._stop_request = asyncio.Event()
+        if self._stop_requests:  # asked to stop before the loop ran
+            self._stop_request.set()
         self._fetch_sem = asyncio.Semaphore(self.cfg.fetch_concurrency)
         http = make_http_client(self.cfg)
         # One parse thread for big documents (small ones parse on the loop, see
@@ -151,20 +171,21 @@ class ChildWorker:
                  "spool %s%s", self.client.base_url, self.cfg.capacity,
                  self.cfg.fetch_concurrency, self.cfg.per_host_concurrency, self.spool.path,
                  " (burst)" if self.burst else "")
+        main = asyncio.create_task(self._main(), name="child-main")
+        watcher = asyncio.create_task(self._watch_stop(main), name="stop-watcher")
         try:
-            await self._startup()
-            heartbeat = asyncio.create_task(self._heartbeat_loop(), name="heartbeat")
-            flusher = asyncio.create_task(self._flusher_loop(), name="spool-flusher")
-            await self._claim_loop()
-            await self._drain()
-            flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await flusher
-            await self._final_flush()
-            heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
+            await main
+        except asyncio.CancelledError:
+            if not self._forced:
+                raise  # run() itself was cancelled
         finally:
+            # Whatever still runs (a forced stop, a failure) is cancelled: held work, the
+            # heartbeat, the flusher.
+            await self._cancel_all([*self._helpers, *(h.task for h in self.held.values()
+                                                       if h.task is not None)])
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
             if self.install_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)
@@ -174,25 +195,62 @@ class ChildWorker:
         log.info("child stopped: %d allocations claimed, %d completed, %d lost, %d released; "
                  "%d articles (%d new); spool %s", s.claimed, s.completed, s.lost, s.released,
                  s.articles, s.new_articles, self.spool.counts())
+        if self._forced:
+            return 1
         if self.gave_up is not None:
             log.error("--burst gave up: %s (exit 1)", self.gave_up)
             return 1
         return 0
 
+    async def _main(self) -> None:
+        await self._startup()
+        heartbeat = asyncio.create_task(self._heartbeat_loop(), name="heartbeat")
+        flusher = asyncio.create_task(self._flusher_loop(), name="spool-flusher")
+        self._helpers = [heartbeat, flusher]
+        await self._claim_loop()
+        await self._drain()
+        await self._cancel_all([flusher])
+        await self._final_flush()
+        await self._cancel_all([heartbeat])
+
+    @staticmethod
+    async def _cancel_all(tasks: list[asyncio.Task[None]]) -> None:
+        tasks = [t for t in tasks if not t.done()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
+
     def request_stop(self, sig: int | None = None) -> None:
-        """First call: drain. Second: exit at once (the spool is already on disk)."""
-        self._signals += 1
-        name = signal.Signals(sig).name if sig else "stop"
-        if self._signals == 1:
-            log.info("%s received: draining (no new claims; finishing held work within %gs; "
-                     "send it again to exit at once)", name, self.cfg.drain_timeout)
-            self._drain_deadline = time.monotonic() + self.cfg.drain_timeout
-            self._stopping.set()
-            self._slot_free.set()
-        else:
-            log.warning("%s received again: exiting now; unacknowledged results stay in the "
-                        "spool for the next start", name)
-            os._exit(1)
+        """Signal handler: only records the request (first: drain; second: stop at once);
+        ``_watch_stop`` acts on it in the loop."""
+        self._stop_requests.append(sig)
+        if self._stop_request is not None:
+            self._stop_request.set()
+
+    async def _watch_stop(self, main: asyncio.Task[None]) -> None:
+        assert self._stop_request is not None
+        acted = 0
+        while True:
+            await self._stop_request.wait()
+            self._stop_request.clear()
+            while acted < len(self._stop_requests):
+                sig = self._stop_requests[acted]
+                acted += 1
+                name = signal.Signals(sig).name if sig else "stop"
+                if acted == 1:
+                    log.info("%s received: draining (no new claims; finishing held work "
+                             "within %gs; send it again to exit at once)", name,
+                             self.cfg.drain_timeout)
+                    self._drain_deadline = self._clock() + self.cfg.drain_timeout
+                    self._stopping.set()
+                    self._slot_free.set()
+                else:
+                    log.warning("%s received again: exiting now; unacknowledged results stay "
+                                "in the spool for the next start", name)
+                    self._forced = True
+                    main.cancel()
+                    return
 
     async def _startup(self) -> None:
         """One heartbeat to fail fast on bad credentials or a wrong URL."""
@@ -211,7 +269,7 @@ class ChildWorker:
 
     def _parent_down(self, exc: BaseException) -> None:
         if self._down_since is None:
-            self._down_since = time.monotonic()
+            self._down_since = self._clock()
             hint = f" ({exc.hint})" if isinstance(exc, ClientError) and exc.hint else ""
             # A 4xx (the auth throttle's 429 above all) is the parent refusing, not the parent
             # being down: say which, so nobody restarts a healthy parent.
@@ -222,7 +280,7 @@ class ChildWorker:
 
     def _parent_up(self) -> None:
         if self._down_since is not None:
-            took = time.monotonic() - self._down_since
+            took = self._clock() - self._down_since
             self._down_since = None
             log.info("parent reachable again after %.0fs; flushing the spool", took)
             self._flush_wakeup.set()
@@ -240,21 +298,20 @@ class ChildWorker:
         return ids[:1000]
 
     async def _heartbeat_once(self) -> None:
-        data = await self.client.heartbeat(running=self._running_ids(),
-                                           capacity=self.cfg.capacity, hostname=self.hostname,
-                                           version=__version__)
+        answer: HeartbeatAnswer | None = await self.client.heartbeat(
+            running=self._running_ids(), capacity=self.cfg.capacity, hostname=self.hostname,
+            version=__version__)
         self._parent_up()
-        if isinstance(data, dict):
+        if answer is not None:
             wanted = self.settings.cascade.heartbeat_interval
-            parent_iv = data.get("heartbeat_interval")
-            lease_ttl = data.get("lease_ttl")
-            if isinstance(parent_iv, int | float) and parent_iv > 0:
-                wanted = min(wanted, float(parent_iv))
-            if isinstance(lease_ttl, int | float) and lease_ttl > 0:
-                wanted = min(wanted, float(lease_ttl) / 3)  # renew well before expiry
+            parent_iv, lease_ttl = answer.heartbeat_interval, answer.lease_ttl
+            if parent_iv is not None and parent_iv > 0:
+                wanted = min(wanted, parent_iv)
+            if lease_ttl is not None and lease_ttl > 0:
+                wanted = min(wanted, lease_ttl / 3)  # renew well before expiry
             self.heartbeat_interval = max(0.2, wanted)
-            for alloc_id in data.get("cancel") or []:
-                self._cancel(str(alloc_id), "cancelled by the parent")
+            for alloc_id in answer.cancel:
+                self._cancel(alloc_id, "cancelled by the parent")
 
     async def _heartbeat_loop(self) -> None:
         while True:
@@ -270,7 +327,7 @@ class ChildWorker:
                                f" (fix: {exc.hint})" if exc.hint else "")
             except Exception:
                 log.exception("heartbeat failed unexpectedly")
-            await asyncio.sleep(self.heartbeat_interval)
+            await self._sleep(self.heartbeat_interval)
 
     def _cancel(self, alloc_id: str, why: str) -> None:
         held = self.held.get(alloc_id)
@@ -292,6 +349,9 @@ class ChildWorker:
         stop = asyncio.ensure_future(self._stopping.wait())
         try:
             done, _ = await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
         finally:
             stop.cancel()
         if task in done:
@@ -302,8 +362,26 @@ class ChildWorker:
         return False, None
 
     async def _sleep_or_stop(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+        await self._within(self._stopping.wait(), seconds)
+
+    async def _within(self, aw: Awaitable[T], seconds: float) -> tuple[bool, T | None]:
+        """Await ``aw`` for at most ``seconds`` (of the injected sleep), then cancel it:
+        ``(True, result)``, or ``(False, None)`` when the time ran out first."""
+        task = asyncio.ensure_future(aw)
+        timer = asyncio.ensure_future(self._sleep(max(0.0, seconds)))
+        try:
+            await asyncio.wait({task, timer}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        finally:
+            timer.cancel()
+        if task.done():
+            return True, task.result()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return False, None
 
     def _remaining_quota(self) -> int | None:
         if self.max_allocations is None:
@@ -378,23 +456,20 @@ class ChildWorker:
             elif not packages and wait == 0:
                 await self._sleep_or_stop(1.0)
 
-    def _start(self, package: dict[str, Any]) -> None:
-        alloc_id = str(package.get("allocation_id") or "")
+    def _start(self, package: TaskPackage) -> None:
+        alloc_id = package.allocation_id
         if not alloc_id:
             log.error("claim returned a package without allocation_id; ignored")
             return
-        epoch = package.get("epoch")
-        held = Held(package=package, allocation_id=alloc_id,
-                    epoch=int(epoch) if isinstance(epoch, int) else None,
-                    started=time.monotonic())
+        held = Held(package=package, allocation_id=alloc_id, epoch=package.epoch,
+                    started=self._clock())
         self.held[alloc_id] = held
         self.stats.claimed += 1
         if self.metrics is not None:
             self.metrics.claimed.inc()
         self.spool.mark_started(alloc_id, held.epoch)
         log.debug("claimed allocation %s (task %s, %d feeds)", alloc_id,
-                  package.get("task_name") or package.get("task_id"),
-                  len(package.get("feeds") or []))
+                  package.task_name or package.task_id, len(package.feeds))
         held.task = asyncio.create_task(self._execute(held), name=f"alloc-{alloc_id}")
         held.task.add_done_callback(functools.partial(self._drop_finished, alloc_id))
 
@@ -409,7 +484,7 @@ class ChildWorker:
 
     async def _execute(self, held: Held) -> None:
         alloc_id, epoch, pkg = held.allocation_id, held.epoch, held.package
-        feeds = [FeedSpec.from_package(f) for f in pkg.get("feeds") or [] if isinstance(f, dict)]
+        feeds = [FeedSpec.from_package(f) for f in pkg.feeds]
         try:
             await self.client.set_status(alloc_id, "executing", epoch=epoch)
         except LeaseLost as exc:
@@ -423,7 +498,7 @@ class ChildWorker:
             log.exception("allocation %s: unexpected error while fetching", alloc_id)
             raise
         total = sum(r.get("article_count", 0) for r in results)
-        self.spool.add_completion(alloc_id, pkg.get("task_id"), epoch, list(results), total,
+        self.spool.add_completion(alloc_id, pkg.task_id, epoch, list(results), total,
                                   articles=held.pending)
         held.pending, held.pending_chars = [], 0
         held.spooled = True
@@ -433,10 +508,10 @@ class ChildWorker:
         self.stats.feeds_ok += ok + nm
         self.stats.feeds_failed += failed
         outcome = await self._flush_allocation(alloc_id)
-        duration = time.monotonic() - held.started
+        duration = self._clock() - held.started
         comp_new = held.stats.get("new", 0)
-        fields = {"allocation_id": alloc_id, "task_id": pkg.get("task_id"),
-                  "task_name": pkg.get("task_name"), "attempt": pkg.get("attempt"),
+        fields = {"allocation_id": alloc_id, "task_id": pkg.task_id,
+                  "task_name": pkg.task_name, "attempt": pkg.attempt,
                   "epoch": epoch, "feeds": len(feeds), "feeds_ok": ok, "feeds_not_modified": nm,
                   "feeds_failed": failed, "articles": total, "new_articles": comp_new,
                   "duration_s": round(duration, 3), "outcome": outcome}
@@ -449,7 +524,7 @@ class ChildWorker:
             self.metrics.allocation_finished(outcome)
         log.info("allocation %s (task %s, attempt %s): %d feeds, %d ok, %d not modified, "
                  "%d failed; %d articles, %d new; %.2fs; %s", alloc_id,
-                 pkg.get("task_name") or pkg.get("task_id"), pkg.get("attempt"), len(feeds), ok,
+                 pkg.task_name or pkg.task_id, pkg.attempt, len(feeds), ok,
                  nm, failed, total, comp_new, duration,
                  {"completed": "reported", "spooled": "kept in the spool (parent unavailable)",
                   "lost": "lease lost, dropped",
@@ -466,7 +541,7 @@ class ChildWorker:
     async def _fetch_feed(self, held: Held, feed: FeedSpec) -> dict[str, Any]:
         result: dict[str, Any] = {"feed_id": feed.id, "status": "failed", "article_count": 0}
         async with self._host_sem(host_key(feed)), self._fetch_sem:
-            start = time.monotonic()
+            start = self._clock()
             try:
                 fetcher = self.registry.get(feed)
                 outcome = await fetcher.fetch(feed, self._ctx)
@@ -488,7 +563,7 @@ class ChildWorker:
                     result["etag"] = outcome.etag[:1024]
                 if outcome.last_modified:
                     result["last_modified"] = outcome.last_modified[:255]
-            took = time.monotonic() - start
+            took = self._clock() - start
             result["duration_ms"] = int(took * 1000)
         if self.metrics is not None:
             self.metrics.feed_fetched(result["status"], took, result["article_count"])
@@ -560,7 +635,7 @@ class ChildWorker:
             except ParentServerError as exc:
                 if exc.status != 500 or attempt >= attempts:
                     raise
-                await asyncio.sleep(min(5.0, 0.25 * 2 ** attempt))
+                await self._sleep(min(5.0, 0.25 * 2 ** attempt))
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _give_up_upload(self, alloc_id: str, batch: list[SpooledArticle],
@@ -592,7 +667,7 @@ class ChildWorker:
                 break
             tries = 1 if singly else attempts
             try:
-                data = await self._send_500_retried(tries, functools.partial(
+                answer = await self._send_500_retried(tries, functools.partial(
                     self.client.upload_articles_json, alloc_id, [a.raw for a in batch],
                     epoch=batch[0].epoch))
             except ParentServerError as exc:
@@ -616,7 +691,7 @@ class ChildWorker:
                     self.spool.ack_articles([a.seq for a in batch])
                     continue
                 raise
-            new = int(data.get("new_count") or 0) if isinstance(data, dict) else 0
+            new = answer.new_count if answer is not None else 0
             self.spool.ack_articles([a.seq for a in batch], allocation_id=alloc_id,
                                     new_count=new)
             held = self.held.get(alloc_id)
@@ -681,8 +756,7 @@ class ChildWorker:
     async def _flusher_loop(self) -> None:
         backoff = 2.0
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._flush_wakeup.wait(), timeout=backoff)
+            await self._within(self._flush_wakeup.wait(), backoff)
             self._flush_wakeup.clear()
             pending = [a for a in self.spool.allocation_ids() if a not in self.held]
             if not pending:
@@ -697,14 +771,19 @@ class ChildWorker:
 
     async def _release(self, alloc_id: str, epoch: int | None, why: str) -> None:
         try:
-            await asyncio.wait_for(self.client.set_status(
-                alloc_id, "released", error_message=why, epoch=epoch), timeout=10)
-            self.stats.released += 1
-            if self.metrics is not None:
-                self.metrics.allocation_finished("released")
-        except (ClientError, TimeoutError) as exc:
+            answered, _ = await self._within(self.client.set_status(
+                alloc_id, "released", error_message=why, epoch=epoch), 10)
+        except ClientError as exc:
             log.debug("allocation %s: release not acknowledged (%s); its lease will expire",
                       alloc_id, exc)
+        else:
+            if answered:
+                self.stats.released += 1
+                if self.metrics is not None:
+                    self.metrics.allocation_finished("released")
+            else:
+                log.debug("allocation %s: release not acknowledged (no answer in 10s); its "
+                          "lease will expire", alloc_id)
         self.spool.drop_allocation(alloc_id)
 
     # --- drain -----------------------------------------------------------------------------
@@ -712,13 +791,17 @@ class ChildWorker:
     async def _drain(self) -> None:
         if not self.held:
             return
-        deadline = self._drain_deadline or time.monotonic() + self.cfg.drain_timeout
+        deadline = self._drain_deadline or self._clock() + self.cfg.drain_timeout
         tasks = [h.task for h in self.held.values() if h.task is not None]
         if self._stopping.is_set():
             log.info("draining %d allocation(s) (up to %.0fs)", len(tasks),
-                     max(0.0, deadline - time.monotonic()))
-        timeout = max(0.0, deadline - time.monotonic()) if self._stopping.is_set() else None
-        done, pending = await asyncio.wait(tasks, timeout=timeout) if tasks else (set(), set())
+                     max(0.0, deadline - self._clock()))
+        if tasks:
+            if self._stopping.is_set():
+                await self._within(asyncio.wait(tasks), deadline - self._clock())
+            else:
+                await asyncio.wait(tasks)
+        pending = {t for t in tasks if not t.done()}
         # Whatever is still fetching is handed back; what reached the spool is delivered.
         to_release = {h.allocation_id: h.epoch for h in self.held.values()
                       if not h.spooled and h.task in pending}
@@ -743,9 +826,8 @@ class ChildWorker:
             return
         budget = 10.0
         if self._stopping.is_set():
-            budget = max(3.0, (self._drain_deadline or 0) - time.monotonic())
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._flush_spool(), timeout=budget)
+            budget = max(3.0, (self._drain_deadline or 0) - self._clock())
+        await self._within(self._flush_spool(), budget)
         if not self.spool.is_empty():
             log.warning("exiting with unacknowledged results in the spool %s; they are sent "
                         "on the next start", self.spool.counts())

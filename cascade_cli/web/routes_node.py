@@ -20,15 +20,23 @@ from cascade_cli import PROTOCOL_VERSION
 from cascade_cli.clock import isoformat_z
 from cascade_cli.errors import ForbiddenError, PayloadTooLarge, ProtocolError
 from cascade_cli.protocol import (
+    AllocationAnswer,
+    HeartbeatAnswer,
+    HeartbeatCheck,
     HeartbeatIn,
+    LegacyTaskPackage,
     ReportCompletionIn,
+    ReportResultAnswer,
     ReportResultIn,
+    TaskPackage,
     TaskStatusIn,
+    UploadAnswer,
     UploadArticlesIn,
+    WireAnswer,
 )
 from cascade_cli.store import allocations
 from cascade_cli.store.nodes import NodeRow, remember_nonce
-from cascade_cli.web.envelope import no_work, ok
+from cascade_cli.web.envelope import EnvelopeResponse, no_work
 from cascade_cli.web.http_auth import (
     NodeAuth,
     Principal,
@@ -50,6 +58,23 @@ AnyP = Annotated[Principal, Depends(require_any)]
 
 def _state(request: Request) -> Any:
     return request.app.state.cascade
+
+
+class AnswerResponse(EnvelopeResponse):
+    """The success envelope around a typed answer (or a list of them), serialised by the
+    answer's own (compiled) serializer: the same bytes ``envelope.ok`` writes for the
+    answer's dict, without building that dict first."""
+
+    def render(self, content: Any) -> bytes:
+        if isinstance(content, list):
+            data = b"[" + b",".join(a.wire_json() for a in content) + b"]"
+        else:
+            data = content.wire_json()
+        return b'{"code":0,"message":"ok","data":' + data + b"}"
+
+
+def answer(data: WireAnswer | list[TaskPackage]) -> AnswerResponse:
+    return AnswerResponse(data)
 
 
 async def node_op(request: Request, p: NodeAuth,
@@ -79,8 +104,9 @@ async def node_op(request: Request, p: NodeAuth,
 @router.get("/heartbeat", summary="Connection check (read-only; node or admin)")
 async def heartbeat_get(request: Request, p: AnyP) -> Response:
     now = _state(request).clock.now()
-    return ok({"status": "alive", "node_id": p.node_id, "node_name": p.node_name,
-               "role": p.role, "server_time": isoformat_z(now), "protocol": PROTOCOL_VERSION})
+    return answer(HeartbeatCheck(status="alive", node_id=p.node_id, node_name=p.node_name,
+                                 role=p.role, server_time=isoformat_z(now),
+                                 protocol=PROTOCOL_VERSION))
 
 
 @router.post("/heartbeat", summary="Mark the node online and renew its leases")
@@ -88,27 +114,29 @@ async def heartbeat_post(request: Request, p: NodeP,
                          body: Annotated[HeartbeatIn | None, Body()] = None) -> Response:
     state = _state(request)
     hb = body or HeartbeatIn()
-    data = await node_op(request, p, lambda s, now, node: allocations.heartbeat(
-        s, now, node, hb, state.settings))
-    return ok(data)
+    data = await node_op(request, p, lambda s, now, node: HeartbeatAnswer.model_validate(
+        allocations.heartbeat(s, now, node, hb, state.settings)))
+    return answer(data)
 
 
 async def _claim(request: Request, p: NodeAuth, max_count: int, wait: float,
-                 node_id: str | None = None) -> list[Any]:
+                 node_id: str | None = None) -> list[TaskPackage]:
     state = _state(request)
     settings = state.settings
 
-    def attempt(s: Session, now: datetime, node: NodeRow) -> list[dict[str, Any]] | None:
+    def attempt(s: Session, now: datetime, node: NodeRow) -> list[TaskPackage] | None:
         if node_id and node_id not in (node.id, node.name):
             raise ForbiddenError("node_id is not the caller's own node", code="node_mismatch")
         # claim() itself answers "nothing" with the same two reads a has_claimable()
         # pre-check would cost, so calling both only doubled the work on every poll.
         n = max(1, min(max_count, node.max_capacity))
         claimed = allocations.claim(s, now, node, settings, max_count=n)
-        return [allocations.package(s, a, now, legacy=bool(node.legacy))
+        legacy = bool(node.legacy)
+        model = LegacyTaskPackage if legacy else TaskPackage
+        return [model.model_validate(allocations.package(s, a, now, legacy=legacy))
                 for a in claimed] or None
 
-    async def try_once() -> list[dict[str, Any]] | None:
+    async def try_once() -> list[TaskPackage] | None:
         return await node_op(request, p, attempt)
 
     packages = await state.waiters.poll(try_once, wait, is_gone=request.is_disconnected)
@@ -117,8 +145,7 @@ async def _claim(request: Request, p: NodeAuth, max_count: int, wait: float,
         if log.isEnabledFor(logging.DEBUG):  # hot path: nothing is formatted unless asked
             for pkg in packages:
                 log.debug("claim: node %s took allocation %s (task %s, %d feeds)",
-                          p.node_name, pkg.get("allocation_id"), pkg.get("task_name"),
-                          len(pkg.get("feeds") or ()))
+                          p.node_name, pkg.allocation_id, pkg.task_name, len(pkg.feeds))
     return packages or []
 
 
@@ -130,7 +157,7 @@ async def claim_task(request: Request, p: NodeP,
     if not packages:
         return no_work()
     # max=1 (the default and the legacy shape): one package; max>1: a list of packages.
-    return ok(packages[0] if max == 1 else packages, "ok")
+    return answer(packages[0] if max == 1 else packages)
 
 
 @router.get("/pending-tasks", summary="Legacy claim: claim-task with max=1, wait=0")
@@ -138,7 +165,7 @@ async def pending_tasks(request: Request, p: NodeP,
                         node_id: Annotated[str | None, Query(max_length=100)] = None
                         ) -> Response:
     packages = await _claim(request, p, 1, 0, node_id)
-    return ok(packages[0]) if packages else no_work()
+    return answer(packages[0]) if packages else no_work()
 
 
 @router.put("/task-status", summary="executing / failed / released")
@@ -146,13 +173,13 @@ async def task_status(request: Request, p: NodeP, body: TaskStatusIn) -> Respons
     state = _state(request)
     result = await node_op(request, p, lambda s, now, node: _alloc_answer(
         allocations.set_status(s, now, node, body, state.settings)))
-    if result["status"] == "pending":
+    if result.status == "pending":
         state.waiters.notify()  # released work is claimable again at once
-    return ok(result)
+    return answer(result)
 
 
-def _alloc_answer(alloc: Any) -> dict[str, Any]:
-    return {"allocation_id": alloc.id, "status": alloc.status}
+def _alloc_answer(alloc: Any) -> AllocationAnswer:
+    return AllocationAnswer(allocation_id=alloc.id, status=alloc.status)
 
 
 @router.post("/upload-articles", summary="Upload fetched articles (idempotent)")
@@ -168,7 +195,7 @@ async def upload_articles(request: Request, p: NodeP, body: UploadArticlesIn) ->
     if log.isEnabledFor(logging.DEBUG):
         log.debug("upload: node %s, allocation %s: %d articles, %d new", p.node_name,
                   body.allocation_id, received, new)
-    return ok({"received": received, "new_count": new})
+    return answer(UploadAnswer(received=received, new_count=new))
 
 
 @router.post("/report-completion", summary="Per-feed results; finishes the allocation")
@@ -183,20 +210,20 @@ async def report_completion(request: Request, p: NodeP, body: ReportCompletionIn
         state.metrics.record_feed_results(statuses)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("completion: node %s, allocation %s %s: %s", p.node_name,
-                      body.allocation_id, result["status"],
+                      body.allocation_id, result.status,
                       ", ".join(f"{n} {k}" for k, n in sorted(statuses.items())))
-    return ok(result)
+    return answer(result)
 
 
 @router.post("/report-result", summary="Legacy result report (recorded as an event)")
 async def report_result(request: Request, p: NodeP, body: ReportResultIn) -> Response:
     from cascade_cli.store.events import log_event
 
-    def work(s: Session, now: datetime, node: NodeRow) -> dict[str, Any]:
+    def work(s: Session, now: datetime, node: NodeRow) -> ReportResultAnswer:
         ev = log_event(s, now, "report_result", node_id=node.id, direction="inbound",
                        task_id=body.task_id, count=len(body.results),
                        detail={"results": len(body.results)})
         s.flush()
-        return {"task_id": body.task_id, "recorded": True, "event_id": ev.id}
+        return ReportResultAnswer(task_id=body.task_id, recorded=True, event_id=ev.id)
 
-    return ok(await node_op(request, p, work))
+    return answer(await node_op(request, p, work))

@@ -22,6 +22,7 @@ from cascade_cli.errors import (
     ParentUnreachable,
     WrongEndpoint,
 )
+from cascade_cli.protocol import HeartbeatAnswer, HeartbeatCheck, PackageFeed, TaskPackage
 from tests.child.servers import ScriptedServer, free_port, reply
 
 CREDS = auth.generate_credentials()
@@ -46,7 +47,7 @@ def test_signed_request_is_verifiable_and_secret_never_sent() -> None:
                          f"{P}/heartbeat": lambda h: reply(h, 200, ok({"status": "alive"}))}
                         ) as srv, client(srv.url) as c:
         assert c.claim(wait=0, max=3) == []
-        assert c.heartbeat(running=["a1"], capacity=2)["status"] == "alive"
+        assert c.heartbeat(running=["a1"], capacity=2).status == "alive"
         pub = auth.public_key_for(CREDS.api_secret)
         for req in srv.requests:
             header = req["headers"]["Authorization"]
@@ -163,7 +164,7 @@ def test_500_not_retried_but_503_is_then_succeeds() -> None:
     with ScriptedServer({f"{P}/upload-articles": flaky,
                          f"{P}/heartbeat": lambda h: reply(h, 500, err(500, "boom"))}
                         ) as srv, client(srv.url, sleeps) as c:
-        assert c.upload_articles("a1", [{"title": "t", "url": "u"}], epoch=1)["new_count"] == 1
+        assert c.upload_articles("a1", [{"title": "t", "url": "u"}], epoch=1).new_count == 1
         assert len(sleeps) == 2
         nonces = {auth.parse_authorization(r["headers"]["Authorization"]).nonce
                   for r in srv.requests}
@@ -184,7 +185,7 @@ def test_429_honours_retry_after() -> None:
 
     sleeps: list[float] = []
     with ScriptedServer({f"{P}/heartbeat": limited}) as srv, client(srv.url, sleeps) as c:
-        assert c.heartbeat_get() == {"status": "alive"}
+        assert c.heartbeat_get() == HeartbeatCheck(status="alive")
     assert sleeps == [7.0]
 
 
@@ -201,7 +202,7 @@ def test_claim_shapes_and_long_poll_timeout() -> None:
     shapes = [pkg, [pkg, pkg]]
     with ScriptedServer({f"{P}/claim-task": lambda h: reply(h, 200, ok(shapes.pop(0)))}
                         ) as srv, client(srv.url) as c:
-        assert c.claim(wait=30) == [pkg]
+        assert c.claim(wait=30) == [TaskPackage(allocation_id="a1", epoch=1)]
         assert len(c.claim(wait=99, max=2)) == 2
         assert srv.requests[1]["path"].endswith("wait=60&max=2")  # clamped to the protocol's 60
 
@@ -244,7 +245,7 @@ def test_upload_articles_json_sends_spooled_text_verbatim() -> None:
         raw: list[bytes | str] = [json.dumps({"title": "文章", "url": "u1"},
                                              ensure_ascii=False).encode(),
                                   json.dumps({"title": "b", "url": "u2"})]
-        assert c.upload_articles_json("a1", raw, epoch=4)["new_count"] == 1
+        assert c.upload_articles_json("a1", raw, epoch=4).new_count == 1
         req = srv.requests[0]
         body = json.loads(req["body"])
         assert body["allocation_id"] == "a1" and body["epoch"] == 4 and "timestamp" in body
@@ -301,7 +302,7 @@ def test_child_transport_sends_signed_bodies_itself_on_one_connection() -> None:
                                      transport=transport) as c:
             raws = [json.dumps({"title": "文章", "url": "u1"}, ensure_ascii=False).encode()]
             for _ in range(3):
-                assert (await c.upload_articles_json("a1", raws, epoch=4))["new_count"] == 1
+                assert (await c.upload_articles_json("a1", raws, epoch=4)).new_count == 1
             await c.set_status("a1", "executing", epoch=4)
             assert sum(len(v) for v in transport._idle.values()) == 1  # one kept connection
         assert calls == []  # nothing went to httpx's transport
@@ -318,3 +319,30 @@ def test_child_transport_sends_signed_bodies_itself_on_one_connection() -> None:
                                      req["path"], parsed.timestamp, parsed.nonce, req["body"],
                                      parsed.signature)
     assert json.loads(srv.requests[0]["body"])["articles"] == [{"title": "文章", "url": "u1"}]
+
+
+def test_answers_are_parsed_into_the_protocol_models() -> None:
+    """The child reads attributes: each route's ``data`` comes back as its answer model;
+    ``data`` that is not an object is None (nothing to read), and an object that breaks the
+    protocol's types is the parent's fault, said as such (not a crash in the worker)."""
+    pkg = {"allocation_id": "a1", "task_id": "t1", "epoch": 2, "unknown": [1],
+           "lease": {"expires_at": "2026-11-27T09:00:00Z", "ttl": 300},
+           "feeds": [{"id": "F1", "url": "https://example.com/f.xml", "kind": "atom"},
+                     {"mp_id": "MP_WXS_2", "url": "u"}]}
+    answers = {f"{P}/claim-task": [ok({"tasks": [pkg]})],
+               f"{P}/heartbeat": [ok({"status": "alive", "heartbeat_interval": 5,
+                                      "lease_ttl": 30.0, "cancel": ["a9"]}),
+                                  ok(None), ok({"cancel": "not-a-list"})]}
+    with ScriptedServer({path: (lambda h, path=path: reply(h, 200, answers[path].pop(0)))
+                         for path in answers}) as srv, client(srv.url) as c:
+        (got,) = c.claim()
+        assert isinstance(got, TaskPackage) and got.allocation_id == "a1" and got.epoch == 2
+        assert got.lease is not None and got.lease.ttl == 300
+        assert got.feeds == [PackageFeed(id="F1", url="https://example.com/f.xml", kind="atom"),
+                             PackageFeed(id="MP_WXS_2", url="u")]
+        assert c.heartbeat() == HeartbeatAnswer(heartbeat_interval=5.0, lease_ttl=30.0,
+                                                cancel=["a9"])
+        assert c.heartbeat() is None
+        with pytest.raises(ParentServerError, match=r"POST /heartbeat does not follow the "
+                                                    r"protocol \(cancel"):
+            c.heartbeat()

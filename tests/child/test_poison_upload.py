@@ -25,7 +25,7 @@ from cascade_cli.child.spool import Spool
 from cascade_cli.child.worker import ChildWorker
 from cascade_cli.client import AsyncParentClient, ParentClient
 from cascade_cli.domain.templates import validate_template
-from cascade_cli.protocol import FeedIn, MessageTaskIn
+from cascade_cli.protocol import FeedIn, MessageTaskIn, UploadAnswer
 from cascade_cli.store.feeds import create_feed
 from cascade_cli.store.models import Article, FeedResult, ScheduleRun
 from cascade_cli.store.tasks import create_task
@@ -192,12 +192,12 @@ def test_500_on_a_batch_is_narrowed_to_the_feed_that_causes_it(tmp_path: Path) -
         base_url = "http://parent"
 
         async def upload_articles_json(self, alloc_id: str, raws: list[bytes], *,
-                                       epoch: int | None = None) -> dict[str, int]:
+                                       epoch: int | None = None) -> UploadAnswer:
             body = (b"[" + b",".join(raws) + b"]").decode()
             sent.append(body)
             if "POISON" in body:
                 raise ParentServerError("500 from the parent", status=500)
-            return {"new_count": len(json.loads(body))}
+            return UploadAnswer(new_count=len(json.loads(body)))
 
         async def report_completion(self, alloc_id: str, task_id: str | None,
                                     results: list[dict[str, Any]], *a: Any, **kw: Any) -> None:
@@ -210,8 +210,15 @@ def test_500_on_a_batch_is_narrowed_to_the_feed_that_causes_it(tmp_path: Path) -
             for f, t in (("F1", "ok"), ("F2", "POISON"), ("F3", "ok"))]
     spool.add_completion("a1", "t1", 1, [{"feed_id": f, "status": "success"}
                                          for f in ("F1", "F2", "F3")], 3, articles=rows)
-    worker = ChildWorker(settings, Client(), spool, install_signals=False)  # type: ignore[arg-type]
+    pauses: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+
+    worker = ChildWorker(settings, Client(), spool,  # type: ignore[arg-type]
+                         install_signals=False, sleep=sleep)
     assert asyncio.run(worker._flush_allocation("a1")) == "completed"
+    assert pauses == [0.5]  # one pause between the batch's two attempts; single tries: none
     # 2 sends of the whole batch, then F1 (ok), F2 (refused once), F3 (ok).
     assert len(sent) == 5 and sum("POISON" in b for b in sent) == 3
     assert [(r["feed_id"], r["status"]) for r in reported[0]] == \
@@ -242,9 +249,15 @@ def test_500_on_the_completion_ends_the_allocation_failed(tmp_path: Path) -> Non
         "child": {"spool_path": str(tmp_path / "s.db"), "upload_attempts": 2}})
     spool = Spool(settings.spool_path)
     spool.add_completion("a1", "t1", 1, [{"feed_id": "F1", "status": "success"}], 0)
-    worker = ChildWorker(settings, Client(), spool, install_signals=False)  # type: ignore[arg-type]
+    pauses: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+
+    worker = ChildWorker(settings, Client(), spool,  # type: ignore[arg-type]
+                         install_signals=False, sleep=sleep)
     assert asyncio.run(worker._flush_allocation("a1")) == "failed"
-    assert calls == ["completion", "completion"]
+    assert calls == ["completion", "completion"] and pauses == [0.5]
     assert len(statuses) == 1 and statuses[0][0] == "failed" and "500" in (statuses[0][1] or "")
     assert spool.is_empty()
     spool.close()

@@ -161,3 +161,16 @@ def test_fragments_are_stored_and_read_as_bytes(tmp_path: Path) -> None:
     sp.split(row)
     assert [r.article for r in sp.articles("a1", 10)] == arts
     sp.close()
+
+
+def test_oldest_first_by_the_injected_clock(tmp_path: Path) -> None:
+    """``created`` comes from the spool's clock: delivery order follows it, not the order of
+    the calls (a wall clock stepped back by NTP orders the same way)."""
+    times = iter([300.0, 100.0, 200.0])
+    spool = Spool(tmp_path / "s.db", clock=lambda: next(times))
+    spool.mark_started("late", 1)
+    spool.add_completion("early", "t", 1, [{"feed_id": "F", "status": "success"}], 0)
+    spool.mark_started("middle", 1)
+    assert spool.allocation_ids() == ["early", "middle", "late"]
+    assert spool.completed_allocation_ids() == ["early"]
+    spool.close()
