@@ -24,9 +24,9 @@ from cascade_cli.cli.nodes import (
     warn_if_guessed,
 )
 from cascade_cli.cli.options import JsonOpt
-from cascade_cli.private_file import write_private
 from cascade_cli.console import print_json
 from cascade_cli.errors import CascadeError, StoreError, UsageError
+from cascade_cli.private_file import write_private
 
 if TYPE_CHECKING:
     from cascade_cli.store import events, migrate
