@@ -4,8 +4,6 @@ An installed wheel has no clone to copy ``config.example.yaml`` from, so the fil
 package data and this command prints it (or writes it, mode 0600, with ``--output``).
 """
 
-from __future__ import annotations
-
 import sys
 from importlib import resources
 from pathlib import Path
@@ -24,29 +22,28 @@ def example_text() -> str:
     return (resources.files("cascade_cli") / EXAMPLE_NAME).read_text(encoding="utf-8")
 
 
-def register(app: typer.Typer) -> None:
-    config_app = typer.Typer(help="The configuration file: print a commented example.",
-                             no_args_is_help=True)
-    app.add_typer(config_app, name="config")
+app = typer.Typer(name="config", help="The configuration file: print a commented example.",
+                  no_args_is_help=True)
 
-    @config_app.command("example")
-    def example(
-        ctx: typer.Context,
-        output: Annotated[Path | None, typer.Option(
-            "--output", "-o", metavar="PATH", dir_okay=False,
-            help="Write it to PATH with mode 0600 instead of printing it (an existing file "
-                 "is not overwritten).")] = None,
-    ) -> None:
-        """Print the example configuration: every key, its default and what it does.
 
-        Start a config file with: cascade config example > config.yaml && chmod 600
-        config.yaml (or --output config.yaml, which creates it with mode 0600). Every key
-        has a default, so delete what you do not change.
-        """
-        text = example_text()
-        if output is None:
-            sys.stdout.write(text)
-            sys.stdout.flush()
-            return
-        write_private(output, text)
-        get_ctx(ctx).err.print(f"wrote {output} (mode 0600)", highlight=False)
+@app.command("example")
+def example(
+    ctx: typer.Context,
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", metavar="PATH", dir_okay=False,
+        help="Write it to PATH with mode 0600 instead of printing it (an existing file "
+             "is not overwritten).")] = None,
+) -> None:
+    """Print the example configuration: every key, its default and what it does.
+
+    Start a config file with: cascade config example > config.yaml && chmod 600
+    config.yaml (or --output config.yaml, which creates it with mode 0600). Every key
+    has a default, so delete what you do not change.
+    """
+    text = example_text()
+    if output is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    write_private(output, text)
+    get_ctx(ctx).err.print(f"wrote {output} (mode 0600)", highlight=False)

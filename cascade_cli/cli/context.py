@@ -7,14 +7,22 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from cascade_cli.cli.lazy import lazy
 from cascade_cli.clock import Clock, SystemClock
-from cascade_cli.config import Settings, load_settings
 from cascade_cli.console import make_console
 
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from cascade_cli import config
+    from cascade_cli.config import Settings
+    from cascade_cli.store import engine, migrate, timeouts
     from cascade_cli.store.engine import Store
+else:
+    config = lazy("cascade_cli.config")
+    engine = lazy("cascade_cli.store.engine")
+    migrate = lazy("cascade_cli.store.migrate")
+    timeouts = lazy("cascade_cli.store.timeouts")
 
 
 @dataclass
@@ -28,7 +36,7 @@ class AppContext:
     @property
     def settings(self) -> Settings:
         if self._settings is None:
-            self._settings = load_settings(self.config_path)
+            self._settings = config.load_settings(self.config_path)
         if not self._warned:
             self._warned = True
             err = make_console(stderr=True)
@@ -39,23 +47,19 @@ class AppContext:
     def store(self) -> Store:
         """The parent database, built on first use (commands that need none never connect)."""
         if self._store is None:
-            from cascade_cli.store.engine import Store
-            from cascade_cli.store.timeouts import DbTimeouts
-
             s = self.settings
             d = s.model.database
-            self._store = Store.from_url(s.database_url, echo=d.echo, pool_size=d.pool_size,
-                                         limits=DbTimeouts(connect=d.connect_timeout,
-                                                           statement=d.statement_timeout,
-                                                           pool=d.pool_timeout))
+            self._store = engine.Store.from_url(
+                s.database_url, echo=d.echo, pool_size=d.pool_size,
+                limits=timeouts.DbTimeouts(connect=d.connect_timeout,
+                                           statement=d.statement_timeout,
+                                           pool=d.pool_timeout))
         return self._store
 
     def ready_store(self) -> Store:
         """The store, refusing a database whose schema is missing or old (with the fix)."""
-        from cascade_cli.store.migrate import require_current
-
         store = self.store()
-        require_current(store)
+        migrate.require_current(store)
         return store
 
     @property

@@ -4,15 +4,21 @@ Exit codes: 0 nothing failed, 1 a check failed, 2 doctor itself could not run (c
 malformed, a check crashed, unknown check name) - it still reports what it could.
 """
 
-from __future__ import annotations
-
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from cascade_cli.cli.context import get_ctx
+from cascade_cli.cli.lazy import lazy
 from cascade_cli.console import make_console, print_json
 from cascade_cli.errors import UsageError
+
+if TYPE_CHECKING:
+    from cascade_cli import doctor as doctoring
+    from cascade_cli.doctor import render
+else:
+    doctoring = lazy("cascade_cli.doctor")
+    render = lazy("cascade_cli.doctor.render")
 
 HELP = """Diagnose this parent or child and print the fix for every problem found.
 
@@ -35,37 +41,32 @@ Exit codes: 0 nothing failed, 1 a check failed, 2 doctor could not run (e.g. mal
 """
 
 
-def register(app: typer.Typer) -> None:
-    @app.command("doctor", help=HELP)
-    def doctor(
-        ctx: typer.Context,
-        config: Annotated[str | None, typer.Option(
-            "--config", "-c", help="Configuration file to diagnose (default: the global "
-            "--config, then $CASCADE_CONFIG, then ./config.yaml).")] = None,
-        as_json: Annotated[bool, typer.Option("--json", help="Print JSON alone on standard "
-                                              "output.")] = False,
-        check: Annotated[list[str] | None, typer.Option(
-            "--check", help="Run only this check or group (repeatable, or comma separated), "
-            "e.g. --check child.http --check parent.tasks, or --check child.")] = None,
-        role: Annotated[str | None, typer.Option(
-            "--role", help="parent or child (default: cascade.node_type, else inferred from "
-            "the keys present).")] = None,
-        timeout: Annotated[float, typer.Option(
-            "--timeout", min=0.1, max=120, help="Seconds to wait for each network step.")] = 5.0,
-        verbose: Annotated[bool, typer.Option("--verbose", "-v",
-                                              help="Show details of passing checks too.")] = False,
-    ) -> None:
-        from cascade_cli.doctor import DoctorContext, run_doctor
-        from cascade_cli.doctor.render import render_table
-
-        if role is not None and role not in ("parent", "child"):
-            raise UsageError(f"--role must be parent or child, got {role!r}")
-        app_ctx = get_ctx(ctx)
-        dctx = DoctorContext(config_path=config or app_ctx.config_path, clock=app_ctx.clock,
-                             role_override=role, timeout=timeout)
-        report = run_doctor(dctx, check)
-        if as_json:
-            print_json(report.to_dict())
-        else:
-            render_table(report, make_console(), verbose=verbose)
-        raise typer.Exit(report.exit_code)
+def doctor(
+    ctx: typer.Context,
+    config: Annotated[str | None, typer.Option(
+        "--config", "-c", help="Configuration file to diagnose (default: the global "
+        "--config, then $CASCADE_CONFIG, then ./config.yaml).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON alone on standard "
+                                          "output.")] = False,
+    check: Annotated[list[str] | None, typer.Option(
+        "--check", help="Run only this check or group (repeatable, or comma separated), "
+        "e.g. --check child.http --check parent.tasks, or --check child.")] = None,
+    role: Annotated[str | None, typer.Option(
+        "--role", help="parent or child (default: cascade.node_type, else inferred from "
+        "the keys present).")] = None,
+    timeout: Annotated[float, typer.Option(
+        "--timeout", min=0.1, max=120, help="Seconds to wait for each network step.")] = 5.0,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v",
+                                          help="Show details of passing checks too.")] = False,
+) -> None:
+    if role is not None and role not in ("parent", "child"):
+        raise UsageError(f"--role must be parent or child, got {role!r}")
+    app_ctx = get_ctx(ctx)
+    dctx = doctoring.DoctorContext(config_path=config or app_ctx.config_path,
+                                   clock=app_ctx.clock, role_override=role, timeout=timeout)
+    report = doctoring.run_doctor(dctx, check)
+    if as_json:
+        print_json(report.to_dict())
+    else:
+        render.render_table(report, make_console(), verbose=verbose)
+    raise typer.Exit(report.exit_code)

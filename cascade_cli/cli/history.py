@@ -1,18 +1,18 @@
 """``cascade runs``, ``cascade runs show ID`` and ``cascade events``: what happened, from the
-parent's database (run on the parent host). The queries live in ``store.history``."""
-
-from __future__ import annotations
+parent's database (run on the parent host). The queries live in ``store.history``;
+``cli.main`` registers ``events`` as a top-level command."""
 
 import json
 import math
 import sys
 import time
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
 
 from cascade_cli.cli.context import AppContext, get_ctx
+from cascade_cli.cli.lazy import lazy
 from cascade_cli.cli.options import JsonOpt, WideOpt
 from cascade_cli.console import (
     compact_table,
@@ -23,7 +23,11 @@ from cascade_cli.console import (
     styled,
     wide_console,
 )
-from cascade_cli.store import history
+
+if TYPE_CHECKING:
+    from cascade_cli.store import history
+else:
+    history = lazy("cascade_cli.store.history")
 
 # An hour between two looks is already more than anyone follows a log at; time.sleep cannot
 # take 1e308 (OverflowError) and must not be handed inf or nan.
@@ -142,85 +146,86 @@ def _event_line(e: dict[str, Any], wide: bool) -> str:
     return "  ".join(parts)
 
 
-def register(app: typer.Typer) -> None:
-    runs_app = typer.Typer(help="Runs of message tasks: what each did (cascade runs, "
-                                "cascade runs show ID).", invoke_without_command=True)
-    app.add_typer(runs_app, name="runs")
+app = typer.Typer(name="runs", help="Runs of message tasks: what each did (cascade runs, "
+                                    "cascade runs show ID).", invoke_without_command=True)
 
-    @runs_app.callback()
-    def runs(ctx: typer.Context,
-             task: Annotated[str | None, typer.Option("--task", help="Task id or name.")] = None,
-             limit: Annotated[int, typer.Option("--limit", min=1, max=1000)] = 20,
-             offset: Annotated[int, typer.Option("--offset", min=0)] = 0,
-             wide: WideOpt = False, as_json: JsonOpt = False) -> None:
-        """List runs, newest first: allocations by status, failed feeds, new articles,
-        webhook deliveries. 'cascade runs show ID' tells one in full."""
-        if ctx.invoked_subcommand is None:
-            _list_runs(get_ctx(ctx), task, limit, offset, wide, as_json)
 
-    @runs_app.command("list")
-    def list_(ctx: typer.Context,
-              task: Annotated[str | None, typer.Option("--task", help="Task id or name.")] = None,
-              limit: Annotated[int, typer.Option("--limit", min=1, max=1000)] = 20,
-              offset: Annotated[int, typer.Option("--offset", min=0)] = 0,
-              wide: WideOpt = False, as_json: JsonOpt = False) -> None:
-        """List runs (the same as plain 'cascade runs')."""
+@app.callback()
+def runs(ctx: typer.Context,
+         task: Annotated[str | None, typer.Option("--task", help="Task id or name.")] = None,
+         limit: Annotated[int, typer.Option("--limit", min=1, max=1000)] = 20,
+         offset: Annotated[int, typer.Option("--offset", min=0)] = 0,
+         wide: WideOpt = False, as_json: JsonOpt = False) -> None:
+    """List runs, newest first: allocations by status, failed feeds, new articles,
+    webhook deliveries. 'cascade runs show ID' tells one in full."""
+    if ctx.invoked_subcommand is None:
         _list_runs(get_ctx(ctx), task, limit, offset, wide, as_json)
 
-    @runs_app.command("show")
-    def show(ctx: typer.Context,
-             run: Annotated[str, typer.Argument(help="Run id, or the 8 characters tables show.",
-                                                show_default=False)],
-             wide: WideOpt = False, as_json: JsonOpt = False) -> None:
-        """One run in full: allocations, per-feed results and errors, webhook deliveries."""
-        _show_run(get_ctx(ctx), run, wide, as_json)
 
-    @app.command("events")
-    def events(ctx: typer.Context,
-               node: Annotated[str | None, typer.Option("--node", help="Node name or id.")]
-               = None,
-               limit: Annotated[int, typer.Option("--limit", min=1, max=10000)] = 50,
-               follow: Annotated[bool, typer.Option(
-                   "--follow", "-f", help="Keep printing new events until Ctrl-C (with "
-                   "--json: one JSON object per line).")] = False,
-               interval: Annotated[float, typer.Option(
-                   "--interval", min=0.1, max=MAX_FOLLOW_INTERVAL, callback=_finite,
-                   help="Seconds between two looks with --follow (0.1 to 3600).")]
-               = 1.0,
-               wide: WideOpt = False, as_json: JsonOpt = False) -> None:
-        """The event log (the API's /sync-logs): dispatches, claims, completions, lease
-        expiries, notifications, node changes; newest last."""
-        a = get_ctx(ctx)
-        store = a.ready_store()
-        with store.session() as s:
-            node_id = history.resolve_node_id(s, node) if node else None
-            page = history.list_events(s, node_id=node_id, limit=limit)
-        items = list(reversed(page.items))  # oldest first, as a log reads
-        if as_json and not follow:
-            print_listing(items, total=page.total, limit=limit, offset=0)
-            return
-        def emit(batch: list[dict[str, Any]]) -> None:
-            for e in batch:
-                if as_json:
-                    sys.stdout.write(json.dumps(e, ensure_ascii=False, default=str) + "\n")
-                else:
-                    a.out.print(_event_line(e, wide), highlight=False, soft_wrap=True)
-            sys.stdout.flush()
+@app.command("list")
+def list_(ctx: typer.Context,
+          task: Annotated[str | None, typer.Option("--task", help="Task id or name.")] = None,
+          limit: Annotated[int, typer.Option("--limit", min=1, max=1000)] = 20,
+          offset: Annotated[int, typer.Option("--offset", min=0)] = 0,
+          wide: WideOpt = False, as_json: JsonOpt = False) -> None:
+    """List runs (the same as plain 'cascade runs')."""
+    _list_runs(get_ctx(ctx), task, limit, offset, wide, as_json)
 
-        emit(items)
-        if not follow:
-            if not items:
-                a.out.print("No events yet.")
-            return
-        last = max((e["id"] for e in items), default=0)
-        try:
-            while True:
-                time.sleep(interval)
-                with store.session() as s:
-                    new = history.list_events(s, node_id=node_id, after_id=last,
-                                              limit=1000).items
-                if new:
-                    emit(new)
-                    last = new[-1]["id"]
-        except KeyboardInterrupt:
-            pass
+
+@app.command("show")
+def show(ctx: typer.Context,
+         run: Annotated[str, typer.Argument(help="Run id, or the 8 characters tables show.",
+                                            show_default=False)],
+         wide: WideOpt = False, as_json: JsonOpt = False) -> None:
+    """One run in full: allocations, per-feed results and errors, webhook deliveries."""
+    _show_run(get_ctx(ctx), run, wide, as_json)
+
+
+def events(ctx: typer.Context,
+           node: Annotated[str | None, typer.Option("--node", help="Node name or id.")]
+           = None,
+           limit: Annotated[int, typer.Option("--limit", min=1, max=10000)] = 50,
+           follow: Annotated[bool, typer.Option(
+               "--follow", "-f", help="Keep printing new events until Ctrl-C (with "
+               "--json: one JSON object per line).")] = False,
+           interval: Annotated[float, typer.Option(
+               "--interval", min=0.1, max=MAX_FOLLOW_INTERVAL, callback=_finite,
+               help="Seconds between two looks with --follow (0.1 to 3600).")]
+           = 1.0,
+           wide: WideOpt = False, as_json: JsonOpt = False) -> None:
+    """The event log (the API's /sync-logs): dispatches, claims, completions, lease
+    expiries, notifications, node changes; newest last."""
+    a = get_ctx(ctx)
+    store = a.ready_store()
+    with store.session() as s:
+        node_id = history.resolve_node_id(s, node) if node else None
+        page = history.list_events(s, node_id=node_id, limit=limit)
+    items = list(reversed(page.items))  # oldest first, as a log reads
+    if as_json and not follow:
+        print_listing(items, total=page.total, limit=limit, offset=0)
+        return
+    def emit(batch: list[dict[str, Any]]) -> None:
+        for e in batch:
+            if as_json:
+                sys.stdout.write(json.dumps(e, ensure_ascii=False, default=str) + "\n")
+            else:
+                a.out.print(_event_line(e, wide), highlight=False, soft_wrap=True)
+        sys.stdout.flush()
+
+    emit(items)
+    if not follow:
+        if not items:
+            a.out.print("No events yet.")
+        return
+    last = max((e["id"] for e in items), default=0)
+    try:
+        while True:
+            time.sleep(interval)
+            with store.session() as s:
+                new = history.list_events(s, node_id=node_id, after_id=last,
+                                          limit=1000).items
+            if new:
+                emit(new)
+                last = new[-1]["id"]
+    except KeyboardInterrupt:
+        pass

@@ -4,18 +4,17 @@
 dropped) and an existing admin-token secret file is kept.
 """
 
-from __future__ import annotations
-
 import os
 import secrets
 import stat
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
 
 from cascade_cli.cli.context import AppContext, get_ctx
+from cascade_cli.cli.lazy import lazy
 from cascade_cli.cli.nodes import (
     child_yaml_block,
     node_views,
@@ -25,12 +24,17 @@ from cascade_cli.cli.nodes import (
     warn_if_guessed,
 )
 from cascade_cli.cli.options import JsonOpt
-from cascade_cli.private_file import write_private
 from cascade_cli.console import print_json
 from cascade_cli.errors import CascadeError, StoreError, UsageError
-from cascade_cli.store import migrate
-from cascade_cli.store import nodes as node_store
-from cascade_cli.store.events import log_event
+from cascade_cli.private_file import write_private
+
+if TYPE_CHECKING:
+    from cascade_cli.store import events, migrate
+    from cascade_cli.store import nodes as node_store
+else:
+    events = lazy("cascade_cli.store.events")
+    migrate = lazy("cascade_cli.store.migrate")
+    node_store = lazy("cascade_cli.store.nodes")
 
 
 def ensure_secret_file(path: Path) -> str:
@@ -111,7 +115,7 @@ def _create_child(app: AppContext, name: str, description: str, capacity: int | 
     with app.store().session() as s:
         node, creds = node_store.create_node(s, now, name, description=description,
                                              max_capacity=cap)
-        log_event(s, now, "node_created", node_id=node.id,
+        events.log_event(s, now, "node_created", node_id=node.id,
                   detail={"name": name, "max_capacity": cap})
     warn_if_guessed(app, parent_url, url)
     if output is not None:
@@ -140,75 +144,71 @@ def _create_child(app: AppContext, name: str, description: str, capacity: int | 
 
 def list_credentials_command(ctx: typer.Context, as_json: bool) -> None:
     a = get_ctx(ctx)
-    with a.ready_store().session() as s:
-        views = node_views(a, s)
-    render_node_list(a, views, as_json)
+    render_node_list(a, node_views(a), as_json)
 
 
-def register(app: typer.Typer) -> None:
-    @app.command("init")
-    def init(
-        ctx: typer.Context,
-        child: Annotated[str | None, typer.Option(
-            "--child", metavar="NAME",
-            help="Create a child node NAME and print its credentials once.")] = None,
-        desc: Annotated[str, typer.Option("--desc", help="Description of the child node.")]
-        = "",
-        capacity: Annotated[int | None, typer.Option(
-            "--capacity", min=1, max=256,
-            help="Allocations the child may hold at once (default: child.capacity).")] = None,
-        parent_url: Annotated[str | None, typer.Option(
-            "--parent-url", metavar="URL",
-            help="Parent URL for the child's config block (default: parent.public_url, "
-                 "cascade.parent_api_url, or this host's listen address).")] = None,
-        output: Annotated[Path | None, typer.Option(
-            "--output", "-o", metavar="PATH", dir_okay=False,
-            help="With --child: write the child's config.yaml to PATH (mode 0600) instead "
-                 "of printing the secret.")] = None,
-        list_: Annotated[bool, typer.Option(
-            "--list", help="List child nodes (same as cascade list-credentials).")] = False,
-        as_json: JsonOpt = False,
-    ) -> None:
-        """Create or upgrade the database and admin-token secret; --child NAME adds a child.
+def init(
+    ctx: typer.Context,
+    child: Annotated[str | None, typer.Option(
+        "--child", metavar="NAME",
+        help="Create a child node NAME and print its credentials once.")] = None,
+    desc: Annotated[str, typer.Option("--desc", help="Description of the child node.")]
+    = "",
+    capacity: Annotated[int | None, typer.Option(
+        "--capacity", min=1, max=256,
+        help="Allocations the child may hold at once (default: child.capacity).")] = None,
+    parent_url: Annotated[str | None, typer.Option(
+        "--parent-url", metavar="URL",
+        help="Parent URL for the child's config block (default: parent.public_url, "
+             "cascade.parent_api_url, or this host's listen address).")] = None,
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", metavar="PATH", dir_okay=False,
+        help="With --child: write the child's config.yaml to PATH (mode 0600) instead "
+             "of printing the secret.")] = None,
+    list_: Annotated[bool, typer.Option(
+        "--list", help="List child nodes (same as cascade list-credentials).")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create or upgrade the database and admin-token secret; --child NAME adds a child.
 
-        Safe to run again: the schema is upgraded in place and an existing secret is kept.
-        --child NAME creates a child node and prints its credentials once, with the block
-        for the child's config.yaml (its parent URL comes from parent.public_url, and
-        child.capacity is the node's capacity); --output PATH writes that file, mode 0600,
-        instead. --list lists the nodes.
+    Safe to run again: the schema is upgraded in place and an existing secret is kept.
+    --child NAME creates a child node and prints its credentials once, with the block
+    for the child's config.yaml (its parent URL comes from parent.public_url, and
+    child.capacity is the node's capacity); --output PATH writes that file, mode 0600,
+    instead. --list lists the nodes.
 
-        Exit codes: 0 success, 1 operation failed, 2 usage or configuration error.
-        """
-        a = get_ctx(ctx)
-        if list_ and child:
-            raise UsageError("--list and --child cannot be used together")
-        if list_:
-            list_credentials_command(ctx, as_json)
-            return
-        if child is not None:
-            _create_child(a, child, desc, capacity, parent_url, as_json, output)
-            return
-        if desc or capacity is not None or parent_url or output is not None:
-            raise UsageError("--desc, --capacity, --parent-url and --output go with --child NAME")
-        try:
-            report = initialise(a)
-        except StoreError as exc:
-            if not exc.hint:
-                exc.hint = "check database.url in the configuration (cascade doctor helps)"
-            raise
-        if as_json:
-            print_json(report)
-            return
-        _print_init_report(a, report)
-        a.out.print("Next: cascade init --child NAME   (then cascade serve-parent)")
-
-    @app.command("list-credentials")
-    def list_credentials(ctx: typer.Context, as_json: JsonOpt = False) -> None:
-        """List child nodes with their API keys and status; never a secret.
-
-        Columns: id, name, API key, status (online / offline / disabled / revoked / never
-        seen, from the heartbeat age and parent.offline_after), last heartbeat, capacity.
-
-        Exit codes: 0 success, 1 operation failed, 2 usage or configuration error.
-        """
+    Exit codes: 0 success, 1 operation failed, 2 usage or configuration error.
+    """
+    a = get_ctx(ctx)
+    if list_ and child:
+        raise UsageError("--list and --child cannot be used together")
+    if list_:
         list_credentials_command(ctx, as_json)
+        return
+    if child is not None:
+        _create_child(a, child, desc, capacity, parent_url, as_json, output)
+        return
+    if desc or capacity is not None or parent_url or output is not None:
+        raise UsageError("--desc, --capacity, --parent-url and --output go with --child NAME")
+    try:
+        report = initialise(a)
+    except StoreError as exc:
+        if not exc.hint:
+            exc.hint = "check database.url in the configuration (cascade doctor helps)"
+        raise
+    if as_json:
+        print_json(report)
+        return
+    _print_init_report(a, report)
+    a.out.print("Next: cascade init --child NAME   (then cascade serve-parent)")
+
+
+def list_credentials(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """List child nodes with their API keys and status; never a secret.
+
+    Columns: id, name, API key, status (online / offline / disabled / revoked / never
+    seen, from the heartbeat age and parent.offline_after), last heartbeat, capacity.
+
+    Exit codes: 0 success, 1 operation failed, 2 usage or configuration error.
+    """
+    list_credentials_command(ctx, as_json)

@@ -5,8 +5,6 @@ An expected error (``CascadeError``) is one red line plus its fix; anything else
 shows a traceback.
 """
 
-from __future__ import annotations
-
 import sys
 from typing import Annotated, Any
 
@@ -130,9 +128,21 @@ def main(
     ctx.call_on_close(ctx.obj.close)
 
 
-for module in (init_cmd, nodes, serve, token, feeds, tasks, allocations, child, doctor,
-               deliveries, config_cmd, history, import_cmd):
-    module.register(app)
+# Top-level commands, in the order `cascade --help` lists them (then the groups).
+app.command("init")(init_cmd.init)
+app.command("list-credentials")(init_cmd.list_credentials)
+app.command("serve-parent", help=serve.HELP)(serve.serve_parent)
+app.command("dispatch")(allocations.dispatch)
+app.command("allocations")(allocations.allocations)
+app.command("run-child")(child.run_child)
+app.command("demo")(child.demo)
+app.command("doctor", help=doctor.HELP)(doctor.doctor)
+app.command("purge")(deliveries.purge)
+app.command("events")(history.events)
+# Command groups: each module defines its typer app (named) with its commands.
+for group in (nodes.app, token.app, feeds.app, tasks.app, deliveries.app, config_cmd.app,
+              history.app, import_cmd.app):
+    app.add_typer(group)
 
 
 def run(argv: list[str] | None = None) -> None:

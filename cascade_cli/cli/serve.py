@@ -1,15 +1,24 @@
 """``cascade serve-parent``: run the parent HTTP daemon."""
 
-from __future__ import annotations
-
 import contextlib
 import socket
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from cascade_cli.cli.context import get_ctx
+from cascade_cli.cli.lazy import lazy
 from cascade_cli.errors import CascadeError
+
+if TYPE_CHECKING:
+    from cascade_cli import logging_setup
+    from cascade_cli.parent import daemon
+else:
+    logging_setup = lazy("cascade_cli.logging_setup")
+    daemon = lazy("cascade_cli.parent.daemon")
+
+HELP = ("Run the parent HTTP daemon (API for children and admins, reaper, scheduler, "
+        "notifier). SIGTERM/SIGINT stop it cleanly.")
 
 
 def check_bindable(host: str, port: int) -> None:
@@ -36,34 +45,28 @@ def check_bindable(host: str, port: int) -> None:
                      "or choose another with --port / parent.port") from None
 
 
-def register(app: typer.Typer) -> None:
-    @app.command("serve-parent", help="Run the parent HTTP daemon (API for children and admins, "
-                 "reaper, scheduler, notifier). SIGTERM/SIGINT stop it cleanly.")
-    def serve_parent(
-        ctx: typer.Context,
-        host: Annotated[str | None, typer.Option(
-            "--host", help="Listen address (default parent.host, 0.0.0.0).")] = None,
-        port: Annotated[int | None, typer.Option(
-            "--port", min=0, max=65535,
-            help="Listen port (default parent.port, 8001; 0 picks a free one).")] = None,
-        no_scheduler: Annotated[bool, typer.Option(
-            "--no-scheduler", help="Do not fire cron schedules in this process.")] = False,
-        no_notifier: Annotated[bool, typer.Option(
-            "--no-notifier", help="Do not send webhook notifications from this process.")
-        ] = False,
-    ) -> None:
-        from cascade_cli.logging_setup import setup_logging
-        from cascade_cli.parent.daemon import DaemonOptions, run
-
-        app_ctx = get_ctx(ctx)
-        settings = app_ctx.settings
-        setup_logging(settings.log.level, settings.log.format,
-                      access_log=settings.log.access_log)
-        store = app_ctx.ready_store()  # refuses a database without the current schema
-        check_bindable(host or settings.parent.host,
-                       settings.parent.port if port is None else port)
-        opts = DaemonOptions(host=host or settings.parent.host,
-                             port=settings.parent.port if port is None else port,
-                             scheduler=not no_scheduler, notifier=not no_notifier)
-        with contextlib.suppress(KeyboardInterrupt):  # a signal before the server took over
-            run(store, app_ctx.clock, settings, opts)
+def serve_parent(
+    ctx: typer.Context,
+    host: Annotated[str | None, typer.Option(
+        "--host", help="Listen address (default parent.host, 0.0.0.0).")] = None,
+    port: Annotated[int | None, typer.Option(
+        "--port", min=0, max=65535,
+        help="Listen port (default parent.port, 8001; 0 picks a free one).")] = None,
+    no_scheduler: Annotated[bool, typer.Option(
+        "--no-scheduler", help="Do not fire cron schedules in this process.")] = False,
+    no_notifier: Annotated[bool, typer.Option(
+        "--no-notifier", help="Do not send webhook notifications from this process.")
+    ] = False,
+) -> None:
+    app_ctx = get_ctx(ctx)
+    settings = app_ctx.settings
+    logging_setup.setup_logging(settings.log.level, settings.log.format,
+                                access_log=settings.log.access_log)
+    store = app_ctx.ready_store()  # refuses a database without the current schema
+    check_bindable(host or settings.parent.host,
+                   settings.parent.port if port is None else port)
+    opts = daemon.DaemonOptions(host=host or settings.parent.host,
+                                port=settings.parent.port if port is None else port,
+                                scheduler=not no_scheduler, notifier=not no_notifier)
+    with contextlib.suppress(KeyboardInterrupt):  # a signal before the server took over
+        daemon.run(store, app_ctx.clock, settings, opts)

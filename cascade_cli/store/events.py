@@ -9,7 +9,7 @@ from sqlalchemy import Table, insert, select
 from sqlalchemy.orm import Session
 
 from cascade_cli.clock import isoformat_z
-from cascade_cli.store.models import Event
+from cascade_cli.store.models import Event, Node
 from cascade_cli.store.prepared import Prepared
 
 
@@ -52,6 +52,17 @@ def list_events(session: Session, *, node_id: str | None = None, operation: str 
     if status:
         q = q.where(Event.status == status)
     return list(session.scalars(q.limit(limit).offset(offset)))
+
+
+def named_events(session: Session, *, node_id: str | None = None,
+                 operation: str | None = None, status: str | None = None, limit: int = 50,
+                 offset: int = 0) -> list[dict[str, Any]]:
+    """``list_events`` as dicts, each with its node's name (None for no node, or one deleted
+    since): the admin API's ``/sync-logs``."""
+    names = dict(session.execute(select(Node.id, Node.name)).all())
+    return [{**event_dict(e), "node_name": names.get(e.node_id) if e.node_id else None}
+            for e in list_events(session, node_id=node_id, operation=operation, status=status,
+                                 limit=limit, offset=offset)]
 
 
 def event_dict(e: Event) -> dict[str, Any]:

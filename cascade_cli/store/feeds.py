@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
@@ -180,6 +181,29 @@ def feeds_for_ids(session: Session, ids: list[str]) -> dict[str, Feed]:
 
 __all__ = ["create_feed", "update_feed", "delete_feed", "get_feed", "list_feeds", "feed_dict",
            "feed_status", "package_feed", "feeds_for_ids", "article_counts", "Allocation"]
+
+
+def feed_exists(session: Session, feed_id: str) -> bool:
+    return session.get(Feed, feed_id) is not None
+
+
+@dataclass(frozen=True)
+class FeedProblems:
+    """Feeds a task names that its runs will skip (the original's problem 4, "公众号不存在")."""
+
+    missing: list[str]  # no such feed
+    disabled: list[str]  # the feed exists with status 0
+
+    def __bool__(self) -> bool:
+        return bool(self.missing or self.disabled)
+
+
+def feed_problems(session: Session, ids: list[str]) -> FeedProblems:
+    """Which of ``ids`` do not exist and which are disabled, each in the order given."""
+    unique = list(dict.fromkeys(ids))
+    state = feed_states(session, unique)
+    return FeedProblems(missing=[f for f in unique if f not in state],
+                        disabled=[f for f in unique if f in state and state[f] != 1])
 
 
 def feed_states(session: Session, ids: list[str]) -> dict[str, int]:

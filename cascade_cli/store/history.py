@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from cascade_cli.clock import isoformat_z
@@ -27,6 +27,7 @@ from cascade_cli.store.models import (
     Node,
     ScheduleRun,
 )
+from cascade_cli.store.nodes import find_node_id
 
 
 @dataclass(frozen=True)
@@ -58,8 +59,19 @@ def resolve_task_id(s: Session, ident: str) -> str:
 
 def resolve_node_id(s: Session, ident: str) -> str:
     """A node's id from its id or name (a deleted node's id is taken as it is)."""
-    found = s.scalar(select(Node.id).where(or_(Node.id == ident, Node.name == ident)).limit(1))
-    return found or match_short_id(s, Node.id, ident, "node") or ident
+    return find_node_id(s, ident) or match_short_id(s, Node.id, ident, "node") or ident
+
+
+def resolve_delivery_task_id(s: Session, ident: str) -> str:
+    """A task's id from its id or name, for filtering deliveries: a task deleted since keeps
+    its deliveries, listed by its id."""
+    task_id = s.scalar(select(MessageTask.id).where(MessageTask.id == ident)) or s.scalar(
+        select(MessageTask.id).where(MessageTask.name == ident).limit(1))
+    if task_id is not None:
+        return str(task_id)
+    if s.scalar(select(Delivery.id).where(Delivery.task_id == ident).limit(1)):
+        return ident
+    raise NotFound("message task", ident, hint="'cascade tasks list' shows the tasks")
 
 
 def _resolve(s: Session, column: Any, ident: str, what: str, hint: str) -> str:

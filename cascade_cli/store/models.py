@@ -31,6 +31,15 @@ from sqlalchemy import (
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from cascade_cli.store.constants import (  # noqa: F401 - re-exported: the store's names for them
+    ALLOCATION_STATES,
+    CLAIMED,
+    COMPLETED,
+    EXECUTING,
+    FAILED,
+    PENDING,
+    TIMEOUT,
+)
 from cascade_cli.store.types import UTCDateTime
 
 # Deterministic constraint names make migrations portable across databases.
@@ -66,14 +75,8 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
 
-# Allocation states (PROTOCOL.md "Allocation states").
-PENDING = "pending"
-CLAIMED = "claimed"
-EXECUTING = "executing"
-COMPLETED = "completed"
-FAILED = "failed"
-TIMEOUT = "timeout"
-ALLOCATION_STATES = (PENDING, CLAIMED, EXECUTING, COMPLETED, FAILED, TIMEOUT)
+# Allocation states (PROTOCOL.md "Allocation states"): PENDING ... TIMEOUT and
+# ALLOCATION_STATES come from store.constants (no SQLAlchemy there, for the CLI).
 ACTIVE_STATES = (CLAIMED, EXECUTING)
 TERMINAL_STATES = (COMPLETED, FAILED, TIMEOUT)
 NON_TERMINAL_STATES = (PENDING, CLAIMED, EXECUTING)

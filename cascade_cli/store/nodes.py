@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, delete, func, select, update
+from sqlalchemy import Table, bindparam, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -79,6 +79,19 @@ def get_node(session: Session, ident: str) -> Node:
     if node is None:
         raise NotFound("node", ident, hint="'cascade list-credentials' lists the nodes")
     return node
+
+
+def find_node_id(session: Session, ident: str) -> str | None:
+    """The id of the node whose id or name is exactly ``ident``; None when there is none.
+    The admin API's ``node_id`` filters and ``store.history.resolve_node_id`` (the CLI's
+    ``--node``) both start here."""
+    return session.scalar(select(Node.id).where(or_(Node.id == ident, Node.name == ident))
+                          .limit(1))
+
+
+def node_names(session: Session) -> dict[str, str]:
+    """Node id -> name, for every node."""
+    return {str(i): str(n) for i, n in session.execute(select(Node.id, Node.name))}
 
 
 def find_by_key(session: Session, api_key: str) -> Node | None:
@@ -195,6 +208,20 @@ def running_counts(session: Session) -> dict[str, int]:
                                   Allocation.node_id.is_not(None))
                            .group_by(Allocation.node_id))
     return {str(node_id): int(count) for node_id, count in rows}
+
+
+def node_view(session: Session, node: Node, now: datetime,
+              offline_after: float) -> dict[str, Any]:
+    """``node_dict`` with the allocations the node holds now: what ``cascade nodes show``
+    and ``GET /nodes/{id}`` print."""
+    return node_dict(node, now, offline_after, running_counts(session).get(node.id, 0))
+
+
+def node_views(session: Session, now: datetime, offline_after: float) -> list[dict[str, Any]]:
+    """Every node as ``node_view`` (one query for the running counts): ``cascade nodes
+    list`` and ``GET /nodes``."""
+    running = running_counts(session)
+    return [node_dict(n, now, offline_after, running.get(n.id, 0)) for n in list_nodes(session)]
 
 
 def is_online(node: Node, now: datetime, offline_after: float) -> bool:

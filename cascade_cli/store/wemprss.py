@@ -36,11 +36,10 @@ from sqlalchemy.orm import Session
 from cascade_cli.errors import CascadeError, Conflict, InvalidInput, StoreError
 from cascade_cli.protocol import FEED_ID_PATTERN, MessageTaskIn, normalise_mps_id, parse_model
 from cascade_cli.store import nodes, tasks
+from cascade_cli.store.constants import DEFAULT_FEED_URL
 from cascade_cli.store.engine import mask_url, normalise_db_url
 from cascade_cli.store.events import log_event
 from cascade_cli.store.models import Feed, MessageTask, Node
-
-DEFAULT_FEED_URL = "http://127.0.0.1:8001/feed/{id}.xml"
 
 # The original's tables, only the columns read here.
 _META = MetaData()

@@ -8,10 +8,10 @@ from typing import Annotated, Any
 import anyio.to_thread
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cascade_cli.domain import templates
+from cascade_cli.domain.dispatch import dispatch
 from cascade_cli.errors import ProtocolError
 from cascade_cli.protocol import (
     FeedIn,
@@ -21,7 +21,9 @@ from cascade_cli.protocol import (
     NodeIn,
     NodeUpdate,
 )
+from cascade_cli.store import allocations, feeds, tasks
 from cascade_cli.store import nodes as nodes_repo
+from cascade_cli.store.events import named_events
 from cascade_cli.store.models import Node
 from cascade_cli.web.envelope import ok
 from cascade_cli.web.http_auth import Principal, require_admin, require_any
@@ -46,8 +48,6 @@ def _state(request: Request) -> Any:
 async def dispatch_task(request: Request, p: AdminP,
                         task_id: Annotated[str | None, Query(max_length=255)] = None,
                         force: bool = False) -> Response:
-    from cascade_cli.domain.dispatch import dispatch
-
     state = _state(request)
     result = await state.db.run(lambda s, now: dispatch(
         s, now, state.settings, task_id=task_id or None, force=force, trigger="api"))
@@ -61,15 +61,11 @@ async def list_allocations(request: Request, p: AdminP, task_id: OptStr = None,
                            node_id: OptStr = None, status: OptStr = None,
                            schedule_run_id: OptStr = None, limit: Limit = 50,
                            offset: Offset = 0) -> Response:
-    from cascade_cli.store import allocations
-
     state = _state(request)
 
     def work(s: Session, now: datetime) -> dict[str, Any]:
-        node = node_id
-        if node_id:  # accept a node name as well as an id
-            found = s.scalar(select(Node.id).where(Node.name == node_id))
-            node = found or node_id
+        # a node name as well as an id
+        node = (nodes_repo.find_node_id(s, node_id) or node_id) if node_id else node_id
         items, total = allocations.list_allocations(
             s, task_id=task_id, node_id=node, status=status, schedule_run_id=schedule_run_id,
             limit=limit, offset=offset)
@@ -80,8 +76,6 @@ async def list_allocations(request: Request, p: AdminP, task_id: OptStr = None,
 
 @router.get("/pending-allocations", tags=["admin"], summary="Allocation counts")
 async def pending_allocations(request: Request, p: AdminP) -> Response:
-    from cascade_cli.store import allocations
-
     state = _state(request)
     return ok(await state.db.run(lambda s, now: allocations.pending_counts(s, now,
                                                                             state.settings)))
@@ -91,21 +85,15 @@ async def pending_allocations(request: Request, p: AdminP) -> Response:
 
 
 def _node_view(s: Session, now: datetime, state: Any, node: Node) -> dict[str, Any]:
-    running = nodes_repo.running_counts(s).get(node.id, 0)
-    return nodes_repo.node_dict(node, now, state.settings.parent.offline_after, running)
+    return nodes_repo.node_view(s, node, now, state.settings.parent.offline_after)
 
 
 @router.get("/nodes", tags=["admin"], summary="List nodes (never a secret)")
 async def list_nodes(request: Request, p: AdminP) -> Response:
     state = _state(request)
 
-    def work(s: Session, now: datetime) -> list[dict[str, Any]]:
-        running = nodes_repo.running_counts(s)
-        off = state.settings.parent.offline_after
-        return [nodes_repo.node_dict(n, now, off, running.get(n.id, 0))
-                for n in nodes_repo.list_nodes(s)]
-
-    return ok(await state.db.run(work))
+    return ok(await state.db.run(lambda s, now: nodes_repo.node_views(
+        s, now, state.settings.parent.offline_after)))
 
 
 @router.post("/nodes", tags=["admin"], summary="Create a node; its credentials are shown once")
@@ -203,8 +191,6 @@ async def revoke_credentials(request: Request, p: AdminP, node_id: Ident) -> Res
 async def list_feeds(request: Request, p: AnyP,
                      limit: Annotated[int, Query(ge=1, le=5000)] = 1000, offset: Offset = 0,
                      status: Annotated[int | None, Query(ge=0, le=1)] = None) -> Response:
-    from cascade_cli.store import feeds
-
     state = _state(request)
 
     def work(s: Session, now: datetime) -> list[dict[str, Any]]:
@@ -216,8 +202,6 @@ async def list_feeds(request: Request, p: AnyP,
 
 @router.post("/feeds", tags=["admin"])
 async def create_feed(request: Request, p: AdminP, body: FeedIn) -> Response:
-    from cascade_cli.store import feeds
-
     state = _state(request)
     return ok(await state.db.run(lambda s, now: feeds.feed_dict(
         feeds.create_feed(s, now, body))))
@@ -225,8 +209,6 @@ async def create_feed(request: Request, p: AdminP, body: FeedIn) -> Response:
 
 @router.put("/feeds/{feed_id}", tags=["admin"])
 async def update_feed(request: Request, p: AdminP, feed_id: Ident, body: FeedUpdate) -> Response:
-    from cascade_cli.store import feeds
-
     state = _state(request)
 
     def work(s: Session, now: datetime) -> dict[str, Any]:
@@ -238,8 +220,6 @@ async def update_feed(request: Request, p: AdminP, feed_id: Ident, body: FeedUpd
 
 @router.delete("/feeds/{feed_id}", tags=["admin"])
 async def delete_feed(request: Request, p: AdminP, feed_id: Ident) -> Response:
-    from cascade_cli.store import feeds
-
     state = _state(request)
 
     def work(s: Session, now: datetime) -> dict[str, Any]:
@@ -252,8 +232,6 @@ async def delete_feed(request: Request, p: AdminP, feed_id: Ident) -> Response:
 @router.get("/feed-status", tags=["admin"], summary="Per-feed freshness")
 async def feed_status(request: Request, p: AdminP, limit: Limit = 50,
                       offset: Offset = 0) -> Response:
-    from cascade_cli.store import feeds
-
     state = _state(request)
     return ok(await state.db.run(lambda s, now: feeds.feed_status(
         s, now, state.settings, limit=limit, offset=offset)))
@@ -272,8 +250,6 @@ async def _check_template(template: str | None, message_type: int) -> None:
 @router.get("/message-tasks", tags=["node", "admin"],
             summary="Nodes: enabled tasks without webhook secrets; admins: every task")
 async def list_tasks(request: Request, p: AnyP) -> Response:
-    from cascade_cli.store import tasks
-
     state = _state(request)
     is_admin = p.role == "admin"
     share = is_admin or state.settings.parent.share_webhook_secrets
@@ -291,8 +267,6 @@ async def list_tasks(request: Request, p: AnyP) -> Response:
 
 @router.post("/message-tasks", tags=["admin"])
 async def create_task(request: Request, p: AdminP, body: MessageTaskIn) -> Response:
-    from cascade_cli.store import tasks
-
     state = _state(request)
     checked = (body.message_template, body.message_type)
     await _check_template(*checked)
@@ -303,8 +277,6 @@ async def create_task(request: Request, p: AdminP, body: MessageTaskIn) -> Respo
 @router.put("/message-tasks/{task_id}", tags=["admin"])
 async def update_task(request: Request, p: AdminP, task_id: Ident,
                       body: MessageTaskUpdate) -> Response:
-    from cascade_cli.store import tasks
-
     state = _state(request)
     checked = await state.db.run(lambda s, now: tasks.template_after(s, task_id, body))
     await _check_template(*checked)
@@ -319,8 +291,6 @@ async def update_task(request: Request, p: AdminP, task_id: Ident,
 
 @router.delete("/message-tasks/{task_id}", tags=["admin"])
 async def delete_task(request: Request, p: AdminP, task_id: Ident) -> Response:
-    from cascade_cli.store import tasks
-
     state = _state(request)
 
     def work(s: Session, now: datetime) -> dict[str, Any]:
@@ -337,21 +307,12 @@ async def delete_task(request: Request, p: AdminP, task_id: Ident) -> Response:
 async def sync_logs(request: Request, p: AdminP, node_id: OptStr = None,
                     operation: OptStr = None, status: OptStr = None, limit: Limit = 50,
                     offset: Offset = 0) -> Response:
-    from cascade_cli.store.events import event_dict, list_events
-
     state = _state(request)
 
     def work(s: Session, now: datetime) -> dict[str, Any]:
-        node = node_id
-        if node_id:
-            node = s.scalar(select(Node.id).where(Node.name == node_id)) or node_id
-        names = dict(s.execute(select(Node.id, Node.name)).all())
-        items = []
-        for e in list_events(s, node_id=node, operation=operation, status=status,
-                             limit=limit, offset=offset):
-            d = event_dict(e)
-            d["node_name"] = names.get(e.node_id) if e.node_id else None
-            items.append(d)
+        node = (nodes_repo.find_node_id(s, node_id) or node_id) if node_id else node_id
+        items = named_events(s, node_id=node, operation=operation, status=status,
+                             limit=limit, offset=offset)
         return {"list": items, "page": {"limit": limit, "offset": offset}}
 
     return ok(await state.db.run(work))
