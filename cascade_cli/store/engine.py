@@ -289,7 +289,8 @@ class Store:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        """Commit on success, roll back on any error; database failures become StoreError."""
+        """Commit on success, roll back on any error; database failures become StoreError
+        (``faults.in_unit``: ``DatabaseBusy`` for a lock or a deadlock)."""
         s = self._factory()
         try:
             yield s
@@ -299,10 +300,10 @@ class Store:
             _run_after_commit(hooks)
         except DBAPIError as exc:
             _quiet_rollback(s)
-            translated = faults.translate(exc, self.engine.url, self.masked_url)
+            translated = faults.in_unit(exc, self.engine.url, self.masked_url)
             if translated is not None:
                 raise translated from exc
-            raise
+            raise  # a bug (a constraint violated, a malformed statement): as it is
         except PoolTimeout as exc:
             _quiet_rollback(s)
             raise StoreError(f"no free database connection within {self.limits.pool:g} s "
