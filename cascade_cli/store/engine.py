@@ -28,7 +28,8 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
 from cascade_cli.errors import ConfigError, StoreError
-from cascade_cli.store import faults, timeouts
+from cascade_cli.store import dialects, faults, timeouts
+from cascade_cli.store.alloc_facts import FactsMemory
 from cascade_cli.store.timeouts import DbTimeouts
 
 
@@ -265,7 +266,13 @@ class Store:
     def __init__(self, engine: Engine, limits: DbTimeouts | None = None) -> None:
         self.engine = engine
         self.limits = limits or DbTimeouts()
-        self._factory = sessionmaker(bind=engine, expire_on_commit=False, future=True)
+        # What this process remembers of the allocations it claimed (see alloc_facts), and
+        # the database's own way of doing the hot writes, chosen once; every session carries
+        # the dialect (``dialects.of(session)``).
+        self.facts = FactsMemory()
+        self.backend = dialects.for_name(engine.dialect.name, self.facts)
+        self._factory = sessionmaker(bind=engine, expire_on_commit=False, future=True,
+                                     info={dialects.SESSION_KEY: self.backend})
         event.listen(self._factory, "before_commit", _refuse_commit_with_hooks)
         event.listen(self._factory, "after_soft_rollback", _note_savepoint_rollback)
         event.listen(self._factory, "after_transaction_end", _forget_transaction)
