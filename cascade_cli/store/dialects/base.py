@@ -189,6 +189,12 @@ def free_capacity(greatest: Any, least: Any) -> Any:
     return greatest(0, least(bindparam("b_want"), free))
 
 
+def columns_of(row: type[Any]) -> list[Any]:
+    """The allocations table's columns that a row type names (AllocationRow's claim-only
+    fields are not columns)."""
+    return [ALLOC.c[name] for name in row._fields if name in ALLOC.c]
+
+
 def owner_conditions(with_epoch: bool) -> list[Any]:
     """The allocation ``b_id``, held by ``b_node``, still active (and at ``b_epoch``)."""
     where = [A.id == bindparam("b_id"), A.node_id == bindparam("b_node"),
@@ -219,7 +225,7 @@ class OwnerWrite:
         if stmt is None:
             update_: Any = self.updates[with_epoch]
             if row is not None:
-                update_ = update_.returning(*[ALLOC.c[name] for name in row._fields])
+                update_ = update_.returning(*columns_of(row))
             stmt = self._prepared[(with_epoch, row)] = Prepared(update_, row=row)
         return stmt
 

@@ -26,6 +26,7 @@ from cascade_cli.store.dialects.base import (
     R,
     StepwiseCompletion,
     article_values,
+    columns_of,
     rows_by_id,
 )
 from cascade_cli.store.models import PENDING
@@ -51,7 +52,7 @@ _READ_BACK: dict[type[Any], Prepared] = {}
 def _read_back(row: type[Any]) -> Prepared:
     stmt = _READ_BACK.get(row)
     if stmt is None:
-        stmt = _READ_BACK[row] = Prepared(select(*[ALLOC.c[name] for name in row._fields])
+        stmt = _READ_BACK[row] = Prepared(select(*columns_of(row))
                                           .where(A.id == bindparam("b_id")), row=row)
     return stmt
 
