@@ -7,6 +7,9 @@ and its ``exit_code``; anything else is a bug and shows a traceback.
 
 from __future__ import annotations
 
+import logging
+from typing import Any, ClassVar
+
 # Documented exit codes (see ``cascade --help``).
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -24,6 +27,35 @@ class CascadeError(Exception):
         self.hint = hint
 
     def __str__(self) -> str:
+        return self.message
+
+
+class HttpError(CascadeError):
+    """An error that can reach an HTTP client: it carries what the client is told, so the
+    web layer answers every one of them by these attributes (no table of classes there).
+
+    ``status`` and ``code`` (PROTOCOL.md's stable machine string); ``public_message()`` (the
+    message, unless it names what only the operator may see); ``headers()`` and
+    ``detail()``; ``log_level``: how the parent's log notes it (None: not at all)."""
+
+    status: int = 500
+    code: str = "internal_error"
+    retry_after: float | None = None
+    log_level: ClassVar[int | None] = None
+    log_what: ClassVar[str] = "error"
+
+    def public_message(self) -> str:
+        return self.message
+
+    def headers(self) -> dict[str, str] | None:
+        if self.retry_after is None:
+            return None
+        return {"Retry-After": str(max(1, int(self.retry_after + 0.999)))}
+
+    def detail(self) -> Any:
+        return None
+
+    def log_text(self) -> str:
         return self.message
 
 
@@ -51,13 +83,43 @@ class NotBuiltError(CascadeError):
 # --- store ---------------------------------------------------------------------------------
 
 
-class StoreError(CascadeError):
+class StoreError(HttpError):
     """The database could not be reached or used. ``code`` and ``public`` are what an HTTP
-    client is told (503); the message, with host or file names, goes to the log and the CLI."""
+    client is told (503); the message, with host or file names, goes to the log and the CLI.
+    Raised by the store only, translated from the driver's exceptions in one place
+    (``store.faults``)."""
 
+    status = 503
     code = "database_unavailable"
     public = "database unavailable"
-    retry_after = 5
+    retry_after: float | None = 5
+    log_level = logging.ERROR
+    log_what = "database error"
+
+    def public_message(self) -> str:
+        return self.public
+
+
+class DatabaseBusy(StoreError):
+    """A lock wait, deadlock or serialization failure that outlived the retries, or another
+    transient refusal of the database: not the client's fault, worth retrying shortly.
+    ``transient``: the whole transaction was rolled back by the database and may simply be
+    run again (a deadlock, a serialization failure)."""
+
+    code = "database_busy"
+    public = "database busy, retry shortly"
+    retry_after = 1
+    log_level = logging.WARNING
+    log_what = "database busy"
+
+    def __init__(self, message: str, *, cause: str, transient: bool = False,
+                 hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.cause = cause  # the driver's exception class name: what the log shows
+        self.transient = transient
+
+    def log_text(self) -> str:
+        return self.cause
 
 
 class SchemaOutOfDate(StoreError):
@@ -85,8 +147,11 @@ class DatabaseReadOnly(StoreError):
     retry_after = 60
 
 
-class NotFound(CascadeError):
+class NotFound(HttpError):
     """A named object (node, feed, task, allocation...) does not exist."""
+
+    status = 404
+    code = "not_found"
 
     def __init__(self, kind: str, ident: str, *, hint: str | None = None) -> None:
         super().__init__(f"{kind} not found: {ident}", hint=hint)
@@ -94,18 +159,21 @@ class NotFound(CascadeError):
         self.ident = ident
 
 
-class Conflict(CascadeError):
+class Conflict(HttpError):
     """The operation conflicts with existing state (duplicate name, terminal allocation...)."""
+
+    status = 409
 
     def __init__(self, message: str, *, code: str = "conflict", hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.code = code
 
 
-class InvalidInput(CascadeError):
+class InvalidInput(HttpError):
     """A value supplied by a user or client is malformed. ``field`` names it."""
 
     exit_code = EXIT_USAGE
+    status = 422
 
     def __init__(self, message: str, *, field: str | None = None, code: str = "invalid_input",
                  hint: str | None = None) -> None:
@@ -113,11 +181,16 @@ class InvalidInput(CascadeError):
         self.field = field
         self.code = code
 
+    def detail(self) -> Any:
+        if not self.field:
+            return None
+        return [{"field": self.field, "type": self.code, "message": self.message}]
+
 
 # --- protocol (raised by the store/parent logic, mapped to HTTP by the parent app) ---------
 
 
-class ProtocolError(CascadeError):
+class ProtocolError(HttpError):
     """An error with a fixed HTTP status and stable machine code from PROTOCOL.md."""
 
     status = 400

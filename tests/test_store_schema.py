@@ -82,7 +82,7 @@ def test_node_index_holds_only_active_allocations(any_store):
     planners could not use the index, and the count would read the node's whole history."""
     from sqlalchemy import text
 
-    from cascade_cli.store.allocations import _RUNNING
+    from cascade_cli.store.dialects.base import RUNNING as _RUNNING
 
     dialect = any_store.engine.dialect
     sql = _RUNNING.plan(dialect).sql

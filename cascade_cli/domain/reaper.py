@@ -15,6 +15,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from cascade_cli.config import Settings
+from cascade_cli.store.allocations import forget_facts
 from cascade_cli.store.engine import after_commit
 from cascade_cli.store.events import log_event
 from cascade_cli.store.models import ACTIVE_STATES, PENDING, TIMEOUT, Allocation, Node
@@ -50,6 +51,7 @@ def reap_expired(session: Session, now: datetime, settings: Settings, *,
             .execution_options(synchronize_session=False))
         if result.rowcount != 1:  # type: ignore[attr-defined]
             continue  # another parent process, or the owner, got there first
+        forget_facts(session, alloc_id)  # out of its holder's hands (see store.alloc_facts)
         if exhausted:
             timed_out += 1
             allocation_finished(session, now, run_id, settings)

@@ -2,25 +2,28 @@
 
 An allocation's feeds, run and task are fixed when dispatch creates it; only its state,
 owner, lease and counters change afterwards. The parent remembers the fixed part of what it
-claims, per database, so that an owner's later writes can be validated before they reach
-the database and sent as one statement instead of a read-back and a write (see
-``allocations.upload_articles``).
+claims, so that an owner's later writes can be validated before they reach the database and
+sent as one statement instead of a read-back and a write (see
+``allocations.upload_articles``; PostgreSQL's dialect is the one that remembers).
 
-Safe with several parent processes and across restarts: an entry is never wrong, only
-missing (another process claimed the allocation, or this one restarted), and a missing entry
-means the ordinary path. Ownership, epoch and state are always checked by the database in
-the statement itself. Bounded: the oldest entries go first, and a finished allocation is
-forgotten.
+``FactsMemory`` is owned by a ``Store`` (one per database: the same allocation id in two
+databases, in tests or a migration, is two things) and handed to its dialect. It is told
+explicitly: ``remember`` on a claim, ``forget`` when the allocation leaves this process's
+hands: finished (completed, failed, timed out), released, or requeued by the reaper after its
+lease expired. A requeued allocation may next be claimed by another parent process, whose
+node then writes through whichever process its requests reach.
+
+Safe with several parent processes and across restarts: an entry is only ever used together
+with the database's own checks (ownership, epoch and state are part of every statement), and
+a missing entry means the ordinary path. Bounded: the oldest entries go first.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from typing import Any, NamedTuple
-from weakref import WeakKeyDictionary
-
-from sqlalchemy.orm import Session
+from collections.abc import Iterable
+from typing import NamedTuple, Protocol
 
 MAX_ENTRIES = 20_000  # far more than the work in flight of a large fleet (nodes x capacity)
 
@@ -31,46 +34,49 @@ class AllocationFacts(NamedTuple):
     task_id: str
 
 
-class _Memory:
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.entries: OrderedDict[str, AllocationFacts] = OrderedDict()
+class Claimed(Protocol):
+    """What a claim returns and ``remember`` reads."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def feed_ids(self) -> list[str] | None: ...
+    @property
+    def schedule_run_id(self) -> str: ...
+    @property
+    def task_id(self) -> str: ...
 
 
-# Per engine: the same allocation id in two databases (tests, a migration) is two things.
-_BY_ENGINE: WeakKeyDictionary[Any, _Memory] = WeakKeyDictionary()
-_GUARD = threading.Lock()
+class FactsMemory:
+    """The facts of allocations this process claimed, by allocation id (thread-safe)."""
 
+    def __init__(self, max_entries: int = MAX_ENTRIES) -> None:
+        self.max_entries = max_entries
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[str, AllocationFacts] = OrderedDict()
 
-def _memory(session: Session) -> _Memory:
-    engine = session.get_bind()
-    memory = _BY_ENGINE.get(engine)
-    if memory is None:
-        with _GUARD:
-            memory = _BY_ENGINE.setdefault(engine, _Memory())
-    return memory
+    def remember(self, rows: Iterable[Claimed]) -> None:
+        """Keep the fixed facts of allocations just claimed."""
+        with self._lock:
+            entries = self._entries
+            for row in rows:
+                entries[row.id] = AllocationFacts(tuple(row.feed_ids or ()),
+                                                  row.schedule_run_id, row.task_id)
+                entries.move_to_end(row.id)
+            while len(entries) > self.max_entries:
+                entries.popitem(last=False)
 
+    def recall(self, allocation_id: str) -> AllocationFacts | None:
+        with self._lock:
+            return self._entries.get(allocation_id)
 
-def remember(session: Session, rows: list[Any]) -> None:
-    """Keep the fixed facts of allocations just claimed (rows with ``id``, ``feed_ids``,
-    ``schedule_run_id`` and ``task_id``)."""
-    memory = _memory(session)
-    with memory.lock:
-        for row in rows:
-            memory.entries[row.id] = AllocationFacts(tuple(row.feed_ids or ()),
-                                                     row.schedule_run_id, row.task_id)
-            memory.entries.move_to_end(row.id)
-        while len(memory.entries) > MAX_ENTRIES:
-            memory.entries.popitem(last=False)
+    def forget(self, *allocation_ids: str) -> None:
+        """The allocations left this process's hands (finished, released, requeued)."""
+        if not allocation_ids:
+            return
+        with self._lock:
+            for allocation_id in allocation_ids:
+                self._entries.pop(allocation_id, None)
 
-
-def recall(session: Session, allocation_id: str) -> AllocationFacts | None:
-    memory = _memory(session)
-    with memory.lock:
-        return memory.entries.get(allocation_id)
-
-
-def forget(session: Session, allocation_id: str) -> None:
-    memory = _memory(session)
-    with memory.lock:
-        memory.entries.pop(allocation_id, None)
+    def __len__(self) -> int:
+        return len(self._entries)

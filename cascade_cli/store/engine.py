@@ -28,7 +28,8 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
 from cascade_cli.errors import ConfigError, StoreError
-from cascade_cli.store import faults, timeouts
+from cascade_cli.store import dialects, faults, timeouts
+from cascade_cli.store.alloc_facts import FactsMemory
 from cascade_cli.store.timeouts import DbTimeouts
 
 
@@ -274,7 +275,13 @@ class Store:
     def __init__(self, engine: Engine, limits: DbTimeouts | None = None) -> None:
         self.engine = engine
         self.limits = limits or DbTimeouts()
-        self._factory = sessionmaker(bind=engine, expire_on_commit=False, future=True)
+        # What this process remembers of the allocations it claimed (see alloc_facts), and
+        # the database's own way of doing the hot writes, chosen once; every session carries
+        # the dialect (``dialects.of(session)``).
+        self.facts = FactsMemory()
+        self.backend = dialects.for_name(engine.dialect.name, self.facts)
+        self._factory = sessionmaker(bind=engine, expire_on_commit=False, future=True,
+                                     info={dialects.SESSION_KEY: self.backend})
         event.listen(self._factory, "before_commit", _refuse_commit_with_hooks)
         event.listen(self._factory, "after_soft_rollback", _note_savepoint_rollback)
         event.listen(self._factory, "after_transaction_end", _forget_transaction)
@@ -298,7 +305,8 @@ class Store:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        """Commit on success, roll back on any error; database failures become StoreError."""
+        """Commit on success, roll back on any error; database failures become StoreError
+        (``faults.in_unit``: ``DatabaseBusy`` for a lock or a deadlock)."""
         s = self._factory()
         try:
             yield s
@@ -308,10 +316,10 @@ class Store:
             _run_after_commit(hooks)
         except DBAPIError as exc:
             _quiet_rollback(s)
-            translated = faults.translate(exc, self.engine.url, self.masked_url)
+            translated = faults.in_unit(exc, self.engine.url, self.masked_url)
             if translated is not None:
                 raise translated from exc
-            raise
+            raise  # a bug (a constraint violated, a malformed statement): as it is
         except PoolTimeout as exc:
             _quiet_rollback(s)
             raise StoreError(f"no free database connection within {self.limits.pool:g} s "

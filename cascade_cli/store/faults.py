@@ -1,9 +1,14 @@
-"""What a database failure means, in words an operator can act on.
+"""What a database failure means, in words an operator can act on: the one place where the
+drivers' exceptions become ours (as httpx's ``_exceptions``: callers above the store never
+see SQLAlchemy's or a driver's classes).
 
 The drivers report a full disk, a read-only file, a missing schema and an unreachable server
 each in their own way; ``translate`` turns the ones we recognise into the ``StoreError``
-subclass that names the cause (the HTTP layer answers each with its own code), and returns
-``None`` for anything else (a constraint violation, a deadlock: not a database fault).
+subclass that names the cause (each carries the HTTP status and code it is answered with),
+and returns ``None`` for anything else. ``in_unit`` is what a unit of work
+(``Store.session``) raises: that, or ``DatabaseBusy`` for a lock wait, deadlock or
+serialization failure (``transient``: the transaction may be run again as it is), and None
+only for what is a bug (a constraint violation, a malformed statement).
 """
 
 from __future__ import annotations
@@ -14,9 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine.url import URL
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
-from cascade_cli.errors import DatabaseFull, DatabaseReadOnly, SchemaOutOfDate, StoreError
+from cascade_cli.errors import (
+    DatabaseBusy,
+    DatabaseFull,
+    DatabaseReadOnly,
+    SchemaOutOfDate,
+    StoreError,
+)
 
 _PG_FULL = {"53100"}  # disk_full
 _PG_READ_ONLY = {"25006"}  # read_only_sql_transaction (a standby, default_transaction_read_only)
@@ -28,6 +39,8 @@ _MY_NO_TABLE = {1146}
 _SQLITE_FULL = 13
 _SQLITE_READONLY = 8
 _SQLITE_CANTOPEN = 14
+_TRANSIENT_SQLSTATES = {"40P01", "40001"}  # PostgreSQL deadlock, serialization failure
+_TRANSIENT_MYSQL = {1213, 1205}  # deadlock, lock wait timeout
 _UNREACHABLE = ("connection refused", "could not connect", "can't connect",
                 "name or service not known", "connection timed out", "timeout expired",
                 "did not answer within", "timed out", "unknown database", "does not exist",
@@ -36,7 +49,7 @@ _UNREACHABLE = ("connection refused", "could not connect", "can't connect",
 
 def translate(exc: DBAPIError, url: URL, masked_url: str) -> StoreError | None:
     orig: Any = exc.orig
-    text = str(orig).strip().splitlines()[0][:300] if str(orig).strip() else type(orig).__name__
+    text = _text(orig)
     sqlstate = getattr(orig, "sqlstate", None)
     args: tuple[Any, ...] = tuple(getattr(orig, "args", ()) or ())
     errno = args[0] if args and isinstance(args[0], int) else None
@@ -76,6 +89,36 @@ def translate(exc: DBAPIError, url: URL, masked_url: str) -> StoreError | None:
                           hint="check database.url, that the server is running and that it "
                                "answers (database.connect_timeout, database.statement_timeout)")
     return None
+
+
+def is_transient(exc: DBAPIError) -> bool:
+    """A deadlock or serialization failure: the database rolled the whole transaction back,
+    and running it again is the remedy."""
+    orig = exc.orig
+    if getattr(orig, "sqlstate", None) in _TRANSIENT_SQLSTATES:
+        return True
+    args: tuple[Any, ...] = tuple(getattr(orig, "args", ()) or ())
+    return bool(args) and args[0] in _TRANSIENT_MYSQL
+
+
+def in_unit(exc: DBAPIError, url: URL, masked_url: str) -> StoreError | None:
+    """What a unit of work raises for ``exc``: a recognised fault (``translate``), else
+    ``DatabaseBusy`` for a transient conflict or any other operational failure (a lock
+    that outlived ``busy_timeout``...), else None (a bug: raised as it is)."""
+    translated = translate(exc, url, masked_url)
+    if translated is not None:
+        return translated
+    transient = is_transient(exc)
+    if transient or isinstance(exc, OperationalError):
+        cause = type(exc.orig).__name__
+        return DatabaseBusy(f"database busy ({masked_url}): {cause}: {_text(exc.orig)}",
+                            cause=cause, transient=transient,
+                            hint="another transaction held the rows; retry shortly")
+    return None
+
+
+def _text(orig: Any) -> str:
+    return str(orig).strip().splitlines()[0][:300] if str(orig).strip() else type(orig).__name__
 
 
 def _sqlite_file(url: URL) -> str:

@@ -33,7 +33,8 @@ class _Plan:
     __slots__ = ("sql", "names", "positional", "defaults", "binds", "row", "results", "slots",
                  "required", "processed")
 
-    def __init__(self, stmt: Any, dialect: Dialect, column_keys: Sequence[str] | None) -> None:
+    def __init__(self, stmt: Any, dialect: Dialect, column_keys: Sequence[str] | None,
+                 row_type: Any = None) -> None:
         compiled = stmt.compile(dialect=dialect, column_keys=column_keys)
         if column_keys is not None:
             # An INSERT also binds the columns that have Python-side defaults; connection.execute
@@ -77,8 +78,9 @@ class _Plan:
         self.results: list[tuple[int, Callable[[Any], Any]]] = []
         columns = compiled._result_columns
         if columns:
-            self.row = namedtuple("PreparedRow", [c.keyname for c in columns],  # type: ignore[misc]
-                                  rename=True)
+            names = [c.keyname for c in columns]
+            anonymous: Any = namedtuple("PreparedRow", names, rename=True)  # type: ignore[misc]
+            self.row = _row_maker(row_type, names) if row_type is not None else anonymous._make
             for i, col in enumerate(columns):
                 proc = col.type._cached_result_processor(dialect, None)
                 if proc is not None:
@@ -126,7 +128,22 @@ class _Plan:
             raw = list(raw)
             for i, proc in self.results:
                 raw[i] = proc(raw[i])
-        return self.row._make(raw)
+        return self.row(raw)
+
+
+def _row_maker(row_type: Any, names: list[str]) -> Callable[[Sequence[Any]], Any]:
+    """How a result row becomes a ``row_type`` (a NamedTuple): its fields are the statement's
+    columns, in order, optionally followed by fields with defaults that the statement does not
+    return. Checked once, when the statement is compiled."""
+    fields = tuple(row_type._fields)
+    defaults = getattr(row_type, "_field_defaults", {})
+    if fields[:len(names)] != tuple(names) or any(
+            f not in defaults for f in fields[len(names):]):
+        raise TypeError(f"Prepared: {row_type.__name__} has the fields {fields}, the statement "
+                        f"returns {tuple(names)}")
+    if len(fields) == len(names):
+        return row_type._make  # type: ignore[no-any-return]
+    return lambda raw: row_type(*raw)
 
 
 # The DBAPI cursor kept for ``Prepared`` statements on a pooled connection, with the DBAPI
@@ -190,18 +207,22 @@ class PreparedResult:
 class Prepared:
     """A Core statement, compiled once per dialect, run on the DBAPI cursor."""
 
-    __slots__ = ("stmt", "column_keys", "_plans")
+    __slots__ = ("stmt", "column_keys", "row_type", "_plans")
 
-    def __init__(self, stmt: Executable, column_keys: Sequence[str] | None = None) -> None:
+    def __init__(self, stmt: Executable, column_keys: Sequence[str] | None = None, *,
+                 row: type[tuple[Any, ...]] | None = None) -> None:
+        """``row``: the NamedTuple the rows are made as (else an anonymous named tuple)."""
         self.stmt = stmt
         self.column_keys = list(column_keys) if column_keys is not None else None
+        self.row_type = row
         self._plans: dict[str, _Plan] = {}
 
     def plan(self, dialect: Dialect) -> _Plan:
         key = f"{dialect.name}+{dialect.driver}"
         plan = self._plans.get(key)
         if plan is None:
-            plan = self._plans[key] = _Plan(self.stmt, dialect, self.column_keys)
+            plan = self._plans[key] = _Plan(self.stmt, dialect, self.column_keys,
+                                            self.row_type)
         return plan
 
     def execute(self, conn: Connection, params: Mapping[str, Any] | None = None

@@ -37,11 +37,10 @@ from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from cascade_cli.clock import Clock
-from cascade_cli.errors import ProtocolError
+from cascade_cli.errors import DatabaseBusy, ProtocolError
 from cascade_cli.store.engine import Store
 
 T = TypeVar("T")
@@ -51,16 +50,6 @@ Prelude = Callable[[Session, list[Any]], Callable[[Session], None] | None]
 log = logging.getLogger("cascade.parent.db")
 
 _TX_ATTEMPTS = 4
-_TRANSIENT_SQLSTATES = {"40P01", "40001"}  # PostgreSQL deadlock, serialization failure
-_TRANSIENT_MYSQL = {1213, 1205}  # deadlock, lock wait timeout
-
-
-def is_transient(exc: DBAPIError) -> bool:
-    orig = exc.orig
-    if getattr(orig, "sqlstate", None) in _TRANSIENT_SQLSTATES:
-        return True
-    args: tuple[Any, ...] = tuple(getattr(orig, "args", ()) or ())
-    return bool(args) and args[0] in _TRANSIENT_MYSQL
 
 
 class ThreadedDb:
@@ -80,11 +69,11 @@ class ThreadedDb:
             try:
                 with self.store.session() as s:
                     return fn(s, self.clock.now())
-            except DBAPIError as exc:
-                if attempt + 1 >= _TX_ATTEMPTS or not is_transient(exc):
+            except DatabaseBusy as exc:  # translated by the store (store.faults)
+                if attempt + 1 >= _TX_ATTEMPTS or not exc.transient:
                     raise
                 log.warning("transient database conflict (%s), retrying the request's "
-                            "transaction", type(exc.orig).__name__)
+                            "transaction", exc.cause)
                 time.sleep(0.005 * (attempt + 1))
         raise AssertionError("unreachable")
 

@@ -13,17 +13,9 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from cascade_cli.errors import (
-    Conflict,
-    InvalidInput,
-    NotFound,
-    ProtocolError,
-    RateLimited,
-    StoreError,
-)
+from cascade_cli.errors import HttpError
 from cascade_cli.protocol import NO_TASK_MESSAGE
 
 log = logging.getLogger("cascade.parent.http")
@@ -118,42 +110,17 @@ def install_handlers(app: FastAPI) -> None:
     async def _validation(request: Request, exc: RequestValidationError) -> Response:
         return validation_error_response(exc)
 
-    @app.exception_handler(ProtocolError)
-    async def _protocol(request: Request, exc: ProtocolError) -> Response:
-        headers = None
-        if isinstance(exc, RateLimited):
-            headers = {"Retry-After": str(max(1, int(exc.retry_after + 0.999)))}
-        return error_response(exc.status, exc.code, exc.message, headers=headers)
-
-    @app.exception_handler(NotFound)
-    async def _not_found(request: Request, exc: NotFound) -> Response:
-        return error_response(404, "not_found", exc.message)
-
-    @app.exception_handler(Conflict)
-    async def _conflict(request: Request, exc: Conflict) -> Response:
-        return error_response(409, exc.code, exc.message)
-
-    @app.exception_handler(InvalidInput)
-    async def _invalid(request: Request, exc: InvalidInput) -> Response:
-        detail = [{"field": exc.field, "type": exc.code, "message": exc.message}] \
-            if exc.field else None
-        return error_response(422, exc.code, exc.message, detail=detail)
-
-    @app.exception_handler(StoreError)
-    async def _store(request: Request, exc: StoreError) -> Response:
-        # The log names the cause in full (host, file, permissions); the client gets the
-        # cause's code and a message without them.
-        log.error("database error on %s %s: %s", request.method, request.url.path, exc)
-        return error_response(503, exc.code, exc.public,
-                              headers={"Retry-After": str(exc.retry_after)})
-
-    @app.exception_handler(OperationalError)
-    async def _busy(request: Request, exc: OperationalError) -> Response:
-        # Lock timeouts and conflicts that outlived the retries: transient, not a client error.
-        log.warning("database busy on %s %s: %s", request.method, request.url.path,
-                    type(exc.orig).__name__)
-        return error_response(503, "database_busy", "database busy, retry shortly",
-                              headers={"Retry-After": "1"})
+    @app.exception_handler(HttpError)
+    async def _answered(request: Request, exc: HttpError) -> Response:
+        # Every error that may reach a client carries its answer (errors.HttpError): status,
+        # code, public message, headers and detail. The store's errors are translated from
+        # the driver's exceptions once, in store.faults; the log names their cause in full
+        # (host, file, permissions), the client gets a message without them.
+        if exc.log_level is not None:
+            log.log(exc.log_level, "%s on %s %s: %s", exc.log_what, request.method,
+                    request.url.path, exc.log_text())
+        return error_response(exc.status, exc.code, exc.public_message(),
+                              headers=exc.headers(), detail=exc.detail())
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, exc: Exception) -> Response:

@@ -11,7 +11,6 @@ from sqlalchemy import select
 
 from cascade_cli import errors
 from cascade_cli.protocol import ArticleIn, FeedResultIn, ReportCompletionIn, UploadArticlesIn
-from cascade_cli.store import alloc_facts
 from cascade_cli.store import allocations as alloc_repo
 from cascade_cli.store.engine import Store
 from cascade_cli.store.models import Allocation, Event, Feed, FeedResult
@@ -73,7 +72,7 @@ def _run(store: Store, clock: Any, settings: Any, case: str, one_statement: bool
     names = {feed: "<feed>", other_feed: "<other>", alloc_id: "<alloc>"}
     with store.session() as s:
         if not one_statement:
-            alloc_facts.forget(s, alloc_id)
+            store.facts.forget(alloc_id)
         try:
             done = alloc_repo.report_completion(s, clock.now(), s.merge(caller), body, settings)
             answer: Any = (done.status, done.article_count, done.error_message)
@@ -110,4 +109,4 @@ def test_the_one_statement_path_is_taken(pg_store, clock, settings, monkeypatch)
     monkeypatch.setattr(alloc_repo, "_owner_write", no_owner_write)
     with pg_store.session() as s:
         assert complete_one(s, clock.now(), node, settings, claimed[0]).status == "completed"
-        assert alloc_facts.recall(s, claimed[0][0]) is None  # finished: forgotten
+        assert pg_store.facts.recall(claimed[0][0]) is None  # finished: forgotten

@@ -20,6 +20,7 @@ from cascade_cli.config import load_settings
 from cascade_cli.domain.dispatch import dispatch
 from cascade_cli.store import allocations as alloc_repo
 from cascade_cli.store import migrate
+from cascade_cli.store.dialects.postgresql import PostgresqlDialect
 from cascade_cli.store.engine import Store
 from cascade_cli.store.models import Feed
 from tests.core.helpers import make_node, make_task
@@ -67,7 +68,7 @@ def test_claim_probes_allocations_by_key_not_by_scanning(pg_url: str, clock: Any
             c.exec_driver_sql("ANALYZE")
             c.commit()
 
-        _, claiming = alloc_repo._claim_statements("postgresql", True)
+        claiming = PostgresqlDialect.claiming
         with store.engine.connect() as conn:
             # the statement and values exactly as the claim sends them
             plan_ = claiming.plan(conn.dialect)

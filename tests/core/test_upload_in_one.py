@@ -31,9 +31,9 @@ def _outcome(store: Any, clock: Any, caller: Any, settings: Any, body: UploadArt
     """(answer or (error class, message, status), the allocation's counter, lease, and
     stored article ids afterwards), by the path asked for."""
     with store.session() as s:
-        known = alloc_facts.recall(s, body.allocation_id)
+        known = store.facts.recall(body.allocation_id)
         if not one_statement:
-            alloc_facts.forget(s, body.allocation_id)
+            store.facts.forget(body.allocation_id)
         try:
             answer: Any = alloc_repo.upload_articles(s, clock.now(), s.merge(caller), body,
                                                      settings)
@@ -42,7 +42,7 @@ def _outcome(store: Any, clock: Any, caller: Any, settings: Any, body: UploadArt
             s.rollback()
         finally:
             if known is not None:  # put back what this test forgot
-                alloc_facts.remember(s, [_Row(body.allocation_id, known)])
+                store.facts.remember([_Row(body.allocation_id, known)])
     with store.session() as s:
         alloc = s.get(Allocation, body.allocation_id)
         state = None if alloc is None else (alloc.new_article_count, alloc.lease_expires_at)
@@ -75,7 +75,7 @@ def _both_paths(pg_store: Any, clock: Any, settings: Any,
         clock.advance(5)
         with pg_store.session() as s:  # claimed here; forgotten once it is finished
             finished = s.get(Allocation, body.allocation_id).status == "completed"
-            assert (alloc_facts.recall(s, body.allocation_id) is None) == finished
+            assert (pg_store.facts.recall(body.allocation_id) is None) == finished
         results.append((_outcome(pg_store, clock, caller, settings, body, one_statement),
                         claimed))
     return results[0], results[1]
