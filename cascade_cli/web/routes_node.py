@@ -35,6 +35,7 @@ from cascade_cli.protocol import (
     WireAnswer,
 )
 from cascade_cli.store import allocations
+from cascade_cli.store.events import log_event
 from cascade_cli.store.nodes import NodeRow, remember_nonce
 from cascade_cli.web.envelope import EnvelopeResponse, no_work
 from cascade_cli.web.http_auth import (
@@ -217,8 +218,6 @@ async def report_completion(request: Request, p: NodeP, body: ReportCompletionIn
 
 @router.post("/report-result", summary="Legacy result report (recorded as an event)")
 async def report_result(request: Request, p: NodeP, body: ReportResultIn) -> Response:
-    from cascade_cli.store.events import log_event
-
     def work(s: Session, now: datetime, node: NodeRow) -> ReportResultAnswer:
         ev = log_event(s, now, "report_result", node_id=node.id, direction="inbound",
                        task_id=body.task_id, count=len(body.results),
