@@ -13,6 +13,10 @@ per-request cost was about a fifth of what the child itself spends on a feed bes
 and parsing. Anything else (request bodies on the feed client, streamed bodies, a proxied URL,
 an HTTP version the parser does not speak) goes to the ordinary ``httpx.AsyncHTTPTransport``.
 Errors are httpx's own exception classes, so callers see exactly what they saw before.
+
+``child.transport`` chooses (``transport_for_parent``, ``fetchers.make_http_client``): ``auto``
+this transport, ``httpx`` httpx's own for everything (the fallback; same results, a
+differential test sends the same requests to a real parent both ways).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import ssl
 import time
 from collections import deque
 from collections.abc import AsyncIterator
-from typing import cast
+from typing import Literal, cast
 
 import httptools
 import httpx
@@ -374,3 +378,17 @@ def parent_transport(max_connections: int = 32, max_keepalive: int = 16) -> Feed
     return FeedTransport(ssl_context=tls_context(),
                          fallback=httpx.AsyncHTTPTransport(limits=limits, trust_env=True),
                          max_keepalive=max_keepalive, bodies=True)
+
+
+TransportKind = Literal["auto", "httpx"]  # child.transport
+
+
+def transport_for_parent(kind: TransportKind) -> httpx.AsyncBaseTransport | None:
+    """The transport of run-child's client of the parent for ``child.transport``: ``auto``
+    is ``parent_transport()``; ``httpx`` is None, httpx's own (the client's limits apply, and
+    the environment's proxies)."""
+    if kind == "auto":
+        return parent_transport()
+    if kind == "httpx":
+        return None
+    raise ValueError(f"child.transport: must be one of 'auto' or 'httpx', got {kind!r}")

@@ -66,7 +66,7 @@ def register(app: typer.Typer) -> None:
         Exit codes: 0 stopped cleanly, 1 refused by the parent or failed, 2 configuration error.
         """
         from cascade_cli.child.spool import Spool, SpoolBusy
-        from cascade_cli.child.transport import parent_transport
+        from cascade_cli.child.transport import transport_for_parent
         from cascade_cli.child.worker import ChildWorker
         from cascade_cli.client import AsyncParentClient
         from cascade_cli.logging_setup import setup_logging
@@ -90,7 +90,7 @@ def register(app: typer.Typer) -> None:
             c.parent_api_url or "", c.api_key or "", c.api_secret or "", auth_mode=c.auth_mode,
             clock=a.clock, timeout=max(10.0, settings.child.fetch_timeout),
             retry_log_level=logging.DEBUG,  # the worker logs an outage once, not every retry
-            user_agent=settings.child.user_agent, transport=parent_transport())
+            user_agent=settings.child.user_agent, transport=transport_for_parent(settings.child.transport))
         metrics, metrics_server = None, None
         if settings.child.metrics_port:
             from cascade_cli.child.metrics import ChildMetrics
