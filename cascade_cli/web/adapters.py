@@ -20,7 +20,7 @@ fallback that needs none of the fast path's internals.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import fastapi
@@ -49,11 +49,11 @@ def native_telemetry_enabled(app: FastAPI) -> bool:
     return bool(enabled()) if callable(enabled) else False
 
 
-async def call_without_telemetry(app: FastAPI, scope: Scope, receive: Receive,
-                                 send: Send) -> None:
-    """What ``FastAPI.__call__`` does for an HTTP request when its telemetry is off and it has
-    no ``root_path`` (without asking the telemetry providers again)."""
-    await Starlette.__call__(app, scope, receive, send)
+# What ``FastAPI.__call__`` does for an HTTP request when its telemetry is off and it has no
+# ``root_path`` (without asking the telemetry providers again). The function itself, not a
+# wrapper: it runs on every request.
+call_without_telemetry: Callable[[Starlette, Scope, Receive, Send], Awaitable[None]] = \
+    Starlette.__call__
 
 
 def route_reads_body(route: APIRoute) -> bool:
