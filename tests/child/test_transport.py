@@ -283,7 +283,9 @@ def test_child_transport_setting_chooses_the_connection_layer() -> None:
     feed GETs, ``httpx`` httpx's own for both."""
     own = transport_for_parent("auto")
     assert isinstance(own, FeedTransport)
-    assert transport_for_parent("httpx") is None  # the client builds httpx's own
+    plain_parent = transport_for_parent("httpx")
+    assert type(plain_parent) is httpx.AsyncHTTPTransport  # what "auto" falls back to
+    assert type(own.fallback) is httpx.AsyncHTTPTransport
     with pytest.raises(ValueError, match="child.transport"):
         transport_for_parent("httptools")  # type: ignore[arg-type]
 
