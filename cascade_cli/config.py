@@ -178,6 +178,11 @@ class ParentSection(_Section):
     # How long a dashboard login lasts (seconds); never beyond the admin token's own expiry.
     # Shorter than a token's usual lifetime: a session cookie cannot be revoked on its own.
     ui_session_ttl: float = Field(default=43200, gt=0, le=MAX_SECONDS)
+    # How the four requests a child repeats per allocation (claim-task, task-status,
+    # upload-articles, report-completion) are served, as uvicorn's http="auto"|"h11": "auto"
+    # by the hand-written fast path (web/fastpath.py) when a request is plainly well-formed,
+    # "off" by FastAPI's routing alone. Same answers either way (tests/parent_http).
+    http_fast_path: Literal["auto", "off"] = "auto"
     auth: AuthSection = AuthSection()
     limits: LimitsSection = LimitsSection()
     scheduler: SchedulerSection = SchedulerSection()
@@ -200,6 +205,14 @@ class ParentSection(_Section):
             raise ValueError("must be a URL path such as '/cascade' (letters, digits, '.', "
                              "'_', '~', '-' between slashes), or empty for the root")
         return path
+
+    @field_validator("http_fast_path", mode="before")
+    @classmethod
+    def _fast_path(cls, v: Any) -> Any:
+        if v is False:  # YAML reads an unquoted off (and no, false) as false
+            return "off"
+        return v.strip().lower() if isinstance(v, str) else v
+
     @field_validator("trusted_proxies", mode="before")
     @classmethod
     def _proxies(cls, v: Any) -> Any:
@@ -246,6 +259,14 @@ class ChildSection(_Section):
     # The child's own Prometheus /metrics (off when unset); on 127.0.0.1 unless metrics_host.
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
     metrics_host: str = "127.0.0.1"
+    # The HTTP/1.1 connection layer under httpx for the child's requests (to the parent, and
+    # direct feed GETs): "auto" the hand-written one (child/transport.py), "httpx" httpx's own.
+    transport: Literal["auto", "httpx"] = "auto"
+
+    @field_validator("transport", mode="before")
+    @classmethod
+    def _choice(cls, v: Any) -> Any:
+        return v.strip().lower() if isinstance(v, str) else v
 
 
 class LogSection(_Section):

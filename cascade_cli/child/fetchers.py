@@ -30,7 +30,7 @@ import feedparser
 import httpcore
 import httpx
 
-from cascade_cli.child import fastparse
+from cascade_cli.child import adapters, fastparse
 from cascade_cli.child import transport as feed_transport
 from cascade_cli.child.articles import clip as _clip
 from cascade_cli.config import ChildSection, CommandSpec
@@ -587,19 +587,17 @@ class _CheapProbeBackend(httpcore.AsyncNetworkBackend):
 def _cheap_probes(client: httpx.AsyncClient) -> bool:
     """Wrap the network backend of every httpcore pool of ``client`` (plain and proxied).
 
-    Relies on httpcore's ``_network_backend`` attribute; if a future version renames it the
+    Relies on httpx/httpcore internals (``adapters``); if a future version renames them the
     client simply keeps the default backend (slower, same behaviour).
     """
     # The client's own transport, the proxy mounts, and the httpx transport a FeedTransport
     # mount falls back to (for what it does not handle itself).
-    mounted = [getattr(client, "_transport", None), *getattr(client, "_mounts", {}).values()]
+    mounted = adapters.client_transports(client)
     wrapped = False
-    for transport in (getattr(t, "fallback", t) for t in mounted if t is not None):
-        pool = getattr(transport, "_pool", None)
-        backend = getattr(pool, "_network_backend", None)
-        if isinstance(backend, httpcore.AsyncNetworkBackend) and not isinstance(
-                backend, _CheapProbeBackend):
-            pool._network_backend = _CheapProbeBackend(backend)  # type: ignore[union-attr]
+    for transport in (getattr(t, "fallback", t) for t in mounted):
+        backend = adapters.pool_network_backend(transport)
+        if backend is not None and not isinstance(backend, _CheapProbeBackend):
+            adapters.set_pool_network_backend(transport, _CheapProbeBackend(backend))
             wrapped = True
     return wrapped
 
@@ -607,8 +605,9 @@ def _cheap_probes(client: httpx.AsyncClient) -> bool:
 def make_http_client(settings: ChildSection) -> httpx.AsyncClient:
     """The feed-fetching client (separate from the parent client: different limits/timeouts).
 
-    Direct GETs go through ``transport.FeedTransport`` (see that module for why); everything
-    else, and the environment's proxies, through httpx's own transports.
+    Direct GETs go through ``transport.FeedTransport`` (see that module for why) unless
+    ``child.transport`` is ``httpx``; everything else, and the environment's proxies, through
+    httpx's own transports.
     """
     # No more connections than fetches in flight: httpcore scans its whole pool per request.
     limits = httpx.Limits(max_connections=settings.fetch_concurrency + 2,
@@ -617,8 +616,9 @@ def make_http_client(settings: ChildSection) -> httpx.AsyncClient:
     # (HTTP_PROXY, HTTPS_PROXY, NO_PROXY), whose more specific patterns win over "all://".
     # ALL_PROXY is itself the "all://" mount: with it set, every request goes to the proxy
     # and the direct transport is not mounted at all.
+    # child.transport: httpx leaves every request to httpx's own transport.
     mounts: dict[str, httpx.AsyncBaseTransport] | None = None
-    if "all" not in urllib.request.getproxies():
+    if settings.transport == "auto" and "all" not in urllib.request.getproxies():
         fallback = httpx.AsyncHTTPTransport(limits=limits, trust_env=True)
         mounts = {"all://": feed_transport.FeedTransport(
             ssl_context=feed_transport.tls_context(), fallback=fallback,

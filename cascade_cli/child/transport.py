@@ -13,6 +13,10 @@ per-request cost was about a fifth of what the child itself spends on a feed bes
 and parsing. Anything else (request bodies on the feed client, streamed bodies, a proxied URL,
 an HTTP version the parser does not speak) goes to the ordinary ``httpx.AsyncHTTPTransport``.
 Errors are httpx's own exception classes, so callers see exactly what they saw before.
+
+``child.transport`` chooses (``transport_for_parent``, ``fetchers.make_http_client``): ``auto``
+this transport, ``httpx`` httpx's own for everything (the fallback; same results, a
+differential test sends the same requests to a real parent both ways).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import ssl
 import time
 from collections import deque
 from collections.abc import AsyncIterator
-from typing import cast
+from typing import Literal, cast
 
 import httptools
 import httpx
@@ -365,12 +369,37 @@ def tls_context() -> ssl.SSLContext:
     return ctx
 
 
-def parent_transport(max_connections: int = 32, max_keepalive: int = 16) -> FeedTransport:
-    """The transport of the child's client of the parent: direct requests with their bodies;
-    httpx's own transport (same limits) for anything else. Proxies from the environment still
-    apply: httpx mounts them over a client's transport."""
+PARENT_MAX_CONNECTIONS = 32
+PARENT_MAX_KEEPALIVE = 16
+
+
+def _httpx_transport(max_connections: int, max_keepalive: int) -> httpx.AsyncHTTPTransport:
     limits = httpx.Limits(max_connections=max_connections,
                           max_keepalive_connections=max_keepalive)
+    return httpx.AsyncHTTPTransport(limits=limits, trust_env=True)
+
+
+def parent_transport(max_connections: int = PARENT_MAX_CONNECTIONS,
+                     max_keepalive: int = PARENT_MAX_KEEPALIVE) -> FeedTransport:
+    """The transport of the child's client of the parent: direct requests with their bodies;
+    httpx's own transport (same limits) for anything else. The client is given this transport,
+    so httpx mounts no proxy from the environment (HTTP_PROXY, ...) over it: requests to the
+    parent go direct."""
     return FeedTransport(ssl_context=tls_context(),
-                         fallback=httpx.AsyncHTTPTransport(limits=limits, trust_env=True),
+                         fallback=_httpx_transport(max_connections, max_keepalive),
                          max_keepalive=max_keepalive, bodies=True)
+
+
+TransportKind = Literal["auto", "httpx"]  # child.transport
+
+
+def transport_for_parent(kind: TransportKind) -> httpx.AsyncBaseTransport:
+    """The transport of run-child's client of the parent for ``child.transport``: ``auto``
+    is ``parent_transport()``; ``httpx`` is the httpx transport it falls back to, for every
+    request (same limits; and, as with ``auto``, no proxy from the environment: httpx mounts
+    those only on a client built without a transport)."""
+    if kind == "auto":
+        return parent_transport()
+    if kind == "httpx":
+        return _httpx_transport(PARENT_MAX_CONNECTIONS, PARENT_MAX_KEEPALIVE)
+    raise ValueError(f"child.transport: must be one of 'auto' or 'httpx', got {kind!r}")

@@ -96,7 +96,7 @@ def run_child(
         c.parent_api_url or "", c.api_key or "", c.api_secret or "", auth_mode=c.auth_mode,
         clock=a.clock, timeout=max(10.0, settings.child.fetch_timeout),
         retry_log_level=logging.DEBUG,  # the worker logs an outage once, not every retry
-        user_agent=settings.child.user_agent, transport=transport.parent_transport())
+        user_agent=settings.child.user_agent, transport=transport.transport_for_parent(settings.child.transport))
     metrics, metrics_server = None, None
     if settings.child.metrics_port:
         metrics = child_metrics.ChildMetrics()

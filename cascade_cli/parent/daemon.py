@@ -26,7 +26,7 @@ from cascade_cli.domain.presence import Presence, log_transitions
 from cascade_cli.domain.reaper import reap_expired
 from cascade_cli.domain.scheduler import Scheduler
 from cascade_cli.store.engine import Store
-from cascade_cli.web import http_protocol
+from cascade_cli.web import adapters, http_protocol
 from cascade_cli.web.app import AppState, create_app
 
 log = logging.getLogger("cascade.parent")
@@ -120,10 +120,7 @@ async def serve(store: Store, clock: Clock, settings: Settings, opts: DaemonOpti
         while not server.started and not server.should_exit:
             await asyncio.sleep(0.02)
         if server.started:
-            port = opts.port
-            with contextlib.suppress(Exception):
-                port = server.servers[0].sockets[0].getsockname()[1]
-            announce(startup_line(opts, port, store))
+            announce(startup_line(opts, adapters.bound_port(server, opts.port), store))
 
     tasks.append(asyncio.create_task(announce_when_bound()))
 

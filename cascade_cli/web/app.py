@@ -19,7 +19,6 @@ import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.responses import Response
 from fastapi.routing import APIRoute
-from starlette.applications import Starlette
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cascade_cli import PROTOCOL_VERSION, __version__
@@ -31,13 +30,16 @@ from cascade_cli.errors import StoreError
 from cascade_cli.protocol import CANONICAL_PREFIX, LEGACY_PREFIX
 from cascade_cli.store import migrate, nodes
 from cascade_cli.store.engine import Store
-from cascade_cli.web import ui
+from cascade_cli.web import adapters, ui
 from cascade_cli.web.db import BatchingDb, ThreadedDb
 from cascade_cli.web.envelope import error_response, install_handlers, ok
+from cascade_cli.web.fastpath import NodeFastPath
 from cascade_cli.web.http_auth import Throttle
 from cascade_cli.web.input_guard import ControlCharGuard
 from cascade_cli.web.longpoll import Waiters
+from cascade_cli.web.routes_admin import router as admin_router
 from cascade_cli.web.routes_doctor import doctor_router
+from cascade_cli.web.routes_node import router as node_router
 
 log = logging.getLogger("cascade.parent.http")
 # One line per request when log.access_log is on (setup_logging sets the level).
@@ -58,7 +60,7 @@ class AppState:
 
 
 def _route_label(scope: Scope) -> str:
-    route = scope.get("route")
+    route = adapters.matched_route(scope)
     path = getattr(route, "path", None)
     if not isinstance(path, str):
         return "unmatched"
@@ -167,7 +169,11 @@ def _unique_id(prefix_tag: str) -> Callable[[APIRoute], str]:
 class CascadeApp(FastAPI):
     """FastAPI, with three outer layers around its middleware stack: ``BodyLimitMiddleware``
     (every request), ``ControlCharGuard`` (no control character in path or query), then
-    ``NodeFastPath`` (the hot node routes; see ``fastpath``)."""
+    ``NodeFastPath`` (the hot node routes; see ``fastpath``).
+
+    ``fast_path=False`` (``parent.http_fast_path: off``) leaves out ``NodeFastPath`` and the
+    cached telemetry answer: plain FastAPI, relying on none of its internals (``adapters``).
+    """
 
     # How long the answer to "is FastAPI's native OpenTelemetry on?" is reused. FastAPI asks
     # on every request: three provider look-ups, each an ``os.environ`` probe, 3-4% of the
@@ -175,9 +181,11 @@ class CascadeApp(FastAPI):
     # lets each be set once) is seen within this delay.
     TELEMETRY_RECHECK = 1.0
 
-    def __init__(self, *, max_body_bytes: int, metrics: Metrics, **kwargs: Any) -> None:
+    def __init__(self, *, max_body_bytes: int, metrics: Metrics, fast_path: bool = True,
+                 **kwargs: Any) -> None:
         self.max_body_bytes = max_body_bytes
         self.metrics = metrics
+        self.fast_path = fast_path
         self._telemetry_on = False
         self._telemetry_checked = -math.inf
         super().__init__(**kwargs)
@@ -187,24 +195,23 @@ class CascadeApp(FastAPI):
         logger provider is configured), as of at most ``TELEMETRY_RECHECK`` seconds ago."""
         now = time.monotonic()
         if now - self._telemetry_checked >= self.TELEMETRY_RECHECK:
-            native = getattr(self, "_native_telemetry", None)  # FastAPI without telemetry: none
-            enabled = getattr(native, "enabled", None)
-            self._telemetry_on = bool(enabled()) if callable(enabled) else False
+            self._telemetry_on = adapters.native_telemetry_enabled(self)
             self._telemetry_checked = now
         return self._telemetry_on
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and not self.root_path and not self.telemetry_on():
+        if self.fast_path and scope["type"] == "http" and not self.root_path \
+                and not self.telemetry_on():
             # What FastAPI.__call__ does for a request when its telemetry is off, without
             # asking the providers again.
-            await Starlette.__call__(self, scope, receive, send)
+            await adapters.call_without_telemetry(self, scope, receive, send)
             return
         await super().__call__(scope, receive, send)
 
     def build_middleware_stack(self) -> ASGIApp:
-        from cascade_cli.web.fastpath import NodeFastPath
-
-        inner = NodeFastPath(super().build_middleware_stack(), self)
+        inner = super().build_middleware_stack()
+        if self.fast_path:
+            inner = NodeFastPath(inner, self)
         return BodyLimitMiddleware(ControlCharGuard(inner), max_bytes=self.max_body_bytes,
                                    metrics=self.metrics)
 
@@ -212,9 +219,6 @@ class CascadeApp(FastAPI):
 def create_app(store: Store, clock: Clock, settings: Settings, *,
                admin_secret: bytes | None = None) -> FastAPI:
     """Build the app. ``admin_secret`` defaults to the configured secret file (read once)."""
-    from cascade_cli.web.routes_admin import router as admin_router
-    from cascade_cli.web.routes_node import router as node_router
-
     a = settings.parent.auth
     metrics = Metrics()
     if admin_secret is None:
@@ -235,6 +239,7 @@ def create_app(store: Store, clock: Clock, settings: Settings, *,
                      waiters=Waiters(), admin_secret=admin_secret)
 
     app = CascadeApp(max_body_bytes=settings.parent.limits.max_body_bytes, metrics=metrics,
+                     fast_path=settings.parent.http_fast_path == "auto",
                      title="Cascade parent", version=__version__,
                      description=f"Cascade wire protocol version {PROTOCOL_VERSION}. Every "
                                  f"route is served under {CANONICAL_PREFIX} and {LEGACY_PREFIX}.",

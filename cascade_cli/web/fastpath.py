@@ -38,7 +38,7 @@ from cascade_cli.protocol import (
     TaskStatusIn,
     UploadArticlesIn,
 )
-from cascade_cli.web import routes_node
+from cascade_cli.web import adapters, routes_node
 from cascade_cli.web.http_auth import require_node
 
 # ``claim-task``'s query parameters in their plain forms; anything else goes through FastAPI,
@@ -53,6 +53,7 @@ class _Route:
     api_route: APIRoute  # as declared in routes_node; its path labels the metrics
     body: type[BaseModel] | None
     call: Callable[..., Awaitable[Response]]
+    reads_body: bool  # FastAPI would read a body for it (then claim-task is not served here)
 
 
 def _claim_query(query: bytes) -> tuple[float, int] | None:
@@ -98,8 +99,9 @@ class NodeFastPath:
             if api_route is None or api_route.endpoint is not call:
                 raise RuntimeError(f"NodeFastPath: {method} {path} is not routes_node's "
                                    f"{call.__name__} any more")
+            reads_body = adapters.route_reads_body(api_route)
             for prefix in (CANONICAL_PREFIX, LEGACY_PREFIX):
-                self.routes[(method, prefix + path)] = _Route(api_route, body, call)
+                self.routes[(method, prefix + path)] = _Route(api_route, body, call, reads_body)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         route = None
@@ -115,15 +117,13 @@ class NodeFastPath:
         telemetry_on = getattr(self.fastapi_app, "telemetry_on", None)  # CascadeApp's cache
         if callable(telemetry_on):
             return bool(telemetry_on())
-        native = getattr(self.fastapi_app, "_native_telemetry", None)
-        enabled = getattr(native, "enabled", None)
-        return bool(enabled()) if callable(enabled) else False
+        return adapters.native_telemetry_enabled(self.fastapi_app)
 
     async def _serve(self, route: _Route, scope: Scope, receive: Receive, send: Send) -> bool:
         """Serve the request; False (nothing sent, nothing consumed) when it is not plain."""
         args: tuple[Any, ...]
         if route.body is None:
-            if route.api_route.body_field is not None:
+            if route.reads_body:
                 return False
             parsed = _claim_query(scope.get("query_string", b""))
             if parsed is None:
@@ -145,7 +145,7 @@ class NodeFastPath:
                 await self.app(scope, receive, send)  # ... FastAPI answers it as it always has
                 return True
             args = (body,)
-        scope["route"] = route.api_route
+        adapters.set_matched_route(scope, route.api_route)
         request = Request(scope, receive)
         try:
             node = await require_node(request)

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from uvicorn.protocols.http.h11_impl import H11Protocol
-
+from cascade_cli.web import adapters
 from cascade_cli.web.envelope import error_response
 
 MESSAGE = ("malformed HTTP request: the request line, a header or Content-Length could not be "
@@ -28,22 +27,6 @@ def _raw_response(default_headers: list[tuple[bytes, bytes]]) -> bytes:
     return b"".join([*lines, b"\r\n", _BODY])
 
 
-class EnvelopeH11Protocol(H11Protocol):
-    def send_400_response(self, msg: str) -> None:
-        self.transport.write(_raw_response(self.server_state.default_headers))
-        self.transport.close()
-
-
 def protocol_class() -> type[Any]:
     """What uvicorn's ``auto`` would pick (httptools when installed), with the envelope."""
-    try:
-        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-    except ImportError:  # httptools is optional for uvicorn
-        return EnvelopeH11Protocol
-
-    class EnvelopeHttpToolsProtocol(HttpToolsProtocol):
-        def send_400_response(self, msg: str) -> None:
-            self.transport.write(_raw_response(self.server_state.default_headers))
-            self.transport.close()
-
-    return EnvelopeHttpToolsProtocol
+    return adapters.protocol_answering_400(_raw_response)

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from cascade_cli.child.fetchers import make_http_client
-from cascade_cli.child.transport import FeedTransport, tls_context
+from cascade_cli.child.transport import FeedTransport, tls_context, transport_for_parent
 from cascade_cli.config import ChildSection
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]
@@ -276,3 +276,26 @@ def test_bodies_go_direct_only_when_allowed_and_in_memory() -> None:
         assert per_connection[0] == 2  # the two direct requests shared one connection
 
     serve(handler, check)
+
+
+def test_child_transport_setting_chooses_the_connection_layer() -> None:
+    """``child.transport``: ``auto`` Cascade's own transport for the parent client and direct
+    feed GETs, ``httpx`` httpx's own for both."""
+    own = transport_for_parent("auto")
+    assert isinstance(own, FeedTransport)
+    plain_parent = transport_for_parent("httpx")
+    assert type(plain_parent) is httpx.AsyncHTTPTransport  # what "auto" falls back to
+    assert type(own.fallback) is httpx.AsyncHTTPTransport
+    with pytest.raises(ValueError, match="child.transport"):
+        transport_for_parent("httptools")  # type: ignore[arg-type]
+
+    async def chosen(kind: str) -> httpx.AsyncBaseTransport:
+        http = make_http_client(ChildSection(fetch_timeout=5, transport=kind))
+        try:
+            return http._transport_for_url(httpx.URL("http://127.0.0.1/"))
+        finally:
+            await http.aclose()
+
+    assert isinstance(asyncio.run(chosen("auto")), FeedTransport)
+    plain = asyncio.run(chosen("httpx"))
+    assert isinstance(plain, httpx.AsyncHTTPTransport)

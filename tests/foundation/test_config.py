@@ -305,3 +305,38 @@ def test_settings_repr_never_shows_the_secret() -> None:
     s = load_settings(environ={"CASCADE_API_SECRET": "CSverysecretvalue_123456789"})
     assert "CSverysecretvalue" not in repr(s.model)
     assert "CSverysecretvalue" not in repr(s)
+
+
+# --- fast paths (parent.http_fast_path, child.transport) ----------------------------------
+
+
+def test_fast_path_settings_default_to_auto() -> None:
+    s = load_settings(environ={})
+    assert (s.parent.http_fast_path, s.child.transport) == ("auto", "auto")
+
+
+@pytest.mark.parametrize("text", ["off", "Off", "'off'", "OFF", "false"])
+def test_http_fast_path_off_as_yaml_reads_it(tmp_path: Path, text: str) -> None:
+    """An unquoted ``off`` is a YAML boolean: it still means off."""
+    path = write(tmp_path / "c.yaml", f"parent:\n  http_fast_path: {text}\n")
+    assert load_settings(path, environ={}).parent.http_fast_path == "off"
+
+
+def test_fast_path_settings_from_the_environment() -> None:
+    s = load_settings(environ={"CASCADE_PARENT__HTTP_FAST_PATH": "off",
+                               "CASCADE_CHILD__TRANSPORT": "httpx"})
+    assert (s.parent.http_fast_path, s.child.transport) == ("off", "httpx")
+
+
+@pytest.mark.parametrize("key,value,allowed", [
+    ("parent.http_fast_path", "h11", "'auto' or 'off'"),
+    ("parent.http_fast_path", True, "'auto' or 'off'"),
+    ("child.transport", "httptools", "'auto' or 'httpx'"),
+    ("child.transport", 1, "'auto' or 'httpx'"),
+])
+def test_bad_fast_path_values_name_the_key_and_the_choices(key: str, value: object,
+                                                           allowed: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(environ={}, overrides={key: value})
+    assert info.value.key == key
+    assert str(info.value).startswith(f"{key}: must be one of {allowed}, got ")

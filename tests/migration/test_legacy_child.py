@@ -23,7 +23,7 @@ from cascade_cli.web.app import create_app
 from tests.conftest import migrated_store
 from tests.dbservers import fresh_database
 from tests.migration.legacy_child import LegacyChild
-from tests.parent_http.conftest import ADMIN_SECRET, Api
+from tests.parent_http.conftest import ADMIN_SECRET, Api, with_fast_path
 
 pytestmark = pytest.mark.anyio
 
@@ -41,8 +41,8 @@ def anyio_backend() -> str:
 @pytest.fixture(params=["sqlite-fastpath", "sqlite-fastapi"])
 async def api(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock,
               settings: Settings) -> AsyncIterator[Api]:
-    """The app as served, and with its fast path standing aside (it does whenever
-    ``dependency_overrides`` is set): legacy behaviour must be the same on both paths."""
+    """The app as served, and with ``parent.http_fast_path: off``: legacy behaviour must be the
+    same on both paths."""
     async for a in _app(request.param, tmp_path, clock, settings):
         yield a
 
@@ -64,9 +64,8 @@ async def _app(param: str, tmp_path: Path, clock: FakeClock,
         nullcontext(f"sqlite:///{tmp_path / 'cascade.db'}") if db == "sqlite"
         else fresh_database(db))
     with place as url, migrated_store(url) as store:
-        app = create_app(store, clock, settings, admin_secret=ADMIN_SECRET)
-        if mode == "fastapi":
-            app.dependency_overrides[object] = object
+        app = create_app(store, clock, with_fast_path(settings, "off" if mode == "fastapi"
+                                                      else "auto"), admin_secret=ADMIN_SECRET)
         transport = httpx.ASGITransport(app=app, client=("10.0.0.9", 1234))
         async with httpx.AsyncClient(transport=transport, base_url="http://parent") as client:
             yield Api(client, app, store, clock, settings)

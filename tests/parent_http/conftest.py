@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json as jsonlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -13,10 +14,11 @@ import pytest
 from cascade_cli import auth
 from cascade_cli.auth import NodeCredentials
 from cascade_cli.clock import FakeClock
-from cascade_cli.config import Settings
+from cascade_cli.config import ParentSection, Settings
 from cascade_cli.domain import tokens
 from cascade_cli.store import nodes
 from cascade_cli.store.engine import Store
+from cascade_cli.web import fastpath
 from cascade_cli.web.app import create_app
 
 P = "/api/v1/cascade"
@@ -27,6 +29,30 @@ ADMIN_SECRET = b"test-admin-secret-" + b"x" * 40
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+def with_fast_path(settings: Settings, mode: str) -> Settings:
+    """``settings`` with ``parent.http_fast_path`` set to ``mode``."""
+    parent = settings.parent.model_copy(update={"http_fast_path": mode})
+    return dataclasses.replace(settings, model=settings.model.model_copy(update={"parent": parent}))
+
+
+@pytest.fixture(params=["auto", "off"], ids=["fast-path", "fastapi"])
+def http_fast_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Runs a test with ``parent.http_fast_path`` as configured (``auto``) and ``off``, through
+    every app it builds: whatever settings a test makes, the node routes must answer the same
+    both ways. Use it as ``pytest.mark.usefixtures("http_fast_path")``."""
+    mode = str(request.param)
+    if mode == "off":
+        def parent(self: Settings) -> ParentSection:
+            return self.model.parent.model_copy(update={"http_fast_path": "off"})
+
+        async def never(*_a: Any, **_k: Any) -> None:
+            raise AssertionError("NodeFastPath served a request with parent.http_fast_path off")
+
+        monkeypatch.setattr(Settings, "parent", property(parent))
+        monkeypatch.setattr(fastpath.NodeFastPath, "__call__", never)
+    return mode
 
 
 @dataclass

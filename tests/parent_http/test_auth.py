@@ -13,7 +13,7 @@ from cascade_cli.store.models import AuthNonce, Feed, Node
 from cascade_cli.web.app import create_app
 from tests.parent_http.conftest import ADMIN_SECRET, WX, P, envelope_err, envelope_ok
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("http_fast_path")]
 
 
 def _count(store, model) -> int:

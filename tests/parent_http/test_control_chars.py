@@ -48,6 +48,7 @@ async def _claimed(api: Api):
     return creds, tok, task_id, pkg
 
 
+@pytest.mark.usefixtures("http_fast_path")
 async def test_node_routes(dbapi):
     await node_route_cases(dbapi)
 

@@ -8,7 +8,7 @@ import pytest
 from tests.parent_http.conftest import envelope_ok
 from tests.parent_http.test_node_flow import _dispatched, _online, _snapshot
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("http_fast_path")]
 
 
 @pytest.mark.parametrize("bad", [

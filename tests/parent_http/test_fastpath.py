@@ -1,9 +1,9 @@
 """``NodeFastPath`` answers exactly as FastAPI does, and really serves the plain requests.
 
 The same scenario (good requests, and every kind of bad one) runs against two apps on two
-fresh databases: the normal app, and one whose fast path is switched off (it stands aside
-whenever ``dependency_overrides`` is set). Every answer must be the same, status and body,
-once random ids are masked; the database must end up the same.
+fresh databases: one with ``parent.http_fast_path: auto`` (the default) and one with ``off``
+(FastAPI's routing only). Every answer must be the same, status and body, once random ids are
+masked; the database must end up the same.
 """
 
 from __future__ import annotations
@@ -33,8 +33,10 @@ from cascade_cli.store import migrate
 from cascade_cli.store import nodes as nodes_mod
 from cascade_cli.store.engine import Store
 from cascade_cli.store.models import Allocation, Article, Event, FeedResult
+from cascade_cli.web import adapters
 from cascade_cli.web.app import create_app
-from tests.parent_http.conftest import ADMIN_SECRET, WX, Api, P
+from cascade_cli.web.fastpath import NodeFastPath
+from tests.parent_http.conftest import ADMIN_SECRET, WX, Api, P, with_fast_path
 
 pytestmark = pytest.mark.anyio
 
@@ -232,9 +234,8 @@ async def _run(tmp_path: Path, settings: Settings, *, fast: bool,
     metrics_seen = [] if metrics_seen is None else metrics_seen
     store = Store.from_url(f"sqlite:///{tmp_path / ('fast' if fast else 'slow')}.db")
     migrate.upgrade(store)
-    app = create_app(store, FakeClock(), settings, admin_secret=ADMIN_SECRET)
-    if not fast:
-        app.dependency_overrides[_run] = _run  # any override: the fast path stands aside
+    app = create_app(store, FakeClock(), with_fast_path(settings, "auto" if fast else "off"),
+                     admin_secret=ADMIN_SECRET)
     transport = httpx.ASGITransport(app=app, client=("10.0.0.1", 1234))
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://parent") as client:
@@ -337,9 +338,9 @@ async def _probe(tmp_path: Path, settings: Settings,
         store = Store.from_url(f"sqlite:///{tmp_path / ('probe-fast' if fast else 'probe-slow')}.db")
         migrate.upgrade(store)
         try:
-            app = create_app(store, FakeClock(), settings, admin_secret=ADMIN_SECRET)
-            if not fast:
-                app.dependency_overrides[_run] = _run
+            app = create_app(store, FakeClock(),
+                             with_fast_path(settings, "auto" if fast else "off"),
+                             admin_secret=ADMIN_SECRET)
             with store.session() as s:
                 _node, creds = nodes_mod.create_node(s, FakeClock().now(), "a", max_capacity=4)
             results.append(await probe(app, store, creds))
@@ -581,5 +582,95 @@ async def test_telemetry_answer_is_reused_then_rechecked(tmp_path: Path,
             assert asked >= 2
             # Recorded by FastAPI, with the route it matched (the fast path stands aside).
             assert [rec.get("http.route") for rec in provider.records] == [P + "/claim-task"]
+    finally:
+        store.dispose()
+
+
+def _middleware_chain(app: Any) -> list[type]:
+    """The classes of the app's outer ASGI layers, outermost first (each holds the next as
+    ``app``)."""
+    if app.middleware_stack is None:
+        app.middleware_stack = app.build_middleware_stack()
+    chain, layer = [], app.middleware_stack
+    while layer is not None and len(chain) < 20:
+        chain.append(type(layer))
+        layer = getattr(layer, "app", None)
+    return chain
+
+
+@pytest.mark.parametrize("mode", ["auto", "off"])
+async def test_the_setting_installs_the_fast_path_or_not(tmp_path: Path, settings: Settings,
+                                                        mode: str) -> None:
+    store = Store.from_url(f"sqlite:///{tmp_path / 'installed.db'}")
+    migrate.upgrade(store)
+    try:
+        app = create_app(store, FakeClock(), with_fast_path(settings, mode),
+                         admin_secret=ADMIN_SECRET)
+        assert (NodeFastPath in _middleware_chain(app)) == (mode == "auto")
+        assert app.fast_path == (mode == "auto")
+    finally:
+        store.dispose()
+
+
+async def test_off_uses_none_of_fastapis_internals(tmp_path: Path, settings: Settings,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """``parent.http_fast_path: off`` is the fallback for a FastAPI whose internals changed:
+    the node routes then need none of what ``web.adapters`` reaches into for the fast path."""
+    def broken(*_a: Any, **_k: Any) -> Any:
+        raise AssertionError("a FastAPI internal was used with the fast path off")
+
+    for name in ("native_telemetry_enabled", "call_without_telemetry", "route_reads_body",
+                 "set_matched_route"):
+        monkeypatch.setattr(adapters, name, broken)
+    store = Store.from_url(f"sqlite:///{tmp_path / 'off.db'}")
+    migrate.upgrade(store)
+    try:
+        app = create_app(store, FakeClock(), with_fast_path(settings, "off"),
+                         admin_secret=ADMIN_SECRET)
+        transport = httpx.ASGITransport(app=app, client=("10.0.0.1", 1234))
+        async with httpx.AsyncClient(transport=transport, base_url="http://parent") as client:
+            api = Api(client, app, store, FakeClock(), settings)
+            creds = api.node("a", capacity=2)
+            task_id = await api.setup_task(api.token(), n_feeds=1)
+            r = await client.post(P + "/dispatch-task", params={"task_id": task_id},
+                                  headers=api.bearer(api.token()))
+            assert r.status_code == 200, r.text
+            r = await client.post(P + "/claim-task", headers=_plain(creds))
+            assert r.status_code == 200 and r.json()["data"], r.text
+            pkg = r.json()["data"]
+            r = await client.put(P + "/task-status", content=_body(
+                {"allocation_id": pkg["allocation_id"], "status": "executing",
+                 "epoch": pkg["epoch"]}),
+                headers={**_plain(creds), "Content-Type": "application/json"})
+            assert r.status_code == 200, r.text
+    finally:
+        store.dispose()
+
+
+async def test_dependency_overrides_make_the_fast_path_stand_aside(
+        tmp_path: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With ``auto``, an app whose dependencies are overridden (tests do) is routed by FastAPI,
+    so the override applies to the hot routes too."""
+    handled: list[str] = []
+    original = APIRoute.handle
+
+    async def counting(self: APIRoute, scope: Any, receive: Any, send: Any) -> None:
+        handled.append(self.path)
+        await original(self, scope, receive, send)
+
+    monkeypatch.setattr(APIRoute, "handle", counting)
+    store = Store.from_url(f"sqlite:///{tmp_path / 'overrides.db'}")
+    migrate.upgrade(store)
+    try:
+        app = create_app(store, FakeClock(), settings, admin_secret=ADMIN_SECRET)
+        with store.session() as s:
+            _node, creds = nodes_mod.create_node(s, FakeClock().now(), "a", max_capacity=2)
+        transport = httpx.ASGITransport(app=app, client=("10.0.0.1", 1234))
+        async with httpx.AsyncClient(transport=transport, base_url="http://parent") as client:
+            await client.post(P + "/claim-task", headers=_plain(creds))
+            assert handled == []  # served by the fast path
+            app.dependency_overrides[_run] = _run
+            await client.post(P + "/claim-task", headers=_plain(creds))
+            assert handled == ["/claim-task"]  # the route as declared
     finally:
         store.dispose()

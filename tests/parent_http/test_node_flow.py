@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from cascade_cli.store.models import Allocation, Article, Event
 from tests.parent_http.conftest import WX, P, envelope_err, envelope_ok
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("http_fast_path")]
 
 
 def _snapshot(store):
