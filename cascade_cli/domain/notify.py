@@ -54,10 +54,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
-from sqlalchemy.orm import Session
 
 from cascade_cli import __version__
 from cascade_cli.clock import Clock, isoformat_z
@@ -78,6 +77,9 @@ from cascade_cli.store.models import (
     Delivery,
     MessageTask,
 )
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 log = logging.getLogger("cascade.notify")
 

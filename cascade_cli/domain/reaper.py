@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import Any
-
-from sqlalchemy.orm import Session
+from typing import TYPE_CHECKING, Any
 
 from cascade_cli.config import Settings
 from cascade_cli.store import leases
@@ -19,6 +17,9 @@ from cascade_cli.store.engine import after_commit
 from cascade_cli.store.events import log_event
 from cascade_cli.store.nodes import purge_nonces
 from cascade_cli.store.runs import allocation_finished, finish_stale_runs
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 log = logging.getLogger("cascade.reaper")
 

@@ -39,7 +39,7 @@ def expired(session: Session, now: datetime, *, limit: int = 500) -> list[Expire
         .outerjoin(Node, Node.id == Allocation.node_id)
         .where(Allocation.status.in_(ACTIVE_STATES), Allocation.lease_expires_at < now)
         .order_by(Allocation.lease_expires_at).limit(limit)).all()
-    return [ExpiredLease(*row) for row in rows]
+    return [ExpiredLease._make(row) for row in rows]
 
 
 def expire(session: Session, now: datetime, lease: ExpiredLease) -> bool:
