@@ -49,8 +49,9 @@ from typing import TYPE_CHECKING, Any
 
 from cascade_cli.clock import Clock, isoformat_z
 from cascade_cli.config import Settings
+from cascade_cli.domain import dispatch as dispatching
 from cascade_cli.domain.cron import CronSpec, parse_cron, timezone_for
-from cascade_cli.domain.dispatch import SkipReason, dispatch
+from cascade_cli.domain.dispatch import SkipReason
 from cascade_cli.domain.metrics import Metrics
 from cascade_cli.errors import InvalidInput, NotFound
 from cascade_cli.store import runs as run_repo
@@ -275,8 +276,8 @@ class Scheduler:
                                       detail="previous run still running")
             # dispatch inserts the run in a savepoint: losing the race to another process
             # shows up as a skip ("already dispatched"), never as an exception here.
-            result = dispatch(s, now, self.settings, task_id=task.id, trigger="cron",
-                              scheduled_for=tick)
+            result = dispatching.dispatch(s, now, self.settings, task_id=task.id,
+                                          trigger="cron", scheduled_for=tick)
             if result.runs:
                 run_id = result.runs[0].schedule_run_id
                 if catch_up:
