@@ -1,5 +1,5 @@
 import warnings
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -106,3 +106,37 @@ def test_node_index_holds_only_active_allocations(any_store):
             assert columns == ["node_id", "status"]
             return
     assert "ix_alloc_node_status" in plan, plan
+
+
+def test_0007_marks_runs_finished_before_it_as_notified(any_db_url):
+    """Runs that finished before 0007 had their notifications queued when they finished: the
+    notifier must not queue them again; a running one is left for the notifier."""
+    from cascade_cli.store.models import MessageTask, ScheduleRun
+    from cascade_cli.store.runs import unnotified_runs
+
+    store = Store.from_url(any_db_url)
+    try:
+        assert migrate.upgrade(store, "0006") == (None, "0006")
+        when = datetime(2026, 11, 1, 12, 0)
+        with store.engine.begin() as conn:
+            conn.execute(insert(MessageTask.__table__), [{
+                "id": "t1", "name": "t1", "mps_id": [], "status": 1, "message_type": 0,
+                "overlap_policy": "skip", "misfire_policy": "skip", "jitter": 0,
+                "created_at": when, "updated_at": when}])
+            conn.execute(insert(ScheduleRun.__table__), [
+                {"id": f"r{n}", "task_id": "t1", "scheduled_for": when + timedelta(minutes=n),
+                 "trigger": "manual", "status": status, "allocation_count": 0,
+                 "open_allocations": 0, "created_at": when, "finished_at": finished}
+                for n, (status, finished) in enumerate([
+                    ("finished", when + timedelta(hours=1)), ("finished", None),
+                    ("running", None)])])
+        assert migrate.upgrade(store) == ("0006", migrate.head_revision())
+        with store.session() as s:
+            marks = dict(s.execute(select(ScheduleRun.id, ScheduleRun.notified_at)).all())
+            utc = when.replace(tzinfo=UTC)
+            assert marks == {"r0": utc + timedelta(hours=1), "r1": utc, "r2": None}
+            assert unnotified_runs(s) == []
+        assert migrate.downgrade(store, "0006") == (migrate.head_revision(), "0006")
+        assert migrate.upgrade(store) == ("0006", migrate.head_revision())
+    finally:
+        store.dispose()

@@ -18,28 +18,21 @@ import logging
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
-
-from sqlalchemy import insert, select
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
 
 from cascade_cli.clock import isoformat_z
 from cascade_cli.config import Settings
+from cascade_cli.store import feeds as feed_repo
 from cascade_cli.store import nodes as node_repo
+from cascade_cli.store import runs as run_repo
 from cascade_cli.store.engine import after_commit
 from cascade_cli.store.events import log_event
-from cascade_cli.store.models import (
-    PENDING,
-    RUN_RUNNING,
-    Allocation,
-    Feed,
-    MessageTask,
-    Node,
-    ScheduleRun,
-    new_id,
-)
+from cascade_cli.store.models import PENDING, MessageTask, Node, ScheduleRun, new_id
 from cascade_cli.store.tasks import get_task, list_tasks
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 log = logging.getLogger("cascade.dispatch")
 
@@ -54,13 +47,50 @@ class RunPlan:
     targeted: dict[str, int] = field(default_factory=dict)  # node name -> allocations
 
 
+class SkipReason(StrEnum):
+    """Why dispatch made no run for a task. Callers decide by this, never by the message
+    (which names the details: the run still open, the missing feeds...)."""
+
+    DISABLED = "task_disabled"
+    NO_FEEDS = "no_feeds"
+    TOO_MANY_FEEDS = "too_many_feeds"
+    PREVIOUS_RUN_UNFINISHED = "previous_run_unfinished"
+    NO_USABLE_FEEDS = "no_usable_feeds"
+    ALREADY_DISPATCHED = "already_dispatched"
+
+
+@dataclass(frozen=True)
+class Skip:
+    task_id: str
+    task_name: str
+    reason: SkipReason
+    message: str  # what the operator reads (the "reason" of the JSON answer)
+    schedule_run_id: str | None = None  # the unfinished run, for PREVIOUS_RUN_UNFINISHED
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"task_id": self.task_id, "task_name": self.task_name,
+                               "reason": self.message}
+        if self.schedule_run_id is not None:
+            out["schedule_run_id"] = self.schedule_run_id
+        return out
+
+
 @dataclass
 class DispatchResult:
     runs: list[RunPlan] = field(default_factory=list)
-    skipped: list[dict[str, Any]] = field(default_factory=list)
+    skips: list[Skip] = field(default_factory=list)
     warnings: list[dict[str, Any]] = field(default_factory=list)
     online_nodes: int = 0
     online_capacity: int = 0
+
+    @property
+    def skipped(self) -> list[dict[str, Any]]:
+        """The skips as the JSON answer and the CLI show them."""
+        return [s.to_dict() for s in self.skips]
+
+    def skip(self, task: MessageTask, reason: SkipReason, message: str,
+             schedule_run_id: str | None = None) -> None:
+        self.skips.append(Skip(task.id, task.name, reason, message, schedule_run_id))
 
     @property
     def allocations_created(self) -> int:
@@ -69,8 +99,8 @@ class DispatchResult:
     @property
     def message(self) -> str:
         if not self.runs:
-            return "nothing dispatched" + (f": {len(self.skipped)} task(s) skipped"
-                                           if self.skipped else ": no enabled task")
+            return "nothing dispatched" + (f": {len(self.skips)} task(s) skipped"
+                                           if self.skips else ": no enabled task")
         text = f"dispatched {self.allocations_created} allocation(s) in {len(self.runs)} run(s)"
         if self.online_nodes == 0:
             text += "; no child node is online, the allocations wait until one claims them"
@@ -104,44 +134,27 @@ def shared_batch_size(n_feeds: int, batch_size: int, capacity_slots: int) -> int
     return max(1, min(batch_size, math.ceil(n_feeds / capacity_slots)))
 
 
-def _feed_facts(session: Session, ids: list[str]) -> dict[str, tuple[int, str | None]]:
-    """(status, preferred_node) per existing feed id; columns only, in chunks."""
-    facts: dict[str, tuple[int, str | None]] = {}
-    for start in range(0, len(ids), 5000):
-        rows = session.execute(select(Feed.id, Feed.status, Feed.preferred_node)
-                               .where(Feed.id.in_(ids[start:start + 5000])))
-        facts.update({fid: (status, preferred) for fid, status, preferred in rows})
-    return facts
-
-
-def _has_unfinished_run(session: Session, task_id: str) -> str | None:
-    return session.scalar(select(ScheduleRun.id).where(
-        ScheduleRun.task_id == task_id, ScheduleRun.status == RUN_RUNNING).limit(1))
-
-
 def _dispatch_task(session: Session, now: datetime, settings: Settings, task: MessageTask,
                    result: DispatchResult, online: dict[str, Node], *, force: bool,
                    trigger: str, scheduled_for: datetime | None) -> None:
     feed_ids = list(dict.fromkeys(task.mps_id or []))
     if not feed_ids:
-        result.skipped.append({"task_id": task.id, "task_name": task.name,
-                               "reason": "task has no feeds (mps_id is empty)"})
+        result.skip(task, SkipReason.NO_FEEDS, "task has no feeds (mps_id is empty)")
         return
     if len(feed_ids) > settings.parent.limits.max_feeds_per_task:
-        result.skipped.append({"task_id": task.id, "task_name": task.name,
-                               "reason": f"task has {len(feed_ids)} feeds, more than "
-                                         f"parent.limits.max_feeds_per_task"})
+        result.skip(task, SkipReason.TOO_MANY_FEEDS,
+                    f"task has {len(feed_ids)} feeds, more than "
+                    f"parent.limits.max_feeds_per_task")
         return
     if not force and task.overlap_policy != "allow":
-        unfinished = _has_unfinished_run(session, task.id)
+        unfinished = run_repo.unfinished_run(session, task.id)
         if unfinished:
-            result.skipped.append({"task_id": task.id, "task_name": task.name,
-                                   "reason": f"previous run {unfinished} is unfinished "
-                                             "(use --force, or overlap_policy: allow)",
-                                   "schedule_run_id": unfinished})
+            result.skip(task, SkipReason.PREVIOUS_RUN_UNFINISHED,
+                        f"previous run {unfinished} is unfinished "
+                        "(use --force, or overlap_policy: allow)", unfinished)
             return
 
-    found = _feed_facts(session, feed_ids)
+    found = feed_repo.dispatch_facts(session, feed_ids)
     missing = [f for f in feed_ids if f not in found]
     disabled = [f for f in feed_ids if f in found and found[f][0] != 1]
     usable = [f for f in feed_ids if f in found and found[f][0] == 1]
@@ -152,21 +165,16 @@ def _dispatch_task(session: Session, now: datetime, settings: Settings, task: Me
         reason = "none of its feeds exist or are enabled"
         if missing:
             reason += f" (missing: {', '.join(missing[:10])}{'...' if len(missing) > 10 else ''})"
-        result.skipped.append({"task_id": task.id, "task_name": task.name, "reason": reason})
+        result.skip(task, SkipReason.NO_USABLE_FEEDS, reason)
         log_event(session, now, "dispatch", status="failed", task_id=task.id, error=reason)
         after_commit(session, lambda: log.warning("dispatch of task %s skipped: %s",
                                                   task.name, reason))
         return
 
-    run = ScheduleRun(id=new_id(), task_id=task.id, scheduled_for=scheduled_for or now,
-                      trigger=trigger, status=RUN_RUNNING, created_at=now)
-    try:
-        with session.begin_nested():
-            session.add(run)
-            session.flush()
-    except IntegrityError:
-        result.skipped.append({"task_id": task.id, "task_name": task.name,
-                               "reason": "this tick was already dispatched"})
+    run = run_repo.start_run(session, now, task_id=task.id,
+                             scheduled_for=scheduled_for or now, trigger=trigger)
+    if run is None:
+        result.skip(task, SkipReason.ALREADY_DISPATCHED, "this tick was already dispatched")
         return
 
     by_node: dict[str, list[str]] = {}
@@ -191,8 +199,7 @@ def _dispatch_task(session: Session, now: datetime, settings: Settings, task: Me
                      "updated_at": now})
 
     plan = RunPlan(run.id, task.id, task.name, 0, len(usable))
-    names = {n.id: n.name for n in session.scalars(select(Node).where(
-        Node.id.in_(list(by_node))))} if by_node else {}
+    names = node_repo.names_by_id(session, list(by_node))
     for node_id, ids in by_node.items():
         node = online.get(node_id)
         size = shared_batch_size(len(ids), batch, node.max_capacity if node else 1)
@@ -203,12 +210,7 @@ def _dispatch_task(session: Session, now: datetime, settings: Settings, task: Me
     for chunk in _chunks(shared, size):
         add(chunk, None)
 
-    # Core executemany: planning 100,000 feeds must not build 10,000 ORM objects.
-    conn = session.connection()
-    for start in range(0, len(rows), 2000):
-        conn.execute(insert(Allocation.__table__), rows[start:start + 2000])  # type: ignore[arg-type]
-    run.allocation_count = len(rows)
-    run.open_allocations = len(rows)
+    run_repo.add_allocations(session, run, rows)
     plan.allocations = len(rows)
     result.runs.append(plan)
     log_event(session, now, "dispatch", task_id=task.id, count=len(rows),
@@ -236,8 +238,8 @@ def dispatch(session: Session, now: datetime, settings: Settings, *, task_id: st
     if task_id:
         task = get_task(session, task_id)
         if task.status != 1 and not force:
-            result.skipped.append({"task_id": task.id, "task_name": task.name,
-                                   "reason": "task is disabled (enable it, or use --force)"})
+            result.skip(task, SkipReason.DISABLED,
+                        "task is disabled (enable it, or use --force)")
             return result
         tasks = [task]
     else:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -15,10 +15,11 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
 
-from cascade_cli.store.models import ALLOCATION_STATES, Allocation, Node
+from cascade_cli.store import gauges
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                     10.0, 30.0, 60.0)
@@ -93,16 +94,9 @@ class Metrics:
 
     def refresh_from_db(self, s: Session, now: datetime, offline_after: float) -> None:
         """Gauges that describe database state are read at scrape time."""
-        counts = dict.fromkeys(ALLOCATION_STATES, 0)
-        for status, n in s.execute(select(Allocation.status, func.count())
-                                   .group_by(Allocation.status)):
-            counts[status] = int(n)
-        for status, n in counts.items():
+        for status, n in gauges.allocations_by_status(s).items():
             self.allocations.labels(status).set(n)
-        since = now - timedelta(seconds=offline_after)
-        online = s.scalar(select(func.count()).select_from(Node).where(
-            Node.enabled.is_(True), Node.last_heartbeat_at >= since))
-        self.online_nodes.set(int(online or 0))
+        self.online_nodes.set(gauges.online_nodes(s, now - timedelta(seconds=offline_after)))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

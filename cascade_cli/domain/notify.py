@@ -1,17 +1,24 @@
 """Run notifications: a durable webhook outbox (table ``deliveries``) and its sender.
 
-Queueing (``queue_run_notifications``), in the transaction that finishes a run
+Queueing (``queue_run_notifications``), by the notifier, for each finished run not queued yet
+    Finishing a run only marks it finished (``store.runs``); every notifier pass first looks
+    for finished runs whose ``notified_at`` is empty and queues each in its own transaction.
+    The transaction starts with a conditional UPDATE that sets ``notified_at``: of several
+    parent processes exactly one queues a run (the others' UPDATE changes nothing), and runs
+    finished while no notifier ran (``parent.notify.enabled: false``, a parent started
+    without it) are queued by the next one that does. As the sender also only runs once per
+    pass, a message goes out in the same pass that queues it: no later than before.
     One row per feed of the run with new articles (``Article.schedule_run_id == run``), with
     ``idempotency_key = "<run>:<feed>"`` (unique: a run never queues a feed twice). What the
     message is made of (the template, its type and the context built from the articles as they
     are now) is stored with the row (``content_type = UNRENDERED``): a restart, a template edit
     or a deleted article never changes a queued message. It is *rendered* by the sender, before
     the first send and outside any transaction (a render may take up to
-    ``templates.RENDER_SECONDS``; inside the transaction that finishes a run it would hold the
-    database's write lock), and the rendered body replaces it. A webhook URL that is invalid
-    gives a row that is ``dead`` at once; a template that cannot be rendered makes the row
-    ``dead`` when the sender gets to it, with the error. Nothing crashes, and the problem shows
-    in ``cascade deliveries list``.
+    ``templates.RENDER_SECONDS``; inside the queueing transaction it would hold the run's
+    row lock and, on SQLite, the database's write lock), and the rendered body replaces it.
+    A webhook URL that is invalid gives a row that is ``dead`` at once; a template that
+    cannot be rendered makes the row ``dead`` when the sender gets to it, with the error.
+    Nothing crashes, and the problem shows in ``cascade deliveries list``.
 
 Sending (``Notifier``)
     * Claim: a conditional UPDATE sets ``locked_until`` on a due ``pending`` row; only the
@@ -47,36 +54,41 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
-from sqlalchemy import func, or_, select, update
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 from cascade_cli import __version__
 from cascade_cli.clock import Clock, isoformat_z
 from cascade_cli.config import Settings
 from cascade_cli.domain import templates
 from cascade_cli.domain.metrics import Metrics
-from cascade_cli.errors import Conflict, InvalidInput, NotFound
+from cascade_cli.errors import InvalidInput
 from cascade_cli.httpdates import retry_after_seconds
-from cascade_cli.store.engine import Store
+from cascade_cli.store import deliveries as outbox
+from cascade_cli.store import runs as run_repo
+from cascade_cli.store.deliveries import list_deliveries, retry_dead, retry_delivery
+from cascade_cli.store.engine import Store, after_commit
 from cascade_cli.store.events import log_event
 from cascade_cli.store.models import (
     DELIVERY_DEAD,
     DELIVERY_DELIVERED,
     DELIVERY_PENDING,
-    Article,
     Delivery,
-    Feed,
     MessageTask,
-    ScheduleRun,
 )
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 log = logging.getLogger("cascade.notify")
 
+# ``cascade deliveries`` reads and requeues the outbox through these (store.deliveries).
+__all__ = ["Notifier", "delivery_dict", "list_deliveries", "queue_run_notifications",
+           "render_delivery", "retry_dead", "retry_delivery"]
+
 CLAIM_BATCH = 20
+QUEUE_BATCH = 100  # finished runs queued per pass
 SEND_CONCURRENCY = 8
 MAX_REDIRECTS = 3
 MAX_RESPONSE_BYTES = 64 * 1024
@@ -110,50 +122,43 @@ def render_delivery(snapshot: str, url: str) -> templates.Rendered:
     return templates.build_message(template, context, url)
 
 
-def _affected(result: Any) -> int:
-    """Rows changed by an UPDATE/DELETE (``CursorResult.rowcount``, loosely typed upstream)."""
-    return int(getattr(result, "rowcount", 0) or 0)
-
-
 # --- queueing ------------------------------------------------------------------------------
 
 
 def queue_run_notifications(s: Session, now: datetime, run_id: str, settings: Settings) -> int:
     """Queue one delivery per feed of the run with new articles; returns how many were queued
-    (``pending``). Idempotent: calling it again for the same run adds nothing."""
-    run = s.get(ScheduleRun, run_id)
-    if run is None:
+    (``pending``). Once per run: the first call claims the run (``runs.claim_notification``,
+    a conditional UPDATE of ``notified_at``), and any later or concurrent one adds nothing."""
+    if not run_repo.claim_notification(s, now, run_id):
         return 0
-    task = s.get(MessageTask, run.task_id)
-    run.notified_at = now
-    if task is None or not (task.web_hook_url or "").strip():
+    run, task = outbox.run_task(s, run_id)
+    if run is None or task is None or not (task.web_hook_url or "").strip():
         return 0
-    counts = dict(s.execute(select(Article.feed_id, func.count()).where(
-        Article.schedule_run_id == run_id).group_by(Article.feed_id)).all())
+    counts = outbox.new_article_counts(s, run_id)
     if not counts:
         return 0
-    existing = set(s.scalars(select(Delivery.idempotency_key).where(
-        Delivery.schedule_run_id == run_id)))
+    existing = outbox.queued_keys(s, run_id)
     order = {fid: i for i, fid in enumerate(task.mps_id or [])}
-    queued = 0
+    queued = dead = 0
     for feed_id in sorted(counts, key=lambda f: (order.get(f, len(order)), f)):
         key = f"{run_id}:{feed_id}"
         if key in existing:
             continue
         row = _build_delivery(s, now, settings, task, run_id, feed_id, counts[feed_id], key)
-        try:
-            with s.begin_nested():
-                s.add(row)
-                s.flush()
-        except IntegrityError:
+        if not outbox.add_delivery(s, row):
             continue  # queued concurrently by another process: once is enough
         if row.status == DELIVERY_PENDING:
             queued += 1
         else:
+            dead += 1
             log_event(s, now, "notification", direction="outbound", status="failed",
                       task_id=task.id, error=row.last_error,
                       detail={"delivery_id": row.id, "schedule_run_id": run_id,
                               "feed_id": feed_id})
+    if queued or dead:
+        line = (f"run {run_id} of task {task.name}: {queued} notifications queued"
+                + (f", {dead} not sendable (cascade deliveries list)" if dead else ""))
+        after_commit(s, lambda: log.info("%s", line))
     return queued
 
 
@@ -167,13 +172,11 @@ def _build_delivery(s: Session, now: datetime, settings: Settings, task: Message
     try:
         templates.validate_webhook_url(url)
         row.channel = templates.channel_for_url(url)
-        arts = list(s.scalars(select(Article).where(
-            Article.schedule_run_id == run_id, Article.feed_id == feed_id)))
+        feed, arts = outbox.run_feed_articles(s, run_id, feed_id)
         # Newest first; portable (MySQL has no NULLS LAST).
         arts.sort(key=lambda a: (a.publish_time is not None,
                                  a.publish_time or a.created_at, a.created_at), reverse=True)
-        context = templates.build_context(task, s.get(Feed, feed_id), feed_id, arts, now,
-                                          total=count)
+        context = templates.build_context(task, feed, feed_id, arts, now, total=count)
         # Rendered by the sender, outside this transaction (see the module's docstring).
         row.body = json.dumps({"template": task.message_template,
                                "message_type": task.message_type or 0, "context": context},
@@ -321,8 +324,26 @@ class Notifier:
 
     # --- one pass -------------------------------------------------------------------------
 
+    def queue_finished(self, *, limit: int = QUEUE_BATCH) -> int:
+        """Queue the notifications of finished runs not queued yet, one transaction per run;
+        returns how many deliveries were queued."""
+        with self.store.session() as s:
+            run_ids = run_repo.unnotified_runs(s, limit=limit)
+        queued = 0
+        for run_id in run_ids:
+            try:
+                with self.store.session() as s:
+                    queued += queue_run_notifications(s, self.clock.now(), run_id,
+                                                      self.settings)
+            except Exception:  # one run that cannot be queued must not hold up the others
+                log.exception("notify: queueing the notifications of run %s failed; "
+                              "retried on the next pass", run_id)
+        return queued
+
     def deliver_due(self, *, limit: int = CLAIM_BATCH) -> int:
-        """Claim and send the due deliveries; returns how many were attempted."""
+        """One pass: queue what finished runs have to say (``queue_finished``), then claim
+        and send the due deliveries; returns how many were attempted."""
+        self.queue_finished()
         jobs = self._claim(self.clock.now(), limit)
         if not jobs:
             return 0
@@ -337,24 +358,13 @@ class Notifier:
         lock = now + timedelta(seconds=self.lock_seconds)
         jobs: list[_Job] = []
         with self.store.session() as s:
-            due = list(s.scalars(select(Delivery.id).where(
-                Delivery.status == DELIVERY_PENDING,
-                or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now),
-                or_(Delivery.locked_until.is_(None), Delivery.locked_until <= now))
-                .order_by(Delivery.next_attempt_at, Delivery.created_at).limit(limit)))
+            due = outbox.due_ids(s, now, limit)
         for delivery_id in due:
             with self.store.session() as s:
-                got = _affected(s.execute(update(Delivery).where(
-                    Delivery.id == delivery_id, Delivery.status == DELIVERY_PENDING,
-                    or_(Delivery.locked_until.is_(None), Delivery.locked_until <= now))
-                    .values(locked_until=lock).execution_options(
-                        synchronize_session=False)))
-                if got != 1:
+                got = outbox.claim(s, now, delivery_id, lock)
+                if got is None:
                     continue  # another process claimed it first
-                d = s.get(Delivery, delivery_id)
-                task = s.get(MessageTask, d.task_id) if d else None
-                if d is None:
-                    continue
+                d, task = got
                 jobs.append(_Job(
                     d.id, d.idempotency_key, d.url, d.body, d.content_type, d.channel,
                     d.attempts, d.max_attempts, lock, d.task_id,
@@ -474,11 +484,7 @@ class Notifier:
                 error = f"gave up after {attempts} attempts: {error}"
             values.update(status=DELIVERY_DEAD, last_error=error[:4000], next_attempt_at=None)
         with self.store.session() as s:
-            changed = _affected(s.execute(update(Delivery).where(
-                Delivery.id == job.id, Delivery.status == DELIVERY_PENDING,
-                Delivery.locked_until == job.lock).values(**values).execution_options(
-                    synchronize_session=False)))
-            if not changed:
+            if not outbox.record(s, job.id, job.lock, values):
                 log.warning("notify: delivery %s lost its claim while sending (%s)", job.id,
                             outcome.kind)
                 return
@@ -538,43 +544,3 @@ def delivery_dict(d: Delivery) -> dict[str, Any]:
             "next_attempt_at": isoformat_z(d.next_attempt_at), "last_error": d.last_error,
             "last_status_code": d.last_status_code, "created_at": isoformat_z(d.created_at),
             "updated_at": isoformat_z(d.updated_at), "delivered_at": isoformat_z(d.delivered_at)}
-
-
-def list_deliveries(s: Session, *, status: str | None = None, task_id: str | None = None,
-                    limit: int = 50, offset: int = 0) -> tuple[list[Delivery], int]:
-    q = select(Delivery)
-    if status:
-        q = q.where(Delivery.status == status)
-    if task_id:
-        q = q.where(Delivery.task_id == task_id)
-    total = s.scalar(select(func.count()).select_from(q.subquery())) or 0
-    rows = list(s.scalars(q.order_by(Delivery.created_at.desc(), Delivery.id)
-                          .limit(limit).offset(offset)))
-    return rows, total
-
-
-def retry_delivery(s: Session, now: datetime, delivery_id: str) -> Delivery:
-    """Put a dead (or pending) delivery back in line now, with a fresh attempt budget."""
-    d = s.get(Delivery, delivery_id)
-    if d is None:
-        raise NotFound("delivery", delivery_id, hint="'cascade deliveries list' shows them")
-    if d.status == DELIVERY_DELIVERED:
-        raise Conflict(f"delivery {delivery_id} was already delivered", code="already_delivered")
-    if not d.body:
-        raise Conflict(f"delivery {delivery_id} has no message to send ({d.last_error})",
-                       code="not_sendable",
-                       hint="fix the task's template or webhook URL; the next run queues "
-                            "a new message")
-    d.status, d.attempts, d.next_attempt_at, d.locked_until, d.updated_at = (
-        DELIVERY_PENDING, 0, now, None, now)
-    return d
-
-
-def retry_dead(s: Session, now: datetime, *, task_id: str | None = None) -> int:
-    """Requeue every dead delivery that has a message (optionally of one task)."""
-    q = update(Delivery).where(Delivery.status == DELIVERY_DEAD, Delivery.body != "")
-    if task_id:
-        q = q.where(Delivery.task_id == task_id)
-    return _affected(s.execute(q.values(status=DELIVERY_PENDING, attempts=0,
-                                        next_attempt_at=now, locked_until=None, updated_at=now)
-                               .execution_options(synchronize_session=False)))

@@ -44,40 +44,59 @@ import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
-from typing import Any
-
-from sqlalchemy import func, or_, select, update
-from sqlalchemy.orm import Session
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
 
 from cascade_cli.clock import Clock, isoformat_z
 from cascade_cli.config import Settings
+from cascade_cli.domain import dispatch as dispatching
 from cascade_cli.domain.cron import CronSpec, parse_cron, timezone_for
+from cascade_cli.domain.dispatch import SkipReason
 from cascade_cli.domain.metrics import Metrics
-from cascade_cli.errors import InvalidInput
+from cascade_cli.errors import InvalidInput, NotFound
+from cascade_cli.store import runs as run_repo
+from cascade_cli.store import tasks as task_repo
 from cascade_cli.store.engine import Store
 from cascade_cli.store.events import log_event
-from cascade_cli.store.models import RUN_RUNNING, MessageTask, ScheduleRun
+from cascade_cli.store.models import MessageTask
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 log = logging.getLogger("cascade.scheduler")
 
 INVALID_CRON_PREFIX = "invalid cron: "
 _EPS = timedelta(microseconds=1)
 
-# Actions reported by Scheduler.tick().
-FIRED = "fired"
-CATCH_UP = "catch_up"
-SKIPPED_OVERLAP = "skipped_overlap"
-MISFIRE_SKIPPED = "misfire_skipped"
-ALREADY_FIRED = "already_fired"
-DISPATCH_SKIPPED = "dispatch_skipped"
-INVALID_CRON = "invalid_cron"
-ERROR = "error"
+
+
+class TickAction(StrEnum):
+    """What ``Scheduler.tick()`` did with a task's tick (the metric's ``action`` label)."""
+
+    FIRED = "fired"
+    CATCH_UP = "catch_up"
+    SKIPPED_OVERLAP = "skipped_overlap"
+    MISFIRE_SKIPPED = "misfire_skipped"
+    ALREADY_FIRED = "already_fired"
+    DISPATCH_SKIPPED = "dispatch_skipped"
+    INVALID_CRON = "invalid_cron"
+    ERROR = "error"
+
+
+FIRED = TickAction.FIRED
+CATCH_UP = TickAction.CATCH_UP
+SKIPPED_OVERLAP = TickAction.SKIPPED_OVERLAP
+MISFIRE_SKIPPED = TickAction.MISFIRE_SKIPPED
+ALREADY_FIRED = TickAction.ALREADY_FIRED
+DISPATCH_SKIPPED = TickAction.DISPATCH_SKIPPED
+INVALID_CRON = TickAction.INVALID_CRON
+ERROR = TickAction.ERROR
 
 
 @dataclass
 class TickResult:
     task_id: str
-    action: str
+    action: TickAction
     scheduled_for: str | None = None
     schedule_run_id: str | None = None
     detail: str | None = None
@@ -99,11 +118,6 @@ class _TaskView:
     jitter: float
     last_error: str | None
     floor: datetime  # max(created_at, updated_at)
-
-
-def _affected(result: Any) -> int:
-    """Rows changed by an UPDATE/DELETE (``CursorResult.rowcount``, loosely typed upstream)."""
-    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def jitter_offset(task_id: str, tick: datetime, jitter: float) -> float:
@@ -185,27 +199,13 @@ class Scheduler:
 
     def _load(self, now: datetime) -> tuple[list[_TaskView], dict[str, datetime]]:
         with self.store.session() as s:
-            # Only the columns needed (not templates) - this runs every tick_interval.
-            rows = s.execute(select(
-                MessageTask.id, MessageTask.name, MessageTask.cron_exp,
-                MessageTask.overlap_policy, MessageTask.misfire_policy,
-                MessageTask.misfire_grace, MessageTask.jitter, MessageTask.last_error,
-                MessageTask.created_at, MessageTask.updated_at).where(
-                MessageTask.status == 1, MessageTask.cron_exp.is_not(None),
-                MessageTask.cron_exp != "")).all()
             tasks = [_TaskView(t.id, t.name, t.cron_exp or "", t.overlap_policy or "skip",
                                t.misfire_policy or "skip", t.misfire_grace,
                                float(t.jitter or 0.0), t.last_error,
                                max(t.created_at, t.updated_at or t.created_at))
-                     for t in rows]
+                     for t in task_repo.enabled_cron_tasks(s)]
             unknown = [t.id for t in tasks if t.id not in self._considered]
-            db_last: dict[str, datetime] = {}
-            for start in range(0, len(unknown), 500):
-                chunk = unknown[start:start + 500]
-                db_last.update({tid: last for tid, last in s.execute(
-                    select(ScheduleRun.task_id, func.max(ScheduleRun.scheduled_for))
-                    .where(ScheduleRun.task_id.in_(chunk), ScheduleRun.trigger == "cron")
-                    .group_by(ScheduleRun.task_id)).all() if last is not None})
+            db_last = run_repo.last_cron_ticks(s, unknown)
         return tasks, db_last
 
     def _consider(self, task: _TaskView, now: datetime, db_last: datetime | None
@@ -262,18 +262,13 @@ class Scheduler:
 
     def _fire(self, task: _TaskView, now: datetime, tick: datetime, catch_up: bool,
               lateness: float) -> TickResult:
-        from cascade_cli.domain.dispatch import dispatch
-
         when = isoformat_z(tick)
         with self.store.session() as s:
-            existing = s.scalar(select(ScheduleRun.id).where(
-                ScheduleRun.task_id == task.id, ScheduleRun.scheduled_for == tick))
+            existing = run_repo.run_at_tick(s, task.id, tick)
             if existing:
                 return TickResult(task.id, ALREADY_FIRED, when, existing)
             if task.overlap_policy != "allow":
-                running = s.scalar(select(ScheduleRun.id).where(
-                    ScheduleRun.task_id == task.id, ScheduleRun.status == RUN_RUNNING)
-                    .limit(1))
+                running = run_repo.unfinished_run(s, task.id)
                 if running:
                     log.info("cron tick %s of task %s skipped: run %s still running "
                              "(overlap_policy skip)", when, task.name, running)
@@ -281,8 +276,8 @@ class Scheduler:
                                       detail="previous run still running")
             # dispatch inserts the run in a savepoint: losing the race to another process
             # shows up as a skip ("already dispatched"), never as an exception here.
-            result = dispatch(s, now, self.settings, task_id=task.id, trigger="cron",
-                              scheduled_for=tick)
+            result = dispatching.dispatch(s, now, self.settings, task_id=task.id,
+                                          trigger="cron", scheduled_for=tick)
             if result.runs:
                 run_id = result.runs[0].schedule_run_id
                 if catch_up:
@@ -290,8 +285,8 @@ class Scheduler:
                               detail={"scheduled_for": when, "late_seconds": lateness,
                                       "schedule_run_id": run_id, "policy": "run_once"})
                 return TickResult(task.id, CATCH_UP if catch_up else FIRED, when, run_id)
-            reason = "; ".join(str(x.get("reason")) for x in result.skipped) or "nothing to do"
-            if "already dispatched" in reason:
+            reason = "; ".join(x.message for x in result.skips) or "nothing to do"
+            if any(x.reason is SkipReason.ALREADY_DISPATCHED for x in result.skips):
                 return TickResult(task.id, ALREADY_FIRED, when, detail=reason)
             return TickResult(task.id, DISPATCH_SKIPPED, when, detail=reason)
 
@@ -313,21 +308,14 @@ class Scheduler:
         text = (INVALID_CRON_PREFIX + message)[:4000]
         with self.store.session() as s:
             # Conditional: only the process that changes last_error logs the event, once.
-            changed = _affected(s.execute(update(MessageTask).where(
-                MessageTask.id == task.id,
-                or_(MessageTask.last_error.is_(None), MessageTask.last_error != text))
-                .values(last_error=text)))
-            if changed:
+            if task_repo.set_last_error(s, task.id, text):
                 log.warning("scheduler: task %s (%s) has an %s", task.name, task.id, text)
                 log_event(s, now, "schedule_invalid_cron", status="failed", task_id=task.id,
                           error=text, detail={"cron_exp": task.cron_exp})
 
     def _clear_invalid(self, task: _TaskView) -> None:
         with self.store.session() as s:
-            s.execute(update(MessageTask).where(
-                MessageTask.id == task.id,
-                MessageTask.last_error.like(INVALID_CRON_PREFIX + "%"))
-                .values(last_error=None))
+            task_repo.clear_last_error(s, task.id, INVALID_CRON_PREFIX)
 
     def _event(self, task: _TaskView, now: datetime, op: str, status: str, error: str,
                detail: dict[str, Any]) -> None:
@@ -354,19 +342,13 @@ def session_next_runs(s: Session, task_ident: str | None, now: datetime, n: int,
                       settings: Settings) -> list[dict[str, Any]]:
     """Rows for ``cascade tasks next``: one per task (all tasks with a cron when no ident)."""
     if task_ident:
-        task = s.get(MessageTask, task_ident)
+        task = task_repo.find_task(s, task_ident)
         if task is None:
-            task = s.scalar(select(MessageTask).where(MessageTask.name == task_ident))
-        if task is None:
-            from cascade_cli.errors import NotFound
-
             raise NotFound("message task", task_ident,
                            hint="'cascade tasks list' shows the tasks")
         tasks = [task]
     else:
-        tasks = list(s.scalars(select(MessageTask).where(
-            MessageTask.cron_exp.is_not(None), MessageTask.cron_exp != "")
-            .order_by(MessageTask.name)))
+        tasks = task_repo.tasks_with_cron(s)
     rows: list[dict[str, Any]] = []
     for task in tasks:
         row: dict[str, Any] = {"task_id": task.id, "task_name": task.name,

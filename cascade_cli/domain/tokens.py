@@ -13,17 +13,18 @@ import os
 import secrets
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jwt
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from cascade_cli import durations
 from cascade_cli.clock import isoformat_z
 from cascade_cli.errors import AuthError, ConfigError, NotFound
-from cascade_cli.store.idmatch import match_short_id
+from cascade_cli.store import tokens as token_repo
 from cascade_cli.store.models import AdminToken
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 ALGORITHM = "HS256"
 ISSUER = "cascade-parent"
@@ -79,10 +80,7 @@ def issue(s: Session, now: datetime, secret: bytes, *, ttl: float,
     if label:
         claims["label"] = label[:255]
     token = jwt.encode(claims, secret, algorithm=ALGORITHM)
-    row = AdminToken(jti=jti, label=label[:255], created_at=now, expires_at=expires)
-    s.add(row)
-    s.flush()
-    return token, row
+    return token, token_repo.add(s, now, jti, label=label[:255], expires_at=expires)
 
 
 def decode(secret: bytes, token: str, now: datetime) -> dict[str, Any]:
@@ -111,7 +109,7 @@ def verify(s: Session, now: datetime, secret: bytes, token: str) -> dict[str, An
 def check_recorded(s: Session, now: datetime, jti: str) -> AdminToken:
     """The stored record of token ``jti``: known, not revoked, not expired; ``AuthError``
     otherwise. What a dashboard session checks on every request (it holds no token)."""
-    row = s.get(AdminToken, jti)
+    row = token_repo.get(s, jti)
     if row is None:
         raise AuthError("admin token unknown to this parent", code="invalid_token")
     if row.revoked_at is not None:
@@ -124,10 +122,7 @@ def check_recorded(s: Session, now: datetime, jti: str) -> AdminToken:
 
 
 def revoke(s: Session, now: datetime, jti: str) -> AdminToken:
-    row = s.get(AdminToken, jti)
-    if row is None:  # the 8 characters 'token list' shows
-        found = match_short_id(s, AdminToken.jti, jti, "admin token")
-        row = s.get(AdminToken, found) if found is not None else None
+    row = token_repo.find(s, jti)  # or the 8 characters 'token list' shows
     if row is None:
         raise NotFound("admin token", jti, hint="'cascade token list' shows the tokens")
     if row.revoked_at is None:
@@ -136,7 +131,7 @@ def revoke(s: Session, now: datetime, jti: str) -> AdminToken:
 
 
 def list_tokens(s: Session) -> list[AdminToken]:
-    return list(s.scalars(select(AdminToken).order_by(AdminToken.created_at)))
+    return token_repo.list_all(s)
 
 
 def token_status(row: AdminToken, now: datetime) -> str:

@@ -93,7 +93,7 @@ from cascade_cli.store.prepared import Prepared
 from cascade_cli.store.runs import allocation_finished
 
 __all__ = ["AllocationNotFound", "AllocationRow", "ClaimedRow", "StatusRow", "allocation_dict",
-           "claim", "forget_facts", "heartbeat", "heartbeat_interval", "lease_ttl",
+           "claim", "heartbeat", "heartbeat_interval", "lease_ttl",
            "list_allocations", "orphaned_targets", "package", "pending_counts",
            "report_completion", "running_count", "set_status", "upload_articles"]
 
@@ -136,12 +136,6 @@ def claim(session: Session, now: datetime, node: Node | NodeRow, settings: Setti
         "b_node": node.id, "b_cutoff": _cutoff(now, settings), "b_want": max_count,
         "b_capacity": node.max_capacity, "b_now": now,
         "b_lease": now + timedelta(seconds=lease_ttl(settings))})
-
-
-def forget_facts(session: Session, *allocation_ids: str) -> None:
-    """The allocations left this process's hands without an owner write (the reaper requeued
-    or timed them out): what the process remembered of them goes (see ``alloc_facts``)."""
-    dialects.of(session).facts.forget(*allocation_ids)
 
 
 _TASK_WEBHOOK = Prepared(select(MT.message_template, MT.web_hook_url, MT.headers,

@@ -212,3 +212,14 @@ def feed_states(session: Session, ids: list[str]) -> dict[str, int]:
         return {}
     return {fid: int(st) for fid, st in session.execute(
         select(Feed.id, Feed.status).where(Feed.id.in_(ids)))}
+
+
+def dispatch_facts(session: Session, ids: list[str]) -> dict[str, tuple[int, str | None]]:
+    """(status, preferred_node) per existing feed of ``ids``: what dispatch splits them by.
+    Columns only, in chunks below every database's bind-parameter limit."""
+    facts: dict[str, tuple[int, str | None]] = {}
+    for start in range(0, len(ids), 5000):
+        rows = session.execute(select(Feed.id, Feed.status, Feed.preferred_node)
+                               .where(Feed.id.in_(ids[start:start + 5000])))
+        facts.update({fid: (int(status), preferred) for fid, status, preferred in rows})
+    return facts

@@ -193,7 +193,11 @@ class ScheduleRun(Base):
     """One run of a task. Unique per (task, scheduled time): a tick fires exactly once."""
 
     __tablename__ = "schedule_runs"
-    __table_args__ = (UniqueConstraint("task_id", "scheduled_for", name="uq_run_task_tick"),)
+    __table_args__ = (
+        UniqueConstraint("task_id", "scheduled_for", name="uq_run_task_tick"),
+        # The notifier's look for finished runs not notified yet, every poll (migration 0007).
+        Index("ix_run_status_notified", "status", "notified_at"),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     task_id: Mapped[str] = mapped_column(ForeignKey("message_tasks.id", ondelete="CASCADE"),
@@ -208,6 +212,7 @@ class ScheduleRun(Base):
     open_allocations: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # When the notifier queued the run's notifications (None: not yet, or still running).
     notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 

@@ -416,3 +416,11 @@ def node_dict(node: Node, now: datetime, offline_after: float,
         "revoked_at": isoformat_z(node.revoked_at),
         "created_at": isoformat_z(node.created_at),
     }
+
+
+def names_by_id(session: Session, ids: list[str]) -> dict[str, str]:
+    """Node id -> name for those of ``ids`` that exist."""
+    if not ids:
+        return {}
+    return {str(i): str(n) for i, n in session.execute(
+        select(Node.id, Node.name).where(Node.id.in_(ids)))}

@@ -5,8 +5,13 @@ terminal transition (completed, failed, timeout) happens exactly once per alloca
 state machine guards it) and is recorded with ``allocation_finished``. The counter is
 decremented once per run per transaction, by the total, just before the transaction commits
 (``engine.before_commit``, run by ``Store.session``; transitions a savepoint rollback undid
-are left out); the decrement that brings it to zero finishes the run and queues its
-notifications, exactly once.
+are left out); the decrement that brings it to zero finishes the run, exactly once.
+
+Finishing a run only marks it finished and records it (event and log line). Its
+notifications are queued later by the notifier (``domain.notify``), which picks up finished
+runs whose ``notified_at`` is still empty (``unnotified_runs``) and claims each with a
+conditional UPDATE (``claim_notification``): several parent processes, or a CLI command
+that finished runs without a notifier running, never queue a run twice or lose one.
 
 Why just before the commit: the decrement locks the run's row until the commit, and every
 allocation of a run shares that row. Taken with the transition itself, one transaction held
@@ -24,9 +29,10 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import cast
+from typing import Any, cast
 
-from sqlalchemy import Connection, Table, bindparam, func, select, update
+from sqlalchemy import Connection, Table, bindparam, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, SessionTransaction
 
 from cascade_cli.config import Settings
@@ -40,32 +46,30 @@ from cascade_cli.store.models import (
     FeedResult,
     MessageTask,
     ScheduleRun,
+    new_id,
 )
 from cascade_cli.store.prepared import Prepared
 
 log = logging.getLogger("cascade.runs")
 
 
-def _finish(session: Session, now: datetime, run_id: str, settings: Settings) -> bool:
+def _finish(session: Session, now: datetime, run_id: str) -> bool:
     result = session.execute(
         update(ScheduleRun).where(ScheduleRun.id == run_id, ScheduleRun.status == RUN_RUNNING)
         .values(status=RUN_FINISHED, finished_at=now, open_allocations=0)
         .execution_options(synchronize_session=False))
     if result.rowcount != 1:  # type: ignore[attr-defined]
         return False  # already finished by someone else
-    from cascade_cli.domain.notify import queue_run_notifications
-
-    queued = queue_run_notifications(session, now, run_id, settings)
     task_id = session.scalar(select(ScheduleRun.task_id).where(ScheduleRun.id == run_id))
-    log_event(session, now, "run_finished", task_id=task_id, count=queued,
-              detail={"schedule_run_id": run_id, "notifications": queued})
+    log_event(session, now, "run_finished", task_id=task_id,
+              detail={"schedule_run_id": run_id})
     if log.isEnabledFor(logging.INFO):
-        line = _finished_line(session, run_id, task_id, queued)
+        line = _finished_line(session, run_id, task_id)
         after_commit(session, lambda: log.info("%s", line))
     return True
 
 
-def _finished_line(session: Session, run_id: str, task_id: str | None, queued: int) -> str:
+def _finished_line(session: Session, run_id: str, task_id: str | None) -> str:
     """What the operator wants to know when a run ends: how its allocations and feeds did.
     Two small queries, once per run."""
     by_status: dict[str, int] = {}
@@ -82,11 +86,11 @@ def _finished_line(session: Session, run_id: str, task_id: str | None, queued: i
         if task_id else None
     counts = ", ".join(f"{n} {status}" for status, n in sorted(by_status.items())) or "none"
     return (f"run {run_id} of task {name or task_id} finished: allocations {counts}; "
-            f"{int(failed_feeds)} feeds failed; {new_articles} new articles; "
-            f"{queued} notifications queued")
+            f"{int(failed_feeds)} feeds failed; {new_articles} new articles")
 
 
 _RUNS = cast(Table, ScheduleRun.__table__)
+_ALLOCATIONS = cast(Table, Allocation.__table__)
 # Only a running run counts down: a finished one (the reaper's safety net may finish a run
 # before the transaction's own decrement) is left as it is.
 _DECREMENT = (update(_RUNS).where(_RUNS.c.id == bindparam("b_id"),
@@ -112,17 +116,19 @@ def allocation_finished(session: Session, now: datetime, run_id: str,
                         settings: Settings) -> None:
     """Record one allocation of ``run_id`` becoming terminal, in the transition's own
     transaction. Call exactly once per terminal transition. The run's counter goes down when
-    the transaction commits (see the module docstring), and the run finishes at zero."""
-    settlement = before_commit(session, _SETTLE, lambda: _Settlement(now, settings))
+    the transaction commits (see the module docstring), and the run finishes at zero.
+    (``settings`` is not needed any more since the notifier queues a finished run's
+    notifications; it stays for the callers' sake.)"""
+    del settings
+    settlement = before_commit(session, _SETTLE, lambda: _Settlement(now))
     settlement.add(run_id, current_transaction(session))
 
 
 class _Settlement:
     """A transaction's terminal transitions per run, applied just before it commits."""
 
-    def __init__(self, now: datetime, settings: Settings) -> None:
+    def __init__(self, now: datetime) -> None:
         self.now = now
-        self.settings = settings
         self.transitions: list[tuple[str, SessionTransaction | None]] = []
 
     def add(self, run_id: str, transaction: SessionTransaction | None) -> None:
@@ -139,26 +145,98 @@ class _Settlement:
             if remaining is None or remaining > 0:
                 continue
             if remaining < 0:  # counter not maintained for this run (made outside dispatch)
-                finish_run_if_done(session, self.now, run_id, self.settings)
+                finish_run_if_done(session, self.now, run_id)
             else:
-                _finish(session, self.now, run_id, self.settings)
+                _finish(session, self.now, run_id)
 
 
-def finish_run_if_done(session: Session, now: datetime, run_id: str, settings: Settings) -> bool:
+def finish_run_if_done(session: Session, now: datetime, run_id: str) -> bool:
     """Finish the run if none of its allocations is open (the reaper's safety net)."""
     open_count = session.scalar(select(func.count()).select_from(Allocation).where(
         Allocation.schedule_run_id == run_id, Allocation.status.in_(NON_TERMINAL_STATES)))
     if open_count:
         return False
-    return _finish(session, now, run_id, settings)
+    return _finish(session, now, run_id)
 
 
-def finish_stale_runs(session: Session, now: datetime, settings: Settings, *,
-                      limit: int = 100) -> int:
+def finish_stale_runs(session: Session, now: datetime, *, limit: int = 100) -> int:
     """Finish running runs whose allocations are all terminal (e.g. a run left with no
     allocation at all, or a counter disturbed by a manual database edit)."""
     open_runs = select(Allocation.schedule_run_id).where(
         Allocation.status.in_(NON_TERMINAL_STATES))
     ids = list(session.scalars(select(ScheduleRun.id).where(
         ScheduleRun.status == RUN_RUNNING, ScheduleRun.id.not_in(open_runs)).limit(limit)))
-    return sum(1 for run_id in ids if finish_run_if_done(session, now, run_id, settings))
+    return sum(1 for run_id in ids if finish_run_if_done(session, now, run_id))
+
+
+# --- a run's creation (dispatch) ----------------------------------------------------------
+
+
+def unfinished_run(session: Session, task_id: str) -> str | None:
+    """A running run of the task, if any ("previous run still running"): what overlap
+    policy ``skip`` waits for."""
+    return session.scalar(select(ScheduleRun.id).where(
+        ScheduleRun.task_id == task_id, ScheduleRun.status == RUN_RUNNING).limit(1))
+
+
+def run_at_tick(session: Session, task_id: str, scheduled_for: datetime) -> str | None:
+    """The run of the task for this tick, if one was made (by any process)."""
+    return session.scalar(select(ScheduleRun.id).where(
+        ScheduleRun.task_id == task_id, ScheduleRun.scheduled_for == scheduled_for))
+
+
+def last_cron_ticks(session: Session, task_ids: list[str]) -> dict[str, datetime]:
+    """Task id -> the latest tick a cron run was made for (tasks without one left out)."""
+    out: dict[str, datetime] = {}
+    for start in range(0, len(task_ids), 500):
+        chunk = task_ids[start:start + 500]
+        out.update({tid: last for tid, last in session.execute(
+            select(ScheduleRun.task_id, func.max(ScheduleRun.scheduled_for))
+            .where(ScheduleRun.task_id.in_(chunk), ScheduleRun.trigger == "cron")
+            .group_by(ScheduleRun.task_id)).all() if last is not None})
+    return out
+
+
+def start_run(session: Session, now: datetime, *, task_id: str, scheduled_for: datetime,
+              trigger: str) -> ScheduleRun | None:
+    """A new running run, inserted in a savepoint; None when the tick already has one (the
+    unique (task, scheduled_for) constraint: another process, or an earlier pass, won)."""
+    run = ScheduleRun(id=new_id(), task_id=task_id, scheduled_for=scheduled_for,
+                      trigger=trigger, status=RUN_RUNNING, created_at=now)
+    try:
+        with session.begin_nested():
+            session.add(run)
+            session.flush()
+    except IntegrityError:
+        return None
+    return run
+
+
+def add_allocations(session: Session, run: ScheduleRun, rows: list[dict[str, Any]]) -> None:
+    """Insert the run's allocations (column dicts) and set its counters. Core executemany:
+    planning 100,000 feeds must not build 10,000 ORM objects."""
+    conn = session.connection()
+    for start in range(0, len(rows), 2000):
+        conn.execute(insert(_ALLOCATIONS), rows[start:start + 2000])
+    run.allocation_count = len(rows)
+    run.open_allocations = len(rows)
+
+
+# --- notifications: the notifier's side ----------------------------------------------------
+
+
+def unnotified_runs(session: Session, *, limit: int = 100) -> list[str]:
+    """Finished runs whose notifications were not queued yet, oldest first (served by
+    ``ix_run_status_notified``)."""
+    return list(session.scalars(select(ScheduleRun.id).where(
+        ScheduleRun.status == RUN_FINISHED, ScheduleRun.notified_at.is_(None))
+        .order_by(ScheduleRun.finished_at, ScheduleRun.id).limit(limit)))
+
+
+def claim_notification(session: Session, now: datetime, run_id: str) -> bool:
+    """Mark the run's notifications as queued; True only for the one transaction whose
+    UPDATE changed the row (a concurrent one waits for the row lock, then finds it set)."""
+    result = session.execute(
+        update(ScheduleRun).where(ScheduleRun.id == run_id, ScheduleRun.notified_at.is_(None))
+        .values(notified_at=now).execution_options(synchronize_session=False))
+    return result.rowcount == 1  # type: ignore[attr-defined,no-any-return]

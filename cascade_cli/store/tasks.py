@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import secrets
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import select
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from cascade_cli.clock import isoformat_z
@@ -198,3 +198,64 @@ def tasks_naming(session: Session, feed_ids: list[str]) -> dict[str, list[str]]:
             if fid in wanted:
                 out.setdefault(fid, []).append(name)
     return out
+
+
+# --- the scheduler's reads and marks -------------------------------------------------------
+
+
+class CronTaskRow(NamedTuple):
+    """What the scheduler reads of an enabled task with a cron expression, every pass."""
+
+    id: str
+    name: str
+    cron_exp: str | None
+    overlap_policy: str | None
+    misfire_policy: str | None
+    misfire_grace: float | None
+    jitter: float | None
+    last_error: str | None
+    created_at: datetime
+    updated_at: datetime | None
+
+
+def enabled_cron_tasks(session: Session) -> list[CronTaskRow]:
+    """Only the columns the scheduler needs (not the templates): it runs every tick."""
+    return [CronTaskRow._make(row) for row in session.execute(select(
+        MessageTask.id, MessageTask.name, MessageTask.cron_exp,
+        MessageTask.overlap_policy, MessageTask.misfire_policy,
+        MessageTask.misfire_grace, MessageTask.jitter, MessageTask.last_error,
+        MessageTask.created_at, MessageTask.updated_at).where(
+        MessageTask.status == 1, MessageTask.cron_exp.is_not(None),
+        MessageTask.cron_exp != "")).all()]
+
+
+def tasks_with_cron(session: Session) -> list[MessageTask]:
+    """Every task with a cron expression, enabled or not, by name."""
+    return list(session.scalars(select(MessageTask).where(
+        MessageTask.cron_exp.is_not(None), MessageTask.cron_exp != "")
+        .order_by(MessageTask.name)))
+
+
+def find_task(session: Session, ident: str) -> MessageTask | None:
+    """The task with this id, else the first one with this name."""
+    task = session.get(MessageTask, ident)
+    if task is None:
+        task = session.scalar(select(MessageTask).where(MessageTask.name == ident).limit(1))
+    return task
+
+
+def set_last_error(session: Session, task_id: str, text: str) -> bool:
+    """Record ``text`` as the task's last error; True only if it changed (so that of several
+    processes one reports it, once)."""
+    result = session.execute(update(MessageTask).where(
+        MessageTask.id == task_id,
+        or_(MessageTask.last_error.is_(None), MessageTask.last_error != text))
+        .values(last_error=text))
+    return int(getattr(result, "rowcount", 0) or 0) > 0
+
+
+def clear_last_error(session: Session, task_id: str, prefix: str) -> None:
+    """Forget the task's last error if it starts with ``prefix``."""
+    session.execute(update(MessageTask).where(
+        MessageTask.id == task_id, MessageTask.last_error.like(prefix + "%"))
+        .values(last_error=None))

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import func, select, text
 
+from cascade_cli.domain.notify import Notifier
 from cascade_cli.domain.reaper import reap_expired
 from cascade_cli.protocol import ArticleIn, UploadArticlesIn
 from cascade_cli.store import allocations as alloc_repo
@@ -119,10 +120,10 @@ def test_a_failing_settlement_rolls_back_and_leaves_nothing_behind(
     assert run_state(any_store, run_id) == ("finished", 0, 1)
 
 
-# --- notifications queued by the settlement ------------------------------------------------------
+# --- notifications: queued by the notifier, not by the settlement -------------------------------
 
-def test_the_settlement_queues_the_run_s_notifications_once(any_store, clock,
-                                                           settings) -> None:
+def test_the_settlement_only_finishes_the_run_and_the_notifier_queues_once(any_store, clock,
+                                                                          settings) -> None:
     node, run_id, allocs = claimed_run(any_store, clock.now(), settings, 3,
                                   web_hook_url="https://example.org/hook")
     with any_store.session() as s:
@@ -137,9 +138,46 @@ def test_the_settlement_queues_the_run_s_notifications_once(any_store, clock,
             complete_one(s, clock.now(), node, settings, alloc)
     assert run_state(any_store, run_id) == ("finished", 0, 1)
     with any_store.session() as s:
+        assert s.scalars(select(Delivery.idempotency_key)).all() == []
+        assert s.get(ScheduleRun, run_id).notified_at is None
+        assert runs_mod.unnotified_runs(s) == [run_id]
+    # Two parent processes' notifiers (two stores on one database): one queues the run.
+    other = Store.from_url(str(any_store.engine.url.render_as_string(hide_password=False)))
+    try:
+        with Notifier(any_store, clock, settings) as n1, Notifier(other, clock, settings) as n2:
+            assert n1.queue_finished() + n2.queue_finished() == 3
+            assert n2.queue_finished() == n1.queue_finished() == 0
+    finally:
+        other.dispose()
+    with any_store.session() as s:
         keys = sorted(s.scalars(select(Delivery.idempotency_key)).all())
         assert keys == sorted(f"{run_id}:{f}" for _, _, f in allocs)
-        assert s.get(ScheduleRun, run_id).notified_at is not None
+        assert s.get(ScheduleRun, run_id).notified_at == clock.now()
+        assert runs_mod.unnotified_runs(s) == []
+
+
+def test_a_run_is_claimed_for_its_notifications_by_one_transaction(server_store, clock,
+                                                                   settings) -> None:
+    """Two transactions race to queue one finished run: the second waits for the first's
+    row lock and then finds ``notified_at`` set (PostgreSQL and MariaDB)."""
+    store = server_store
+    node, run_id, allocs = claimed_run(store, clock.now(), settings, 1,
+                                       web_hook_url="https://example.org/hook")
+    with store.session() as s:
+        complete_one(s, clock.now(), node, settings, allocs[0])
+    first = _Paused(store, clock, lambda s, now: runs_mod.claim_notification(s, now, run_id))
+    first.start()
+    assert first.settled.wait(20)
+    second = _Paused(store, clock, lambda s, now: runs_mod.claim_notification(s, now, run_id))
+    second.start()
+    assert not second.settled.wait(0.5)  # waits for the first one's row lock
+    first.release.set()
+    first.join(20)
+    assert second.settled.wait(20)
+    second.release.set()
+    second.join(20)
+    assert not first.errors and not second.errors, (first.errors, second.errors)
+    assert (first.result, second.result) == (True, False)
 
 
 # --- concurrency on PostgreSQL and MariaDB ---------------------------------------------------------

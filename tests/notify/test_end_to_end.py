@@ -56,10 +56,17 @@ def test_tick_to_webhook(store, clock, fast_settings, receiver):
     with store.session() as s:
         run = s.scalar(select(ScheduleRun))
         assert run.status == "finished" and run.trigger == "cron"
-        rows = list(s.scalars(select(Delivery)))
-    assert [(d.feed_id, d.status) for d in rows] == [("F1", "pending")]
+        # Finishing the run only marked it finished: the notifier queues its messages.
+        assert run.notified_at is None
+        assert list(s.scalars(select(Delivery))) == []
 
     with Notifier(store, clock, fast_settings) as n:
+        assert n.queue_finished() == 1
+        with store.session() as s:
+            rows = list(s.scalars(select(Delivery)))
+            assert s.scalar(select(ScheduleRun.notified_at)) == clock.now()
+        assert [(d.feed_id, d.status) for d in rows] == [("F1", "pending")]
+        assert n.queue_finished() == 0  # once per run
         assert n.deliver_due() == 1
     [req] = receiver.requests
     body = json.loads(req.body)

@@ -1,7 +1,8 @@
-"""Issue 5 through the real path: a ``cascade serve-parent`` process fires a cron tick, a child
-works it over plain HTTP, the run's notification is queued; the parent is SIGKILLed with the
-delivery pending, restarted, and sends it to a real receiver that fails three times first -
-exactly one delivery is accepted."""
+"""Issue 5 through the real path: a ``cascade serve-parent`` process without its notifier fires
+a cron tick, a child works it over plain HTTP and the run finishes, its notification still to
+be queued (issue 17: the notifier queues finished runs); the parent is SIGKILLed, restarted
+with the notifier, which queues it and sends it to a real receiver that fails three times
+first - exactly one delivery is accepted."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from sqlalchemy import select
 
 from cascade_cli.domain.notify import delivery_dict
 from cascade_cli.store.engine import Store
-from cascade_cli.store.models import Delivery
+from cascade_cli.store.models import Delivery, ScheduleRun
 from tests.notify.receivers import Receiver
 from tests.parent_http.procs import (
     ParentProc,
@@ -37,6 +38,17 @@ def _deliveries(cfg) -> list[dict]:
         store.dispose()
 
 
+def _runs(cfg) -> list[tuple[str, bool]]:
+    """(status, notifications queued) of every run."""
+    store = Store.from_url(f"sqlite:///{cfg.parent / 'data' / 'cascade.db'}")
+    try:
+        with store.session() as s:
+            return [(r.status, r.notified_at is not None)
+                    for r in s.scalars(select(ScheduleRun))]
+    finally:
+        store.dispose()
+
+
 def test_cron_in_serve_parent_then_pending_delivery_survives_a_crash(tmp_path):
     accepted: list[str] = []
 
@@ -54,7 +66,7 @@ def test_cron_in_serve_parent_then_pending_delivery_survives_a_crash(tmp_path):
         made = init_parent(cfg, ["c1"])
         child, admin = made["children"]["c1"], admin_headers(made["token"])
 
-        # First life: scheduler on, notifier off, so the delivery can only stay pending.
+        # First life: scheduler on, notifier off, so the run's notification waits for one.
         first = ParentProc(cfg, "--no-notifier")
         try:
             with httpx.Client(base_url=first.url + "/api/v1/cascade",
@@ -100,15 +112,19 @@ def test_cron_in_serve_parent_then_pending_delivery_survives_a_crash(tmp_path):
                              "article_count": 2 if f == "F1" else 0} for f in feeds]})
                     assert r.status_code == 200, r.text
                 assert sorted(done) == ["F1", "F2"], "the cron tick never produced the work"
-            # One notification, for the one feed with new articles, waiting in the outbox.
-            [pending] = _deliveries(cfg)
-            assert pending["status"] == "pending" and pending["feed_id"] == "F1"
-            assert pending["attempts"] == 0
+            # The run finished; nothing queued it yet (its allocations settle in the
+            # completions' commits, a moment after the answers).
+            deadline = time.monotonic() + 10
+            while "finished" not in {st for st, _ in _runs(cfg)} and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert ("finished", False) in _runs(cfg)
+            assert _deliveries(cfg) == []
         finally:
             assert first.stop(signal.SIGKILL) != 0
         assert rec.requests == []
 
-        # Second life: the notifier finds the pending delivery and gets it accepted once.
+        # Second life: the notifier queues the finished run's one notification (for the one
+        # feed with new articles) and gets it accepted once.
         with ParentProc(cfg, "--no-scheduler"):
             deadline = time.monotonic() + 30
             while not accepted and time.monotonic() < deadline:
@@ -116,6 +132,8 @@ def test_cron_in_serve_parent_then_pending_delivery_survives_a_crash(tmp_path):
             time.sleep(0.5)  # nothing more may arrive once accepted
             [done] = _deliveries(cfg)
         assert done["status"] == "delivered" and done["attempts"] == 4, done
+        assert done["feed_id"] == "F1"
+        assert ("finished", True) in _runs(cfg) and ("finished", False) not in _runs(cfg)
         assert accepted == [done["idempotency_key"]]
         assert len(rec.requests) == 4
         body = rec.requests[-1].json()

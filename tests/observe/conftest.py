@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from cascade_cli.cli.main import app
 from cascade_cli.clock import SystemClock
 from cascade_cli.config import load_settings
+from cascade_cli.domain.notify import Notifier
 from cascade_cli.protocol import ArticleIn, ReportCompletionIn, UploadArticlesIn
 from cascade_cli.store import allocations
 from cascade_cli.store.engine import Store
@@ -65,6 +66,9 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
                 allocations.report_completion(s, now, node, ReportCompletionIn.model_validate(
                     {"allocation_id": alloc.id, "epoch": alloc.epoch, "results": results}),
                     settings)
+        # A running parent's notifier queues the finished run's notification (not sent here).
+        with Notifier(store, SystemClock(), settings) as notifier:
+            assert notifier.queue_finished() == 1
     finally:
         store.dispose()
     yield config

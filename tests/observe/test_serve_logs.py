@@ -128,7 +128,8 @@ def test_serve_parent_logs_the_work(tmp_path: Path, webhook: str) -> None:
                            json={"allocation_id": alloc, "epoch": epoch, "results": [result]})
             assert r.json()["code"] == 0, r.text
         _wait_for(proc, r"INFO\s+cascade\.runs: run \w+ of task t1 finished: allocations "
-                        r"2 completed; 1 feeds failed; 1 new articles; 1 notifications queued")
+                        r"2 completed; 1 feeds failed; 1 new articles$")
+        _wait_for(proc, r"INFO\s+cascade\.notify: run \w+ of task t1: 1 notifications queued$")
         _wait_for(proc, r"INFO\s+cascade\.notify: webhook delivery \w+ of task t1, feed F_t1_0 "
                         r"\(generic, attempt 1/\d+\) delivered \(HTTP 200\)")
 
