@@ -16,11 +16,11 @@ from sqlalchemy.orm import Session
 
 from cascade_cli.clock import isoformat_z
 from cascade_cli.config import Settings
+from cascade_cli.cron import InvalidCron, parse_cron
 from cascade_cli.doctor.checks_child import _human
 from cascade_cli.doctor.context import DoctorContext
 from cascade_cli.doctor.result import FAILED, OK, SKIPPED, WARNING, CheckResult, Findings
 from cascade_cli.domain import templates
-from cascade_cli.domain.cron import InvalidCron, parse_cron
 from cascade_cli.domain.scheduler import jitter_offset, scheduler_timezone
 from cascade_cli.errors import CascadeError
 from cascade_cli.protocol import normalise_mps_id
@@ -39,6 +39,7 @@ from cascade_cli.store.models import (
 )
 from cascade_cli.store.nodes import legacy_nodes, list_nodes, node_status, uses_plain_legacy_secret
 from cascade_cli.store.tasks import list_tasks, tasks_naming
+from cascade_cli.webhook_url import validate_webhook_url
 
 ROTATE_AFTER_DAYS = 90
 FAILURE_WINDOW = timedelta(hours=24)
@@ -208,7 +209,7 @@ def _template_problem(template: str | None, message_type: int) -> str | None:
 
 def _webhook_problem(url: str) -> str | None:
     try:
-        templates.validate_webhook_url(url)
+        validate_webhook_url(url)
     except CascadeError as exc:
         return exc.message
     return None

@@ -77,6 +77,7 @@ from cascade_cli.store.models import (
     Delivery,
     MessageTask,
 )
+from cascade_cli.webhook_url import validate_webhook_url
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -170,7 +171,7 @@ def _build_delivery(s: Session, now: datetime, settings: Settings, task: Message
                    attempts=0, max_attempts=settings.parent.notify.max_attempts,
                    next_attempt_at=now, created_at=now, updated_at=now)
     try:
-        templates.validate_webhook_url(url)
+        validate_webhook_url(url)
         row.channel = templates.channel_for_url(url)
         feed, arts = outbox.run_feed_articles(s, run_id, feed_id)
         # Newest first; portable (MySQL has no NULLS LAST).
@@ -397,7 +398,7 @@ class Notifier:
         if not job.url:
             return Outcome("dead", "the message task was deleted")
         try:
-            templates.validate_webhook_url(job.url)
+            validate_webhook_url(job.url)
             timestamp = str(int(self.clock.now().timestamp()))
             headers = build_headers(job, timestamp)
         except InvalidInput as exc:

@@ -49,8 +49,8 @@ from typing import TYPE_CHECKING, Any
 
 from cascade_cli.clock import Clock, isoformat_z
 from cascade_cli.config import Settings
+from cascade_cli.cron import CronSpec, parse_cron, timezone_for
 from cascade_cli.domain import dispatch as dispatching
-from cascade_cli.domain.cron import CronSpec, parse_cron, timezone_for
 from cascade_cli.domain.dispatch import SkipReason
 from cascade_cli.domain.metrics import Metrics
 from cascade_cli.errors import InvalidInput, NotFound

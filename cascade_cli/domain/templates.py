@@ -117,32 +117,6 @@ class Rendered:
 # --- URLs and channels ---------------------------------------------------------------------
 
 
-def validate_webhook_url(url: str | None) -> str:
-    """An absolute http(s) URL with a host; returns it stripped. Raises ``InvalidInput``."""
-    text = (url or "").strip()
-    if not text:
-        raise InvalidInput("webhook URL is empty", field="web_hook_url", code="invalid_webhook")
-    if any(c.isspace() or ord(c) < 32 for c in text):
-        raise InvalidInput(f"webhook URL contains spaces or control characters: {text!r}",
-                           field="web_hook_url", code="invalid_webhook")
-    try:
-        parts = urlsplit(text)
-        port = parts.port  # raises on a malformed port
-    except ValueError as exc:
-        raise InvalidInput(f"webhook URL is malformed: {text!r} ({exc})", field="web_hook_url",
-                           code="invalid_webhook") from exc
-    if parts.scheme.lower() not in ("http", "https"):
-        raise InvalidInput(
-            f"webhook URL must start with http:// or https://, got {text!r}",
-            field="web_hook_url", code="invalid_webhook",
-            hint="for example https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=...")
-    if not parts.hostname:
-        raise InvalidInput(f"webhook URL has no host: {text!r}", field="web_hook_url",
-                           code="invalid_webhook")
-    del port
-    return text
-
-
 def channel_for_url(url: str) -> str:
     host = (urlsplit(url).hostname or "").lower()
 

@@ -10,11 +10,13 @@ from typing import Any, NamedTuple
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
+from cascade_cli import cron
 from cascade_cli.clock import isoformat_z
 from cascade_cli.errors import Conflict, InvalidInput, NotFound
 from cascade_cli.protocol import MessageTaskIn, MessageTaskUpdate
 from cascade_cli.store.idmatch import match_short_id
 from cascade_cli.store.models import Feed, MessageTask, new_id
+from cascade_cli.webhook_url import validate_webhook_url
 
 
 def validate_task_fields(cron_exp: str | None, web_hook_url: str | None) -> None:
@@ -25,13 +27,9 @@ def validate_task_fields(cron_exp: str | None, web_hook_url: str | None) -> None
     hold the only write lock). Callers check it first with ``templates.validate_template`` and
     pass the checked ``(template, message_type)`` pair as ``checked``."""
     if cron_exp:
-        from cascade_cli.domain import cron
-
         cron.validate_cron(cron_exp)
     if web_hook_url:
-        from cascade_cli.domain import templates
-
-        templates.validate_webhook_url(web_hook_url)
+        validate_webhook_url(web_hook_url)
 
 
 CheckedTemplate = tuple[str | None, int]  # (template, message_type) as validated

@@ -8,6 +8,7 @@ import pytest
 
 from cascade_cli.domain import templates as t
 from cascade_cli.errors import InvalidInput
+from cascade_cli.webhook_url import validate_webhook_url
 
 
 @pytest.mark.parametrize("source,line,col,words", [
@@ -97,7 +98,7 @@ def test_empty_template_means_default_and_bad_message_type():
 @pytest.mark.parametrize("url", ["https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=1",
                                  "http://127.0.0.1:8080/hook", "  https://h.example.org/x  "])
 def test_valid_webhook_urls(url):
-    assert t.validate_webhook_url(url) == url.strip()
+    assert validate_webhook_url(url) == url.strip()
 
 
 @pytest.mark.parametrize("url,words", [
@@ -112,7 +113,7 @@ def test_valid_webhook_urls(url):
 ])
 def test_invalid_webhook_urls(url, words):
     with pytest.raises(InvalidInput, match=words) as err:
-        t.validate_webhook_url(url)
+        validate_webhook_url(url)
     assert err.value.field == "web_hook_url"
 
 
