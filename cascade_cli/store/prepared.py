@@ -13,6 +13,13 @@ every time), and ``IN`` lists whose values are constants of the statement (expan
 here). A list only known at execution time (``column.in_(ids)``) belongs to
 ``connection.execute``. An INSERT names its columns (``column_keys``), all of them given on
 every execution: column defaults computed in Python are not applied here.
+
+This is the store's adapter to SQLAlchemy's private API, and the only module of the store that
+uses it: ``compiled._bind_processors``, ``_process_parameters_for_postcompile`` and
+``_result_columns``, ``TypeEngine._cached_result_processor`` and
+``Connection._handle_dbapi_exception``. The installed SQLAlchemy is checked against the range
+these were verified on (``cascade_cli.compat``) when the module is imported; an upgrade starts
+here (docs/dev/architecture.md).
 """
 
 from __future__ import annotations
@@ -22,9 +29,14 @@ from collections import namedtuple
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
+import sqlalchemy
 from sqlalchemy import Connection
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.expression import Executable
+
+from cascade_cli import compat
+
+compat.require("sqlalchemy", sqlalchemy.__version__)
 
 _UNSET = object()  # equal to no value: the first row of a batch is always converted
 
