@@ -3,10 +3,10 @@
 Every module of ``cascade_cli`` belongs to one layer. An import may only point at the same
 layer or at a layer its own layer is allowed to use (``ALLOWED``); anything else is an upward
 edge and fails here with the file and line. Cycles between modules fail too, and so does an
-import of our own modules inside a function, unless it is a documented lazy load for start-up
-time (a ``# lazy:`` comment saying why, allowed only in the CLI, the top layer). SQL stays in
-the store: outside ``cascade_cli.store`` no module builds statements with SQLAlchemy or holds
-SQL text.
+import of our own modules inside a function: the CLI's lazy loads for start-up time go through
+``cli/lazy.py`` and are declared at the top of each module (``tests/foundation/
+test_cli_startup.py`` checks those). SQL stays in the store: outside ``cascade_cli.store`` no
+module builds statements with SQLAlchemy or holds SQL text.
 
 The walk reads the source with ``ast`` (nothing is imported), so a violation anywhere, even in
 a branch no test runs, is found.
@@ -54,10 +54,6 @@ ALLOWED: dict[str, set[str]] = {
     "cli": {"base", "store", "domain", "web", "parent", "client", "child", "doctor", "demo"},
 }
 
-# Layers that may hold a documented lazy import (``# lazy: why``) of our own modules inside a
-# function: only the CLI, so that ``cascade --help`` does not load the parent's internals.
-LAZY_LAYERS = {"cli"}
-
 # Outside the store, SQLAlchemy may appear only as the ``Session`` type a unit of work passes
 # down to store functions.
 SQLALCHEMY_ALLOWED_NAMES = {"Session"}
@@ -75,7 +71,6 @@ class Edge:
     line: int
     in_function: bool
     type_only: bool
-    lazy_comment: bool
 
 
 def module_name(path: Path) -> str:
@@ -145,17 +140,11 @@ class _Walker(ast.NodeVisitor):
             return
         self.generic_visit(node)
 
-    def _statement_text(self, node: ast.stmt) -> str:
-        end = node.end_lineno or node.lineno
-        return "\n".join(self.lines[node.lineno - 1:end])
-
     def _record(self, node: ast.Import | ast.ImportFrom) -> None:
-        text = self._statement_text(node)
         for target in _resolve(node, self.package):
             self.edges.append(Edge(self.module, target, self.path, node.lineno,
                                    in_function=self.depth > 0,
-                                   type_only=self.type_checking > 0,
-                                   lazy_comment="# lazy:" in text))
+                                   type_only=self.type_checking > 0))
         top = (node.module or "") if isinstance(node, ast.ImportFrom) else ""
         if isinstance(node, ast.Import):
             for a in node.names:
@@ -216,10 +205,10 @@ def test_no_upward_import() -> None:
 def test_no_function_level_import_of_our_modules() -> None:
     hidden = [f"{where(e)}: {e.source} imports {e.target} inside a function"
               for e in EDGES
-              if e.in_function and not (layer_of(e.source) in LAZY_LAYERS and e.lazy_comment)]
+              if e.in_function]
     assert not hidden, (
-        "import our own modules at the top of the file; only the CLI may defer one, with a "
-        "'# lazy: <why>' comment:\n" + "\n".join(hidden))
+        "import our own modules at the top of the file (the CLI defers a heavy one with "
+        "cli.lazy.lazy(), declared at its top):\n" + "\n".join(hidden))
 
 
 def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -338,3 +327,14 @@ def test_layer_rule_examples(source: str, target: str, ok: bool) -> None:
     """The rule itself, on the edges the redesign removed and ones it keeps."""
     allowed = layer_of(source) == layer_of(target) or layer_of(target) in ALLOWED[layer_of(source)]
     assert allowed is ok
+
+
+def test_walker_sees_hidden_imports_sqlalchemy_and_sql_text() -> None:
+    """The walk itself can fail a module: a store module with a function-level import of the
+    domain, a query builder and SQL text is seen three times over."""
+    w = _Walker(PACKAGE / "store" / "example.py", [])
+    w.visit(ast.parse("def f():\n    from cascade_cli.domain import notify\n"
+                      "from sqlalchemy import select\nx = 'DELETE FROM runs WHERE 1'\n"))
+    assert [(e.target, e.in_function) for e in w.edges] == [("cascade_cli.domain.notify", True)]
+    assert w.sqlalchemy == [(3, "sqlalchemy.select")]
+    assert w.sql_text == [4]
