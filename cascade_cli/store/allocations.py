@@ -93,7 +93,7 @@ from cascade_cli.store.prepared import Prepared
 from cascade_cli.store.runs import allocation_finished
 
 __all__ = ["AllocationNotFound", "AllocationRow", "ClaimedRow", "StatusRow", "allocation_dict",
-           "claim", "heartbeat", "heartbeat_interval", "lease_ttl",
+           "check_upload_size", "claim", "heartbeat", "heartbeat_interval", "lease_ttl",
            "list_allocations", "orphaned_targets", "package", "pending_counts",
            "report_completion", "running_count", "set_status", "upload_articles"]
 
@@ -411,13 +411,19 @@ def _upload_in_one(session: Session, now: datetime, node: Node | NodeRow,
     return len(rows), int(new or 0)
 
 
+def check_upload_size(body: UploadArticlesIn, settings: Settings) -> None:
+    """``parent.limits.max_articles_per_request``: the one rule, asked by the route before it
+    takes a database thread and by ``upload_articles`` for every other caller."""
+    limit = settings.parent.limits.max_articles_per_request
+    if len(body.articles) > limit:
+        raise PayloadTooLarge(f"{len(body.articles)} articles in one request; the limit is "
+                              f"{limit} (parent.limits.max_articles_per_request): send "
+                              "smaller batches")
+
+
 def upload_articles(session: Session, now: datetime, node: Node | NodeRow,
                     body: UploadArticlesIn, settings: Settings) -> tuple[int, int]:
-    limits = settings.parent.limits
-    if len(body.articles) > limits.max_articles_per_request:
-        raise PayloadTooLarge(f"{len(body.articles)} articles in one request; the limit is "
-                              f"{limits.max_articles_per_request} (parent.limits."
-                              "max_articles_per_request): send smaller batches")
+    check_upload_size(body, settings)
     if body.articles:
         done = _upload_in_one(session, now, node, body, settings)
         if done is not None:

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from cascade_cli import PROTOCOL_VERSION
 from cascade_cli.clock import isoformat_z
-from cascade_cli.errors import ForbiddenError, PayloadTooLarge, ProtocolError
+from cascade_cli.errors import ForbiddenError, ProtocolError
 from cascade_cli.protocol import (
     AllocationAnswer,
     HeartbeatAnswer,
@@ -186,11 +186,7 @@ def _alloc_answer(alloc: Any) -> AllocationAnswer:
 @router.post("/upload-articles", summary="Upload fetched articles (idempotent)")
 async def upload_articles(request: Request, p: NodeP, body: UploadArticlesIn) -> Response:
     state = _state(request)
-    limit = state.settings.parent.limits.max_articles_per_request
-    if len(body.articles) > limit:
-        raise PayloadTooLarge(f"{len(body.articles)} articles in one request; the limit is "
-                              f"{limit} (parent.limits.max_articles_per_request): send "
-                              "smaller batches")
+    allocations.check_upload_size(body, state.settings)
     received, new = await node_op(request, p, lambda s, now, node: allocations.upload_articles(
         s, now, node, body, state.settings))
     if log.isEnabledFor(logging.DEBUG):
