@@ -28,8 +28,10 @@ ENV.update(COLUMNS="100", PYTHONPYCACHEPREFIX=tempfile.mkdtemp(prefix="cascade-b
 def run_once(args: list[str]) -> tuple[float, float]:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
+    # From a neutral folder: ``-m`` puts the working directory first on sys.path, so run from
+    # another checkout it would time that checkout's code, not the interpreter's install.
     subprocess.run([sys.executable, "-m", "cascade_cli", *args], check=True,
-                   stdout=subprocess.DEVNULL, env=ENV)
+                   stdout=subprocess.DEVNULL, env=ENV, cwd=tempfile.gettempdir())
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
