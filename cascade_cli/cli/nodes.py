@@ -28,6 +28,11 @@ from cascade_cli.console import (
 from cascade_cli.errors import InvalidInput, UsageError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from datetime import datetime
+
+    from sqlalchemy.orm import Session
+
     from cascade_cli import config, protocol
     from cascade_cli.auth import NodeCredentials
     from cascade_cli.store import events
@@ -176,13 +181,23 @@ def show(ctx: typer.Context, node: NodeArg, as_json: JsonOpt = False) -> None:
         out.print(f"{key:28} {shown}")
 
 
-def _set_enabled(ctx: typer.Context, node: str, enabled: bool, as_json: bool) -> None:
+def _change_node(ctx: typer.Context, node: str, event: str,
+                 change: "Callable[[Session, datetime, str], Node]",
+                 ) -> tuple[AppContext, dict[str, Any]]:
+    """Apply ``change`` to the node, record ``event`` in the same transaction, and return the
+    node's view (never its secret)."""
     a = get_ctx(ctx)
     now = a.clock.now()
     with a.ready_store().session() as s:
-        n = node_store.set_enabled(s, now, node, enabled)
-        events.log_event(s, now, "node_enabled" if enabled else "node_disabled", node_id=n.id)
+        n = change(s, now, node)
+        events.log_event(s, now, event, node_id=n.id)
         view = node_store.node_dict(n, now, a.settings.parent.offline_after)
+    return a, view
+
+
+def _set_enabled(ctx: typer.Context, node: str, enabled: bool, as_json: bool) -> None:
+    a, view = _change_node(ctx, node, "node_enabled" if enabled else "node_disabled",
+                           lambda s, now, ident: node_store.set_enabled(s, now, ident, enabled))
     if as_json:
         print_json(view)
     else:
@@ -218,12 +233,8 @@ def legacy(
         raise InvalidInput(f"expected 'on' or 'off', got {state!r}", field="state",
                            hint=f"cascade nodes legacy {node} on")
     on = state.lower() == "on"
-    a = get_ctx(ctx)
-    now = a.clock.now()
-    with a.ready_store().session() as s:
-        n = node_store.set_legacy(s, now, node, on)
-        events.log_event(s, now, "node_legacy_on" if on else "node_legacy_off", node_id=n.id)
-        view = node_store.node_dict(n, now, a.settings.parent.offline_after)
+    a, view = _change_node(ctx, node, "node_legacy_on" if on else "node_legacy_off",
+                           lambda s, now, ident: node_store.set_legacy(s, now, ident, on))
     if as_json:
         print_json(view)
         return
