@@ -34,7 +34,7 @@ def reap_expired(session: Session, now: datetime, settings: Settings, *,
         attempt, max_attempts = lease.attempt, lease.max_attempts
         if lease.exhausted:
             timed_out += 1
-            allocation_finished(session, now, lease.schedule_run_id, settings)
+            allocation_finished(session, now, lease.schedule_run_id)
         else:
             requeued += 1
         log_event(session, now, "lease_expired", node_id=lease.node_id, status="warning",

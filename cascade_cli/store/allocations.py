@@ -327,7 +327,7 @@ def set_status(session: Session, now: datetime, node: Node | NodeRow, body: Task
         error = body.error_message or "reported failed by the node"
         failed = alloc = _owner_write(*args, _FAILED, AllocationRow, b_error=error)
         if failed is not None:
-            allocation_finished(session, now, failed.schedule_run_id, settings)
+            allocation_finished(session, now, failed.schedule_run_id)
             dialects.of(session).facts.forget(failed.id)
             insert_event(session, now, "task_failed", node_id=node.id, direction="inbound",
                          status="failed", task_id=failed.task_id, allocation_id=failed.id,
@@ -492,7 +492,7 @@ def _complete_in_one(session: Session, now: datetime, node: Node | NodeRow,
         "e_status": status, "e_error": error, "e_created_at": now})
     if alloc is None:
         return None
-    allocation_finished(session, now, alloc.schedule_run_id, settings)
+    allocation_finished(session, now, alloc.schedule_run_id)
     dialects.of(session).facts.forget(alloc.id)
     return alloc
 
@@ -521,7 +521,7 @@ def report_completion(session: Session, now: datetime, node: Node | NodeRow,
         conn = session.connection()
         _SET_ERROR.execute(conn, {"b_id": alloc.id, "b_error": error})
         alloc = read_unlocked(conn, alloc.id) or alloc
-    allocation_finished(session, now, alloc.schedule_run_id, settings)
+    allocation_finished(session, now, alloc.schedule_run_id)
     dialect.facts.forget(alloc.id)
     return alloc
 

@@ -35,7 +35,6 @@ from sqlalchemy import Connection, Table, bindparam, func, insert, select, updat
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, SessionTransaction
 
-from cascade_cli.config import Settings
 from cascade_cli.store.engine import after_commit, before_commit, current_transaction, undone
 from cascade_cli.store.events import log_event
 from cascade_cli.store.models import (
@@ -112,14 +111,10 @@ def _decrement(conn: Connection, run_id: str, by: int) -> int | None:
     return _COUNTER.execute(conn, {"b_id": run_id}).scalar()  # type: ignore[no-any-return]
 
 
-def allocation_finished(session: Session, now: datetime, run_id: str,
-                        settings: Settings) -> None:
+def allocation_finished(session: Session, now: datetime, run_id: str) -> None:
     """Record one allocation of ``run_id`` becoming terminal, in the transition's own
     transaction. Call exactly once per terminal transition. The run's counter goes down when
-    the transaction commits (see the module docstring), and the run finishes at zero.
-    (``settings`` is not needed any more since the notifier queues a finished run's
-    notifications; it stays for the callers' sake.)"""
-    del settings
+    the transaction commits (see the module docstring), and the run finishes at zero."""
     settlement = before_commit(session, _SETTLE, lambda: _Settlement(now))
     settlement.add(run_id, current_transaction(session))
 
