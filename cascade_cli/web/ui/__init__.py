@@ -11,11 +11,12 @@ from fastapi import FastAPI
 from starlette.responses import RedirectResponse, Response
 
 from cascade_cli.web.ui.apidocs import install_docs
-from cascade_cli.web.ui.routes import build_router
+from cascade_cli.web.ui.routes import LeavePage, build_router, leave_page
 
 
 def install(app: FastAPI, base_path: str) -> None:
     router = build_router()
+    app.add_exception_handler(LeavePage, leave_page)
     app.include_router(router)
     if base_path:
         app.include_router(router, prefix=base_path)

@@ -155,15 +155,35 @@ def _login_required(request: Request, exc: session.LoginRequired) -> Response:
     return response
 
 
-async def _page(request: Request) -> Pages | Response:
-    """The request's ``Pages``, or a redirect to the login form (401 for a live fragment)."""
+class LeavePage(Exception):
+    """Raised by the ``Page`` dependency when the request has no live session: its response
+    (the login redirect, or 401 for a live fragment) is what the browser gets
+    (``install`` registers the handler)."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__("login required")
+        self.response = response
+
+
+async def leave_page(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, LeavePage)
+    return exc.response
+
+
+async def _pages(request: Request) -> Pages:
+    """The request's ``Pages``; without a live session, off to the login form (401 for a live
+    fragment)."""
     try:
         ui = await session.current(_state(request), request)
     except session.LoginRequired as exc:
         if request.query_params.get("live"):
-            return _login_required(request, exc)
-        return _to_login(request)
+            raise LeavePage(_login_required(request, exc)) from None
+        raise LeavePage(_to_login(request)) from None
     return Pages(request, ui)
+
+
+# Every view takes its ``Pages`` through this: the session check is in one place.
+Page = Annotated[Pages, Depends(_pages)]
 
 
 async def _action(request: Request) -> session.UiSession | Response:
@@ -252,57 +272,40 @@ def build_router() -> APIRouter:
 
     @router.get("/ui")
     @router.get("/ui/")
-    async def overview(request: Request, live: LiveFlag = None) -> Response:
-        pages = await _page(request)
-        if isinstance(pages, Response):
-            return pages
+    async def overview(request: Request, pages: Page, live: LiveFlag = None) -> Response:
         state = _state(request)
         off = state.settings.parent.offline_after
         data = await state.db.run(lambda s, now: dashboard.overview(s, now, off))
         return pages.view("overview", bool(live), o=data)
 
     @router.get("/ui/nodes")
-    async def nodes_view(request: Request, live: LiveFlag = None) -> Response:
-        pages = await _page(request)
-        if isinstance(pages, Response):
-            return pages
+    async def nodes_view(request: Request, pages: Page, live: LiveFlag = None) -> Response:
         state = _state(request)
         off = state.settings.parent.offline_after
         rows = await state.db.run(lambda s, now: dashboard.node_lines(s, now, off))
         return pages.view("nodes", bool(live), nodes=rows)
 
     @router.get("/ui/runs")
-    async def runs_view(request: Request, live: LiveFlag = None) -> Response:
-        pages = await _page(request)
-        if isinstance(pages, Response):
-            return pages
+    async def runs_view(request: Request, pages: Page, live: LiveFlag = None) -> Response:
         rows = await _state(request).db.run(lambda s, now: dashboard.recent_runs(s, limit=50))
         return pages.view("runs", bool(live), runs=rows)
 
     @router.get("/ui/runs/{run_id}")
-    async def run_view(request: Request, run_id: Ident, live: LiveFlag = None) -> Response:
-        pages = await _page(request)
-        if isinstance(pages, Response):
-            return pages
+    async def run_view(request: Request, pages: Page, run_id: Ident,
+                       live: LiveFlag = None) -> Response:
         detail = await _state(request).db.run(lambda s, now: dashboard.run_detail(s, run_id))
         if detail is None:
             raise NotFound("run", run_id)
         return pages.view("run", bool(live), d=detail)
 
     @router.get("/ui/feeds")
-    async def feeds_view(request: Request, live: LiveFlag = None) -> Response:
-        pages = await _page(request)
-        if isinstance(pages, Response):
-            return pages
+    async def feeds_view(request: Request, pages: Page, live: LiveFlag = None) -> Response:
         rows, total = await _state(request).db.run(
             lambda s, now: dashboard.feed_lines(s, limit=200))
         return pages.view("feeds", bool(live), feeds=rows, total=total)
 
     @router.get("/ui/tasks")
-    async def tasks_view(request: Request, live: LiveFlag = None) -> Response:
-        pages = await _page(request)
-        if isinstance(pages, Response):
-            return pages
+    async def tasks_view(request: Request, pages: Page, live: LiveFlag = None) -> Response:
         state = _state(request)
 
         def work(s: Session, now: datetime) -> list[tuple[dashboard.TaskLine, list[datetime],
