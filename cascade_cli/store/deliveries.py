@@ -8,10 +8,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, or_, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from cascade_cli.errors import Conflict, NotFound
+from cascade_cli.store.engine import add_unless_taken
 from cascade_cli.store.models import (
     DELIVERY_DEAD,
     DELIVERY_DELIVERED,
@@ -61,13 +61,7 @@ def run_feed_articles(s: Session, run_id: str, feed_id: str
 def add_delivery(s: Session, row: Delivery) -> bool:
     """Insert a queued row in a savepoint; False when its idempotency key is taken (queued
     concurrently by another process: once is enough)."""
-    try:
-        with s.begin_nested():
-            s.add(row)
-            s.flush()
-    except IntegrityError:
-        return False
-    return True
+    return add_unless_taken(s, row)
 
 
 # --- sending -------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from sqlalchemy.exc import (
     ArgumentError,
     DBAPIError,
     DisconnectionError,
+    IntegrityError,
     NoSuchModuleError,
     SQLAlchemyError,
 )
@@ -186,6 +187,19 @@ def build_engine(url: str, *, echo: bool = False, pool_size: int = 10,
 _BEFORE_COMMIT = "cascade.before_commit"
 _UNDONE = "cascade.savepoints_rolled_back"
 H = TypeVar("H", bound=Callable[[Session], None])
+
+
+def add_unless_taken(session: Session, row: Any) -> bool:
+    """Insert ``row`` in a savepoint; False when a unique constraint says another process (or
+    an earlier pass) inserted its twin first: once is enough, and the surrounding transaction
+    goes on."""
+    try:
+        with session.begin_nested():
+            session.add(row)
+            session.flush()
+    except IntegrityError:
+        return False
+    return True
 
 
 def before_commit(session: Session, key: str, make: Callable[[], H]) -> H:

@@ -32,10 +32,15 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Connection, Table, bindparam, func, insert, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, SessionTransaction
 
-from cascade_cli.store.engine import after_commit, before_commit, current_transaction, undone
+from cascade_cli.store.engine import (
+    add_unless_taken,
+    after_commit,
+    before_commit,
+    current_transaction,
+    undone,
+)
 from cascade_cli.store.events import log_event
 from cascade_cli.store.models import (
     NON_TERMINAL_STATES,
@@ -198,13 +203,7 @@ def start_run(session: Session, now: datetime, *, task_id: str, scheduled_for: d
     unique (task, scheduled_for) constraint: another process, or an earlier pass, won)."""
     run = ScheduleRun(id=new_id(), task_id=task_id, scheduled_for=scheduled_for,
                       trigger=trigger, status=RUN_RUNNING, created_at=now)
-    try:
-        with session.begin_nested():
-            session.add(run)
-            session.flush()
-    except IntegrityError:
-        return None
-    return run
+    return run if add_unless_taken(session, run) else None
 
 
 def add_allocations(session: Session, run: ScheduleRun, rows: list[dict[str, Any]]) -> None:
