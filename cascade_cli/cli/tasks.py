@@ -8,7 +8,7 @@ import typer
 from rich.markup import escape
 
 from cascade_cli.cli.confirm import YesOpt, confirmed
-from cascade_cli.cli.context import get_ctx
+from cascade_cli.cli.context import AppContext, get_ctx
 from cascade_cli.cli.lazy import lazy
 from cascade_cli.cli.schedule import next_
 from cascade_cli.console import (
@@ -87,16 +87,20 @@ def add(ctx: typer.Context,
         task = task_repo.create_task(s, app_ctx.clock.now(), data, checked=checked)
         out = task_repo.task_dict(task, include_secrets=True)
         problems = feed_repo.feed_problems(s, out["mps_id"])
-    for what, ids in (("do not exist", problems.missing), ("are disabled", problems.disabled)):
-        if ids:  # the original's problem 4 ("公众号不存在"), said now rather than at run time
-            app_ctx.err.print(f"[yellow]warning:[/yellow] feeds {', '.join(ids)} {what}: "
-                              "runs skip them ('cascade feeds add' / 'cascade feeds list')",
-                              highlight=False)
+    _warn_feed_problems(app_ctx, problems)
     if as_json:
         print_json(out)
     else:
         app_ctx.out.print(f"created task [bold]{out['name']}[/bold] (id {out['id']}) with "
                           f"{len(out['mps_id'])} feed(s)")
+
+
+def _warn_feed_problems(app_ctx: AppContext, problems: "feed_repo.FeedProblems") -> None:
+    """The original's problem 4 ("公众号不存在"), said when the task is saved rather than at
+    run time (the admin API says the same in its answer's message)."""
+    for line in problems.lines():
+        app_ctx.err.print(f"[yellow]warning:[/yellow] {line}: runs skip them "
+                          "('cascade feeds add' / 'cascade feeds list')", highlight=False)
 
 
 @app.command("list")
@@ -237,6 +241,8 @@ def update_(ctx: typer.Context, task: Annotated[str, typer.Argument(help="Task i
     with store.session() as s:
         t = task_repo.update_task(s, app_ctx.clock.now(), task, data, checked=checked)
         out = task_repo.task_dict(t, include_secrets=True)
+        problems = feed_repo.feed_problems(s, out["mps_id"])
+    _warn_feed_problems(app_ctx, problems)
     if as_json:
         print_json(out)
     else:

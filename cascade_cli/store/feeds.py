@@ -197,6 +197,16 @@ class FeedProblems:
     def __bool__(self) -> bool:
         return bool(self.missing or self.disabled)
 
+    def lines(self) -> list[str]:
+        """One phrase per kind of problem, as the CLI's warning and the admin API's message
+        both say it."""
+        said = []
+        if self.missing:
+            said.append(f"feeds {', '.join(self.missing)} do not exist")
+        if self.disabled:
+            said.append(f"feeds {', '.join(self.disabled)} are disabled")
+        return said
+
 
 def feed_problems(session: Session, ids: list[str]) -> FeedProblems:
     """Which of ``ids`` do not exist and which are disabled, each in the order given."""

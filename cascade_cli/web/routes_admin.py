@@ -24,7 +24,7 @@ from cascade_cli.protocol import (
 from cascade_cli.store import allocations, feeds, tasks
 from cascade_cli.store import nodes as nodes_repo
 from cascade_cli.store.events import named_events
-from cascade_cli.store.models import Node
+from cascade_cli.store.models import MessageTask, Node
 from cascade_cli.web.envelope import ok
 from cascade_cli.web.http_auth import Principal, require_admin, require_any
 
@@ -265,13 +265,23 @@ async def list_tasks(request: Request, p: AnyP) -> Response:
     return ok(await state.db.run(work))
 
 
+def _task_answer(s: Session, task: MessageTask) -> tuple[dict[str, Any], str]:
+    """A saved task and the answer's message: "ok", or what its runs will skip (feeds that do
+    not exist or are disabled, the original's problem 4), as ``cascade tasks add`` warns."""
+    problems = feeds.feed_problems(s, list(task.mps_id or []))
+    if not problems:
+        return tasks.task_dict(task, include_secrets=True), "ok"
+    return (tasks.task_dict(task, include_secrets=True),
+            "ok; warning: " + "; ".join(f"{line}: runs skip them" for line in problems.lines()))
+
+
 @router.post("/message-tasks", tags=["admin"])
 async def create_task(request: Request, p: AdminP, body: MessageTaskIn) -> Response:
     state = _state(request)
     checked = (body.message_template, body.message_type)
     await _check_template(*checked)
-    return ok(await state.db.run(lambda s, now: tasks.task_dict(
-        tasks.create_task(s, now, body, checked=checked), include_secrets=True)))
+    return ok(*await state.db.run(lambda s, now: _task_answer(
+        s, tasks.create_task(s, now, body, checked=checked))))
 
 
 @router.put("/message-tasks/{task_id}", tags=["admin"])
@@ -281,12 +291,11 @@ async def update_task(request: Request, p: AdminP, task_id: Ident,
     checked = await state.db.run(lambda s, now: tasks.template_after(s, task_id, body))
     await _check_template(*checked)
 
-    def work(s: Session, now: datetime) -> dict[str, Any]:
+    def work(s: Session, now: datetime) -> tuple[dict[str, Any], str]:
         result = tasks.update_task(s, now, task_id, body, checked=checked)
-        task = result if result is not None else tasks.get_task(s, task_id)
-        return tasks.task_dict(task, include_secrets=True)
+        return _task_answer(s, result if result is not None else tasks.get_task(s, task_id))
 
-    return ok(await state.db.run(work))
+    return ok(*await state.db.run(work))
 
 
 @router.delete("/message-tasks/{task_id}", tags=["admin"])

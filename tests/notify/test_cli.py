@@ -59,6 +59,11 @@ def test_tasks_add_duplicate_name_and_missing_feed(cfg):
     assert r.exit_code == 1 and "a task named 't' already exists" in r.stderr, r.output
     [task] = json.loads(cli("tasks", "list", "--json").stdout)["list"]
     assert task["mps_id"] == ["F1", "NOPE"] and task["cookies"] == "a=1; b=2"
+    # Changing the feeds warns the same way (and says nothing once they all exist).
+    r = cli("tasks", "update", "t", "--feeds", "F1,GONE")
+    assert r.exit_code == 0 and "warning: feeds GONE do not exist" in r.stderr, r.output
+    r = cli("tasks", "update", "t", "--feeds", "F1")
+    assert r.exit_code == 0 and "warning" not in r.stderr, r.output
 
 
 def test_tasks_next(cfg):

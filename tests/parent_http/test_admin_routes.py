@@ -121,3 +121,23 @@ async def test_task_names_stay_unique_through_the_api(api):
                                     json={"name": "monthly"}))
     assert d["name"] == "monthly"
     assert len(envelope_ok(await api.admin("GET", "/message-tasks", tok))) == 2
+
+
+async def test_task_answer_warns_about_feeds_its_runs_will_skip(api):
+    """The admin API says what `cascade tasks add` warns about (guide problem 4, 公众号不存在):
+    feeds a task names that do not exist or are disabled, in the answer's message."""
+    tok = api.token()
+    task_id = await api.setup_task(tok, n_feeds=2, name="warned")
+    r = await api.admin("PUT", f"/message-tasks/{task_id}", tok,
+                        json={"mps_id": ["F_warned_0", "F_warned_1", "F_nowhere"]})
+    assert r.status_code == 200
+    assert r.json()["message"] == ("ok; warning: feeds F_nowhere do not exist: runs skip them")
+    envelope_ok(await api.admin("PUT", "/feeds/F_warned_1", tok, json={"status": 0}))
+    r = await api.admin("POST", "/message-tasks", tok,
+                        json={"name": "second", "mps_id": ["F_warned_1", "F_gone"]})
+    assert r.status_code == 200
+    assert r.json()["message"] == ("ok; warning: feeds F_gone do not exist: runs skip them; "
+                                   "feeds F_warned_1 are disabled: runs skip them")
+    r = await api.admin("PUT", f"/message-tasks/{task_id}", tok,
+                        json={"mps_id": ["F_warned_0"]})
+    assert r.json()["message"] == "ok"
