@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,6 +14,12 @@ from cascade_cli.config import Settings, load_settings
 from cascade_cli.store import migrate
 from cascade_cli.store.engine import Store
 from tests.dbservers import fresh_database
+
+if os.environ.get("PYTEST_XDIST_WORKER") and os.environ.get("COLUMNS") == "80":
+    # pytest-xdist gives its workers COLUMNS=80; a plain run leaves it unset. Tests that read
+    # captured tables expect the unset case (the CLI then renders 200 wide); tests that need
+    # a width set their own.
+    del os.environ["COLUMNS"]
 
 
 @pytest.fixture
