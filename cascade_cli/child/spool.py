@@ -1,14 +1,16 @@
 """The child's durable spool: fetched articles and completions, kept until the parent acked them.
 
 A SQLite file (``child.spool_path``, default ``<data_dir>/spool.db``). The worker marks an
-allocation as started when it claims it, and writes the allocation's articles together with its
-completion (per-feed results) in one transaction when every feed is done (or earlier, in chunks,
-when the fetched articles grow large); nothing is uploaded before it is in the spool. Rows are
+allocation as started when it claims it. When every feed is done, the worker delivers the
+allocation's results straight from memory (``delivery.HeldResults``); only what the parent
+cannot take now (an outage, an overload, a forced stop) is written here, the articles together
+with the completion (per-feed results) in one transaction. An allocation whose fetched articles
+grow large is written here in chunks while it is fetched, and delivered from here. Rows are
 deleted only after the parent answered 2xx for them, or answered that the work is no longer ours
-(409). A crash, a SIGKILL or a parent outage therefore loses nothing that was fetched and
-spooled; an allocation that was only started (the child died while fetching) is found by the
-next start and handed back at once. The next start (or reconnect) flushes the spool before
-claiming anything new.
+(409). A crash, a SIGKILL or a parent outage therefore loses nothing that reached the spool; an
+allocation that was only started (the child died while fetching or delivering from memory) is
+found by the next start and handed back at once, and the parent hands it out again. The next
+start (or reconnect) flushes the spool before claiming anything new.
 
 A row of ``spool_articles`` holds ``n`` articles as one JSON fragment (the objects joined by
 commas, ``n`` = 1 for a single article): the worker encodes a feed's articles once and spools
@@ -234,19 +236,20 @@ class Spool:
 
     def add_completion(self, allocation_id: str, task_id: str | None, epoch: int | None,
                        results: list[dict[str, Any]], article_count: int, *,
-                       articles: list[tuple[str | None, bytes]] | list[Encoded] | None = None
-                       ) -> None:
+                       articles: list[tuple[str | None, bytes]] | list[Encoded] | None = None,
+                       new_count: int = 0) -> None:
         """Spool the per-feed results, plus (optionally) the last encoded articles of the
-        allocation, in one transaction: the allocation is then complete in the spool."""
+        allocation, in one transaction: the allocation is then complete in the spool.
+        ``new_count``: articles of it the parent already took as new."""
         with self._tx() as db:
             if articles:
                 self._insert_encoded(db, allocation_id, epoch, articles)
             db.execute("INSERT OR REPLACE INTO spool_completions (allocation_id, task_id, epoch, "
                        "results, article_count, new_count, created) VALUES (?, ?, ?, ?, ?, "
                        "COALESCE((SELECT new_count FROM spool_completions WHERE allocation_id "
-                       "= ?), 0), ?)",
+                       "= ?), 0) + ?, ?)",
                        (allocation_id, task_id, epoch, _dumps(results),
-                        article_count, allocation_id, self._clock()))
+                        article_count, allocation_id, new_count, self._clock()))
             db.execute("DELETE FROM spool_started WHERE allocation_id = ?", (allocation_id,))
 
     def ack_articles(self, seqs: Iterable[int], *, allocation_id: str | None = None,
@@ -269,6 +272,11 @@ class Spool:
     def ack_completion(self, allocation_id: str) -> None:
         with self._tx() as db:
             db.execute("DELETE FROM spool_completions WHERE allocation_id = ?", (allocation_id,))
+
+    def unmark_started(self, allocation_id: str) -> None:
+        """An allocation delivered without reaching the spool: forget its "started" mark."""
+        with self._tx() as db:
+            db.execute("DELETE FROM spool_started WHERE allocation_id = ?", (allocation_id,))
 
     def drop_allocation(self, allocation_id: str) -> int:
         """Forget everything about an allocation (lease lost, cancelled, released)."""

@@ -7,7 +7,8 @@ Four asyncio tasks share one ``ChildWorker``:
   child never looks dead and its leases are renewed; it applies the parent's ``cancel`` list;
 * the **claim loop** long-polls ``claim-task`` while capacity is free;
 * one **execution task per allocation**: ``executing``, fetch every feed with a global and a
-  per-host semaphore, spool articles, spool the completion, then flush;
+  per-host semaphore, then deliver the articles and the completion from memory (what the parent
+  cannot take now goes to the spool; see ``delivery``);
 * the **spool flusher** re-sends whatever the parent has not acknowledged, first on start and
   again on every reconnect.
 
@@ -37,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from cascade_cli import __version__
+from cascade_cli.child.delivery import HeldResults, Results, SpooledResults
 from cascade_cli.child.fetchers import (
     FeedSpec,
     FetchContext,
@@ -70,8 +72,9 @@ Sleep = Callable[[float], Awaitable[None]]
 
 FATAL_AT_START = (BadCredentials, WrongEndpoint, NodeDisabled)
 MAX_BACKOFF = 30.0
-# Fetched articles wait in memory (already JSON-encoded) and reach the spool in one transaction
-# with the completion; an allocation with more than this spools in chunks, bounding memory.
+# Fetched articles wait in memory (already JSON-encoded) until every feed of the allocation is
+# done, then are delivered from there; an allocation with more than this spools in chunks while
+# it is fetched (bounding memory) and is delivered from the spool.
 SPOOL_CHUNK_CHARS = 4 * 1024 * 1024
 
 
@@ -84,10 +87,11 @@ class Held:
     epoch: int | None
     started: float
     task: asyncio.Task[None] | None = None
-    spooled: bool = False  # fetching finished; the completion is in the spool
+    fetched: bool = False  # fetching finished; the results are being delivered
     stats: dict[str, int] = field(default_factory=dict)
     pending: list[Encoded] = field(default_factory=list)  # (feed_id, json, count) per feed
     pending_chars: int = 0
+    chunks_spooled: bool = False  # some of its articles went to the spool while fetching
 
 
 @dataclass
@@ -498,16 +502,22 @@ class ChildWorker:
             log.exception("allocation %s: unexpected error while fetching", alloc_id)
             raise
         total = sum(r.get("article_count", 0) for r in results)
-        self.spool.add_completion(alloc_id, pkg.task_id, epoch, list(results), total,
-                                  articles=held.pending)
+        delivery: Results
+        if held.chunks_spooled:
+            self.spool.add_completion(alloc_id, pkg.task_id, epoch, list(results), total,
+                                      articles=held.pending)
+            delivery = SpooledResults(self.spool, alloc_id)
+        else:
+            delivery = HeldResults(self.spool, alloc_id, pkg.task_id, epoch, held.pending,
+                                   list(results), total)
         held.pending, held.pending_chars = [], 0
-        held.spooled = True
+        held.fetched = True
         ok = sum(1 for r in results if r["status"] == "success")
         nm = sum(1 for r in results if r["status"] == "not_modified")
         failed = sum(1 for r in results if r["status"] == "failed")
         self.stats.feeds_ok += ok + nm
         self.stats.feeds_failed += failed
-        outcome = await self._flush_allocation(alloc_id)
+        outcome = await self._flush_allocation(alloc_id, delivery)
         duration = self._clock() - held.started
         comp_new = held.stats.get("new", 0)
         fields = {"allocation_id": alloc_id, "task_id": pkg.task_id,
@@ -583,6 +593,7 @@ class ChildWorker:
         if held.pending_chars > SPOOL_CHUNK_CHARS:
             self.spool.add_encoded(held.allocation_id, held.epoch, held.pending)
             held.pending, held.pending_chars = [], 0
+            held.chunks_spooled = True
 
     def _lost(self, alloc_id: str, exc: BaseException) -> None:
         log.warning("allocation %s: %s; the work was handed on, dropping it", alloc_id, exc)
@@ -593,15 +604,17 @@ class ChildWorker:
 
     # --- flushing --------------------------------------------------------------------------
 
-    async def _flush_allocation(self, alloc_id: str) -> str:
-        """Upload spooled articles in batches, then the completion.
+    async def _flush_allocation(self, alloc_id: str, delivery: Results | None = None) -> str:
+        """Upload an allocation's articles in batches, then its completion, from ``delivery``
+        (default: the spool). What the parent cannot take now is kept in the spool.
 
         Returns "completed", "lost", "spooled" (parent unavailable, kept) or "empty".
         """
+        results = delivery or SpooledResults(self.spool, alloc_id)
         lock = self._alloc_locks.setdefault(alloc_id, asyncio.Lock())
         try:
             async with lock:
-                outcome = await self._flush_allocation_locked(alloc_id)
+                outcome = await self._flush_allocation_locked(results)
             if outcome != "empty":  # reported (or dropped): its failed feeds are told
                 self._failed_feeds.pop(alloc_id, None)
             if outcome == "completed":
@@ -612,12 +625,17 @@ class ChildWorker:
             self._lost(alloc_id, exc)
             return "lost"
         except (ParentUnreachable, ParentServerError) as exc:
+            results.keep()
             self._parent_down(exc)
             return "spooled"
         except ParentRejected as exc:
+            results.keep()
             if exc.status == 429:
                 self._parent_down(exc)
                 return "spooled"
+            raise
+        except BaseException:  # a forced stop, or a bug: what was fetched is not lost
+            results.keep()
             raise
         finally:
             if not lock.locked():
@@ -638,7 +656,7 @@ class ChildWorker:
                 await self._sleep(min(5.0, 0.25 * 2 ** attempt))
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _give_up_upload(self, alloc_id: str, batch: list[SpooledArticle],
+    def _give_up_upload(self, results: Results, batch: list[SpooledArticle],
                         exc: ParentServerError, attempts: int) -> None:
         """Drop articles the parent answered 500 to ``attempts`` times; their feeds are
         reported failed with the reason in the completion."""
@@ -646,10 +664,11 @@ class ChildWorker:
         reason = (f"upload of {count} article(s) failed {attempts} time(s) with {exc}; "
                   "the articles were dropped (see the parent's log)")
         feeds = {a.feed_id for a in batch if a.feed_id}
+        alloc_id = results.allocation_id
         self._failed_feeds.setdefault(alloc_id, {}).update(dict.fromkeys(feeds, reason))
         log.error("allocation %s: feeds %s: %s", alloc_id, ", ".join(sorted(feeds)) or "?",
                   reason)
-        self.spool.ack_articles([a.seq for a in batch])
+        results.dropped(batch)
 
     def _failed_results(self, alloc_id: str,
                         results: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -657,12 +676,13 @@ class ChildWorker:
         return [{**r, "status": "failed", "error": reasons[str(r.get("feed_id"))]}
                 if str(r.get("feed_id")) in reasons else r for r in results]
 
-    async def _flush_allocation_locked(self, alloc_id: str) -> str:
+    async def _flush_allocation_locked(self, results: Results) -> str:
+        alloc_id = results.allocation_id
         batch_size = self.cfg.upload_batch_size
         attempts = self.cfg.upload_attempts
         singly = False  # after a batch failed with 500: one feed at a time, to find the bad one
         while True:
-            batch = self.spool.articles(alloc_id, 1 if singly else batch_size)
+            batch = results.articles(1 if singly else batch_size)
             if not batch:
                 break
             tries = 1 if singly else attempts
@@ -676,40 +696,39 @@ class ChildWorker:
                 if len(batch) > 1 and not singly:
                     singly = True
                     continue
-                self._give_up_upload(alloc_id, batch, exc, tries)
+                self._give_up_upload(results, batch, exc, tries)
                 continue
             except ParentRejected as exc:
                 count = sum(a.count for a in batch)
                 if exc.status == 413 and count > 1:
                     if len(batch) == 1:
-                        self.spool.split(batch[0])  # one feed's articles: send them singly
+                        results.split(batch[0])  # one feed's articles: send them singly
                     batch_size = max(1, count // 2)
                     continue
                 if exc.status in (413, 422, 400):
                     log.error("allocation %s: parent refused %d articles (%s); dropping them",
                               alloc_id, count, exc)
-                    self.spool.ack_articles([a.seq for a in batch])
+                    results.dropped(batch)
                     continue
                 raise
             new = answer.new_count if answer is not None else 0
-            self.spool.ack_articles([a.seq for a in batch], allocation_id=alloc_id,
-                                    new_count=new)
+            results.delivered(batch, new)
             held = self.held.get(alloc_id)
             if held is not None:
                 held.stats["new"] = held.stats.get("new", 0) + new
-        comp = self.spool.completion(alloc_id)
+        comp = results.completion()
         if comp is None:
             return "empty"
-        results = self._failed_results(alloc_id, list(comp.results))
+        feed_results = self._failed_results(alloc_id, list(comp.results))
         try:
             await self._send_500_retried(attempts, functools.partial(
-                self.client.report_completion, alloc_id, comp.task_id, results,
+                self.client.report_completion, alloc_id, comp.task_id, feed_results,
                 comp.article_count, epoch=comp.epoch))
         except ParentRejected as exc:
             if exc.status in (400, 413, 422):
                 log.error("allocation %s: parent refused the completion (%s); dropping it",
                           alloc_id, exc)
-                self.spool.ack_completion(alloc_id)
+                results.completed()
                 return "lost"
             raise
         except ParentServerError as exc:
@@ -723,16 +742,16 @@ class ChildWorker:
             with contextlib.suppress(ClientError):
                 await self.client.set_status(alloc_id, "failed", error_message=why,
                                              epoch=comp.epoch)
-            self.spool.drop_allocation(alloc_id)
+            results.forget()
             return "failed"
-        self.spool.ack_completion(alloc_id)
+        results.completed()
         return "completed"
 
     async def _flush_spool(self) -> bool:
         """Flush every allocation not being worked on. True when the spool is empty after."""
         for alloc_id in self.spool.allocation_ids():
             held = self.held.get(alloc_id)
-            if held is not None and not held.spooled:
+            if held is not None and not held.fetched:
                 continue  # still fetching: its own task uploads it
             if held is not None:
                 continue  # its own task is flushing it
@@ -804,11 +823,11 @@ class ChildWorker:
         pending = {t for t in tasks if not t.done()}
         # Whatever is still fetching is handed back; what reached the spool is delivered.
         to_release = {h.allocation_id: h.epoch for h in self.held.values()
-                      if not h.spooled and h.task in pending}
+                      if not h.fetched and h.task in pending}
         for alloc_id in self.spool.allocation_ids():
             if self.spool.completion(alloc_id) is None and alloc_id not in to_release:
                 held = self.held.get(alloc_id)
-                if held is None or not held.spooled:
+                if held is None or not held.fetched:
                     to_release[alloc_id] = held.epoch if held else None
         for h in list(self.held.values()):
             if h.allocation_id in to_release and h.task is not None:
