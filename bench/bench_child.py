@@ -8,7 +8,8 @@ Method:
   (~17 KB, content:encoded, authors, dates), different for each n;
 * ``--parser`` names one or more values of ``child.feed_parser``; with ``--rounds R`` each runs
   R times, interleaved (A, B, A, B...), so a drift of the shared machine's speed affects every
-  parser alike. Every run of a parser is a **plain loop** then a **Cascade run**:
+  parser alike. Every run of a parser is a **plain loop**, a **Cascade run**, and the plain loop
+  again (the split uses the mean of the two loops, which bracket the Cascade run):
 * **plain loop**: one process doing what a child does per feed and nothing else: the child's
   own HTTP client (``make_http_client``) fetching the URLs one after the other, and the
   child's own parse (``HttpFeedFetcher.parse``, article dicts included) with that parser. Its
@@ -28,6 +29,8 @@ Method:
 * ``overhead_pct`` is Cascade's own share of the CPU work against the plain loop:
   (CPU of children + parent - CPU of the plain loop) / (CPU of children + parent);
   ``overhead_children_only_pct`` leaves out the parent;
+* ``--profile FILE.txt`` records the first child's stacks (py-spy, 250 Hz, 8 s from 1 s after
+  the dispatch) per run, collapsed: one line per stack and its sample count;
 * ``--parallel`` adds the control of earlier sessions: ``--children`` plain loops at once
   (httpx + feedparser.parse, no article dicts), each over its share of the URLs;
 * ``reference_ms`` (``bench/machine.py``) is measured before and after every run: when it
@@ -164,8 +167,21 @@ def start_feed_server(env: dict[str, str]) -> tuple[subprocess.Popen[str], int]:
     return proc, int(port)
 
 
+def start_profile(pid: int, out: Path, seconds: float) -> subprocess.Popen[bytes] | None:
+    """py-spy (``pip install py-spy``) records one child's stacks, collapsed, into ``out``."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(spy).exists():
+        print("--profile: py-spy is not installed (pip install py-spy); no profile",
+              file=sys.stderr)
+        return None
+    return subprocess.Popen([spy, "record", "--pid", str(pid), "--rate", "250",
+                             "--duration", str(int(seconds)), "--format", "raw",
+                             "--output", str(out), "--nonblocking"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def cascade_run(root: Path, urls: list[str], n_children: int, concurrency: int,
-                parser: str) -> dict[str, Any]:
+                parser: str, profile: Path | None = None) -> dict[str, Any]:
     """One Cascade run in a fresh folder: a parent, ``n_children`` children, one task."""
     from cascade_cli.clock import SystemClock
     from cascade_cli.config import load_settings
@@ -223,6 +239,10 @@ def cascade_run(root: Path, urls: list[str], n_children: int, concurrency: int,
         t0 = time.perf_counter()
         with store.session() as s:
             created = dispatch(s, clock.now(), settings, task_id=task_id).allocations_created
+        spy = None
+        if profile is not None:  # the first child, once the work is under way
+            time.sleep(1.0)
+            spy = start_profile(children[0].pid, profile, 8)
         while True:
             procs.check_alive()
             with store.session() as s:
@@ -232,6 +252,8 @@ def cascade_run(root: Path, urls: list[str], n_children: int, concurrency: int,
                 break
             time.sleep(0.2)
         wall = time.perf_counter() - t0
+        if spy is not None:
+            spy.wait(30)
         cpu_children = sum(proc_cpu(p.pid) - cpu0[p.pid] for p in children)
         cpu_parent = proc_cpu(parent.pid) - cpu0[parent.pid]
         hwm = [round(proc_hwm_mb(p.pid), 1) for p in children]
@@ -249,14 +271,20 @@ def cascade_run(root: Path, urls: list[str], n_children: int, concurrency: int,
 
 
 def one_run(root: Path, urls: list[str], urls_file: Path, n_children: int, concurrency: int,
-            parser: str) -> dict[str, Any]:
-    """A plain loop then a Cascade run with ``parser``, and the figures derived from both."""
+            parser: str, profile: Path | None = None) -> dict[str, Any]:
+    """A plain loop, a Cascade run with ``parser``, a plain loop again, and the figures derived
+    from them. The plain loop's fetch and parse are the mean of the loops before and after:
+    one loop alone moved by up to 15% between runs, most of the spread of the split."""
     n = len(urls)
     ref0 = reference_ms(3)
-    plain = plain_loop(urls_file, parser)
+    before = plain_loop(urls_file, parser)
     ref1 = reference_ms(3)
-    casc = cascade_run(root, urls, n_children, concurrency, parser)
+    casc = cascade_run(root, urls, n_children, concurrency, parser, profile)
     ref2 = reference_ms(3)
+    after = plain_loop(urls_file, parser)
+    plain = {k: (before[k] + after[k]) / 2 for k in
+             ("wall_s", "cpu_s", "parse_cpu_s", "fetch_cpu_s", "max_rss_mb")}
+    plain["articles"] = before["articles"]
     child_ms = 1000 * casc["cpu_children_s"] / n
     fetch_ms = 1000 * plain["fetch_cpu_s"] / n
     parse_ms = 1000 * plain["parse_cpu_s"] / n
@@ -268,7 +296,10 @@ def one_run(root: Path, urls: list[str], urls_file: Path, n_children: int, concu
                        "cpu_ms_per_feed": round(1000 * plain["cpu_s"] / n, 3),
                        "feeds_per_cpu_s": round(n / plain["cpu_s"], 1),
                        "articles": plain["articles"],
-                       "max_rss_mb": round(plain["max_rss_mb"], 1)},
+                       "max_rss_mb": round(plain["max_rss_mb"], 1),
+                       "cpu_ms_per_feed_before_after": [
+                           round(1000 * before["cpu_s"] / n, 3),
+                           round(1000 * after["cpu_s"] / n, 3)]},
         "cascade": casc,
         "feeds_per_child_core": round(n / casc["cpu_children_s"], 1),
         "child_cpu_ms_per_feed": round(child_ms, 3),
@@ -324,7 +355,7 @@ def summarise(runs: list[dict[str, Any]], parsers: list[str]) -> dict[str, Any]:
 
 
 def run(n_feeds: int, n_children: int, concurrency: int, parsers: list[str], rounds: int,
-        parallel: bool, keep: bool) -> dict[str, Any]:
+        parallel: bool, keep: bool, profile: Path | None = None) -> dict[str, Any]:
     from cascade_cli.demo.runner import DemoProcesses
 
     root = Path(tempfile.mkdtemp(prefix="cascade-bench-"))
@@ -350,8 +381,10 @@ def run(n_feeds: int, n_children: int, concurrency: int, parsers: list[str], rou
         for rnd in range(rounds):
             for parser in parsers:
                 print(f"round {rnd + 1}/{rounds}: {parser}", file=sys.stderr, flush=True)
+                prof = (profile.with_name(f"{profile.stem}-r{rnd + 1}-{parser}"
+                                          f"{profile.suffix}") if profile else None)
                 runs.append(one_run(root / f"r{rnd}-{parser}", urls, urls_file, n_children,
-                                    concurrency, parser))
+                                    concurrency, parser, prof))
                 print(json.dumps({k: runs[-1][k] for k in (
                     "feeds_per_child_core", "cpu_split_ms_per_feed", "overhead_pct")}),
                     file=sys.stderr, flush=True)
@@ -382,6 +415,9 @@ def main() -> None:
     parser.add_argument("--parallel", action="store_true",
                         help="also run the parallel plain loops (httpx + feedparser)")
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--profile", metavar="FILE.txt", type=Path,
+                        help="record the first child's stacks with py-spy (8 s, 250 Hz, "
+                             "collapsed) into FILE-r<round>-<parser>.txt")
     parser.add_argument("--baseline", metavar="URLS_FILE", help=argparse.SUPPRESS)
     parser.add_argument("--naive-baseline", metavar="URLS_FILE", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -397,7 +433,7 @@ def main() -> None:
         return
     steal = StealMeter().start()
     result = run(args.feeds, args.children, args.concurrency, parsers, args.rounds,
-                 args.parallel, args.keep)
+                 args.parallel, args.keep, args.profile)
     result["machine"].update(machine_report(steal))
     print(json.dumps(result, indent=2))
 
