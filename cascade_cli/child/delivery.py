@@ -22,7 +22,7 @@ again (the parent stores each article once, whoever sends it twice).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import InitVar, dataclass, field
 from typing import Any, Protocol
 
 from cascade_cli.child.spool import Encoded, Spool, SpooledArticle, SpooledCompletion
@@ -99,19 +99,16 @@ class HeldResults:
     allocation_id: str
     task_id: str | None
     epoch: int | None
-    pending: list[Encoded]
+    pending: InitVar[list[Encoded]]
     results: list[dict[str, Any]]
     article_count: int
     new_count: int = 0
-    _next_seq: int = 0
-    _rows: list[SpooledArticle] | None = None
-    _done: bool = False
+    _rows: list[SpooledArticle] = field(init=False)
+    _next_seq: int = field(init=False, default=0)
+    _done: bool = field(init=False, default=False)
 
-    def _all_rows(self) -> list[SpooledArticle]:
-        if self._rows is None:
-            self._rows = [self._row(feed_id, raw, n) for feed_id, raw, n in self.pending]
-            self.pending = []
-        return self._rows
+    def __post_init__(self, pending: list[Encoded]) -> None:
+        self._rows = [self._row(feed_id, raw, n) for feed_id, raw, n in pending]
 
     def _row(self, feed_id: str | None, raw: bytes, n: int) -> SpooledArticle:
         self._next_seq += 1
@@ -120,7 +117,7 @@ class HeldResults:
     def articles(self, limit: int) -> list[SpooledArticle]:
         out: list[SpooledArticle] = []
         total = 0
-        for row in self._all_rows():
+        for row in self._rows:
             if out and total + row.count > limit:
                 break
             out.append(row)
@@ -129,7 +126,7 @@ class HeldResults:
 
     def _remove(self, batch: list[SpooledArticle]) -> None:
         gone = {a.seq for a in batch}
-        self._rows = [r for r in self._all_rows() if r.seq not in gone]
+        self._rows = [r for r in self._rows if r.seq not in gone]
 
     def delivered(self, batch: list[SpooledArticle], new_count: int) -> None:
         self._remove(batch)
@@ -141,9 +138,8 @@ class HeldResults:
     def split(self, row: SpooledArticle) -> None:
         singles = [self._row(row.feed_id, self.spool.encode_article(a), 1)
                    for a in row.articles]
-        rows = self._all_rows()
-        at = next(i for i, r in enumerate(rows) if r.seq == row.seq)
-        self._rows = rows[:at] + singles + rows[at + 1:]
+        at = next(i for i, r in enumerate(self._rows) if r.seq == row.seq)
+        self._rows[at:at + 1] = singles
 
     def completion(self) -> SpooledCompletion | None:
         if self._done:
@@ -151,21 +147,22 @@ class HeldResults:
         return SpooledCompletion(self.allocation_id, self.task_id, self.epoch, self.results,
                                  self.article_count, self.new_count)
 
-    def completed(self) -> None:
+    def _finish(self) -> None:
         self._done = True
         self._rows = []
+
+    def completed(self) -> None:
+        self._finish()
         self.spool.unmark_started(self.allocation_id)  # all the spool ever held of it
 
     def forget(self) -> None:
-        self._done = True
-        self._rows = []
+        self._finish()
         self.spool.drop_allocation(self.allocation_id)
 
     def keep(self) -> None:
         if self._done:
             return
-        rows = [(r.feed_id, r.raw, r.count) for r in self._all_rows()]
+        rows = [(r.feed_id, r.raw, r.count) for r in self._rows]
         self.spool.add_completion(self.allocation_id, self.task_id, self.epoch, self.results,
                                   self.article_count, articles=rows, new_count=self.new_count)
-        self._done = True
-        self._rows = []
+        self._finish()
